@@ -1,0 +1,102 @@
+"""The one error tree. Adapters raise these; the coordinator's middleware maps them to HTTP."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class FieldError(BaseModel):
+    """One problem with one field of an input, e.g. ``{"field": "rollout.canary", ...}``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    field: str
+    message: str
+
+
+class ErrorInfo(BaseModel):
+    code: str
+    message: str
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class ErrorBody(BaseModel):
+    """Every 4xx/5xx body: ``{"error": {"code", "message", "details"}}``."""
+
+    error: ErrorInfo
+
+
+class FleetwaveError(Exception):
+    """Base of every expected failure; ``status`` is the HTTP status it maps to."""
+
+    status = 500
+    code = "internal"
+
+    def __init__(self, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or {}
+
+    def body(self) -> ErrorBody:
+        return ErrorBody(
+            error=ErrorInfo(code=self.code, message=self.message, details=self.details)
+        )
+
+
+class BadRequest(FleetwaveError):
+    status = 400
+    code = "bad_request"
+
+
+class ValidationFailed(BadRequest):
+    """The input parsed but broke rules; ``details.errors`` lists every ``{field, message}``."""
+
+    code = "validation_failed"
+
+    def __init__(self, errors: list[FieldError], message: str | None = None) -> None:
+        summary = message or "; ".join(f"{e.field}: {e.message}" for e in errors[:5])
+        super().__init__(summary, {"errors": [e.model_dump() for e in errors]})
+        self.errors = errors
+
+
+class Unauthorized(FleetwaveError):
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(FleetwaveError):
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(FleetwaveError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(FleetwaveError):
+    status = 409
+    code = "conflict"
+
+
+class PreconditionFailed(FleetwaveError):
+    status = 412
+    code = "precondition_failed"
+
+
+class PayloadTooLarge(FleetwaveError):
+    status = 413
+    code = "payload_too_large"
+
+
+class UnsupportedMediaType(FleetwaveError):
+    status = 415
+    code = "unsupported_media_type"
+
+
+class StoreError(FleetwaveError):
+    """The store could not do what was asked (I/O, corruption); a bug or an outage, never input."""
+
+    code = "store_error"

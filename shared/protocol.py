@@ -1,0 +1,95 @@
+"""The agent protocol: register, long-poll assignments, report (DESIGN §5, agent endpoints)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from shared.nodes import Load, Resources
+from shared.spec import LABEL_KEY_PATTERN, NAME_PATTERN, JobSpec
+
+NODE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}$"
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class RegisterRequest(_Wire):
+    join_token: str = Field(min_length=1)
+    name: str = Field(pattern=NODE_NAME_PATTERN)
+    labels: dict[str, str] = Field(default_factory=dict)
+    resources: Resources = Field(default_factory=Resources)
+    agent_version: str = Field(default="", max_length=64)
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if not LABEL_KEY_PATTERN.match(key):
+                raise ValueError(f"invalid label key {key!r}")
+        return value
+
+
+class RegisterResponse(_Wire):
+    node_id: str
+    node_token: str
+    heartbeat_interval: float = Field(description="seconds between reports")
+
+
+class Assignment(_Wire):
+    """One job version this node must run. ``generation`` grows when a restart is requested."""
+
+    job: str = Field(pattern=NAME_PATTERN)
+    version: int = Field(ge=1)
+    generation: int = Field(default=0, ge=0)
+    spec: JobSpec
+
+
+class AssignmentsResponse(_Wire):
+    """The node's complete desired state; a job not listed must not run on the node."""
+
+    node_id: str
+    index: int
+    heartbeat_interval: float
+    assignments: list[Assignment] = Field(default_factory=list)
+
+
+class ExecutionState(StrEnum):
+    """One job version on one node, as the agent sees it."""
+
+    PENDING = "pending"  # assigned, not started yet (e.g. fetching artifacts)
+    STARTING = "starting"  # running, health checks have not passed yet
+    HEALTHY = "healthy"  # running and passing its checks
+    UNHEALTHY = "unhealthy"  # running but failing its checks
+    RESTARTING = "restarting"  # exited; waiting out the restart backoff
+    FAILED = "failed"  # could not start, or exceeded its restart budget
+    COMPLETED = "completed"  # batch job exited 0
+    STOPPED = "stopped"  # stopped on purpose
+
+
+class ExecutionReport(_Wire):
+    job: str = Field(pattern=NAME_PATTERN)
+    version: int = Field(ge=1)
+    generation: int = Field(default=0, ge=0)
+    state: ExecutionState
+    message: str = Field(default="", max_length=2000)
+    restarts: int = Field(default=0, ge=0)
+    exit_code: int | None = None
+    pid: int | None = None
+
+
+class ReportRequest(_Wire):
+    """Heartbeat plus the state of every job on the node; ``seq`` orders reports per node."""
+
+    seq: int = Field(ge=1)
+    load: Load = Field(default_factory=Load)
+    resources: Resources | None = None
+    executions: list[ExecutionReport] = Field(default_factory=list)
+
+
+class ReportResponse(_Wire):
+    accepted: bool
+    last_seq: int
+    index: int
