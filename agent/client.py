@@ -1,0 +1,186 @@
+"""HTTP client for the coordinator's agent endpoints, rotating across every configured URL."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from importlib import metadata
+from typing import Any, TypeVar
+
+import aiohttp
+import structlog
+from pydantic import BaseModel, ValidationError
+
+from agent.errors import (
+    BadResponse,
+    CoordinatorError,
+    CoordinatorUnavailable,
+    JoinTokenRejected,
+    NameConflict,
+    RequestRejected,
+    TokenRejected,
+)
+from shared.durations import format_duration
+from shared.protocol import (
+    AssignmentsResponse,
+    RegisterRequest,
+    RegisterResponse,
+    ReportRequest,
+    ReportResponse,
+)
+
+log = structlog.get_logger("agent.client")
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def agent_version() -> str:
+    """The installed package version, sent at registration."""
+    try:
+        return metadata.version("fleetwave")
+    except metadata.PackageNotFoundError:
+        return "0.0.0"
+
+
+class CoordinatorClient:
+    """Register, long-poll assignments and report; raises only CoordinatorError subclasses.
+
+    A connection error, timeout or 5xx moves on to the next coordinator URL; the URL that
+    answered last is tried first next time. When every URL failed the call raises
+    CoordinatorUnavailable and the caller backs off.
+    """
+
+    def __init__(
+        self,
+        urls: Sequence[str],
+        session: aiohttp.ClientSession,
+        *,
+        request_timeout: float = 10.0,
+        poll_margin: float = 10.0,
+    ) -> None:
+        if not urls:
+            raise ValueError("at least one coordinator URL is required")
+        self._urls = [url.rstrip("/") for url in urls]
+        self._session = session
+        self._request_timeout = request_timeout
+        self._poll_margin = poll_margin
+        self._current = 0
+
+    @property
+    def current_url(self) -> str:
+        return self._urls[self._current]
+
+    async def register(self, request: RegisterRequest) -> RegisterResponse:
+        data = await self._call(
+            "POST",
+            "/v1/agent/register",
+            body=request.model_dump(mode="json"),
+            token=None,
+            deadline=self._request_timeout,
+        )
+        return _parse(RegisterResponse, data)
+
+    async def assignments(self, token: str, index: int, wait: float) -> AssignmentsResponse:
+        """The blocking query: returns when the index passes ``index`` or after ``wait``."""
+        data = await self._call(
+            "GET",
+            "/v1/agent/assignments",
+            params={"index": str(index), "wait": format_duration(timedelta(seconds=wait))},
+            token=token,
+            deadline=wait + self._poll_margin,
+        )
+        return _parse(AssignmentsResponse, data)
+
+    async def report(self, token: str, request: ReportRequest) -> ReportResponse:
+        data = await self._call(
+            "POST",
+            "/v1/agent/report",
+            body=request.model_dump(mode="json", exclude_none=True),
+            token=token,
+            deadline=self._request_timeout,
+        )
+        return _parse(ReportResponse, data)
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        token: str | None,
+        deadline: float,
+        body: Mapping[str, Any] | None = None,
+        params: Mapping[str, str] | None = None,
+    ) -> Any:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        problems: list[str] = []
+        for attempt in range(len(self._urls)):
+            index = (self._current + attempt) % len(self._urls)
+            url = self._urls[index] + path
+            try:
+                async with self._session.request(
+                    method,
+                    url,
+                    json=body,
+                    params=params,
+                    headers=headers,
+                    timeout=aiohttp.ClientTimeout(total=deadline),
+                ) as response:
+                    status = response.status
+                    text = await response.text()
+            except TimeoutError:
+                problems.append(f"{url}: timed out after {deadline:g}s")
+                continue
+            except aiohttp.ClientError as exc:
+                problems.append(f"{url}: {exc or type(exc).__name__}")
+                continue
+            if status >= 500:
+                problems.append(f"{url}: HTTP {status} {_error_message(text)}".rstrip())
+                continue
+            self._current = index
+            return _decode(status, text, registering=token is None)
+        log.debug("coordinators_unavailable", problems=problems)
+        raise CoordinatorUnavailable("no coordinator answered: " + "; ".join(problems))
+
+
+def _decode(status: int, text: str, *, registering: bool) -> Any:
+    if 200 <= status < 300:
+        try:
+            return json.loads(text)
+        except ValueError:
+            raise BadResponse(f"HTTP {status} with a body that is not JSON") from None
+    message = _error_message(text) or f"HTTP {status}"
+    if status == 401:
+        if registering:
+            raise JoinTokenRejected(f"the coordinator rejected the join token: {message}")
+        raise TokenRejected(f"the coordinator does not know this node's token: {message}")
+    if status == 409 and registering:
+        raise NameConflict(message)
+    raise RequestRejected(message, status=status, code=_error_code(text))
+
+
+def _error_body(text: str) -> Mapping[str, Any]:
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return {}
+    error = data.get("error") if isinstance(data, dict) else None
+    return error if isinstance(error, dict) else {}
+
+
+def _error_message(text: str) -> str:
+    return str(_error_body(text).get("message", ""))
+
+
+def _error_code(text: str) -> str:
+    return str(_error_body(text).get("code", ""))
+
+
+def _parse(model: type[M], data: Any) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise BadResponse(f"unexpected {model.__name__} from the coordinator: {exc}") from None
+
+
+__all__ = ["CoordinatorClient", "CoordinatorError", "agent_version"]

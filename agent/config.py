@@ -1,0 +1,214 @@
+"""Agent configuration: CLI flags > ``FLEETWAVE_*`` env vars > TOML file > defaults."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import tomllib
+from collections.abc import Mapping
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from agent.errors import ConfigError
+from shared.durations import Duration, parse_duration
+from shared.protocol import NODE_NAME_PATTERN
+from shared.spec import LABEL_KEY_PATTERN
+
+DEFAULT_CONFIG_FILE = Path("/etc/fleetwave/agent.toml")
+DEFAULT_DATA_DIR = Path("/var/lib/fleetwave-agent")
+DEFAULT_COORDINATOR = "http://127.0.0.1:7400"
+DEFAULT_LISTEN = "127.0.0.1:7401"
+
+ENV_VARS: Mapping[str, str] = {
+    "FLEETWAVE_CONFIG": "config_file",
+    "FLEETWAVE_COORDINATOR": "coordinators",
+    "FLEETWAVE_COORDINATORS": "coordinators",
+    "FLEETWAVE_JOIN_TOKEN": "join_token",
+    "FLEETWAVE_JOIN_TOKEN_FILE": "join_token_file",
+    "FLEETWAVE_DATA_DIR": "data_dir",
+    "FLEETWAVE_NAME": "name",
+    "FLEETWAVE_LABELS": "labels",
+    "FLEETWAVE_LISTEN": "listen",
+    "FLEETWAVE_LOG_FORMAT": "log_format",
+    "FLEETWAVE_LOG_LEVEL": "log_level",
+    "FLEETWAVE_LOG_MAX_BYTES": "log_max_bytes",
+    "FLEETWAVE_POLL_WAIT": "poll_wait",
+}
+"""Environment variable -> option; the first one set wins when two name the same option."""
+
+_LISTEN = re.compile(r"^(?P<host>\[[0-9A-Fa-f:]+\]|[A-Za-z0-9.\-]+):(?P<port>\d{1,5})$")
+
+
+class AgentSettings(BaseSettings):
+    """Every agent option, validated; build it with :func:`load_settings`."""
+
+    model_config = SettingsConfigDict(extra="forbid", frozen=True)
+
+    config_file: Path | None = Field(default=None, description="TOML config file")
+    coordinators: list[str] = Field(default_factory=lambda: [DEFAULT_COORDINATOR], min_length=1)
+    join_token: str = Field(default="", repr=False)
+    join_token_file: Path | None = None
+    data_dir: Path = DEFAULT_DATA_DIR
+    name: str = Field(default_factory=socket.gethostname, pattern=NODE_NAME_PATTERN)
+    labels: dict[str, str] = Field(default_factory=dict)
+    listen: str = DEFAULT_LISTEN
+    log_format: Literal["json", "console"] | None = None
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    poll_wait: Duration = parse_duration("30s")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Earlier sources win; the file source reads ``config_file`` from the two before it.
+        return init_settings, FleetwaveEnvSource(settings_cls), TomlFileSource(settings_cls)
+
+    @field_validator("coordinators", mode="before")
+    @classmethod
+    def _split_coordinators(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.split(",")
+        if isinstance(value, list | tuple):
+            return [str(item).strip().rstrip("/") for item in value if str(item).strip()]
+        return value
+
+    @field_validator("coordinators")
+    @classmethod
+    def _urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not re.match(r"^https?://[^/\s]+", url):
+                raise ValueError(f"{url!r} is not an http:// or https:// URL")
+        return value
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _parse_labels(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [item for item in value.split(",") if item.strip()]
+        if isinstance(value, list | tuple):
+            return parse_label_pairs([str(item) for item in value])
+        return value
+
+    @field_validator("labels")
+    @classmethod
+    def _label_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if not LABEL_KEY_PATTERN.match(key):
+                raise ValueError(f"invalid label key {key!r}")
+        return value
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        value = value.strip()
+        if value == "off":
+            return value
+        match = _LISTEN.match(value)
+        if not match or not 0 < int(match["port"]) < 65536:
+            raise ValueError(f"{value!r} must be HOST:PORT (e.g. 127.0.0.1:7401) or 'off'")
+        return value
+
+    @field_validator("poll_wait")
+    @classmethod
+    def _poll_wait(cls, value: timedelta) -> timedelta:
+        if value.total_seconds() <= 0:
+            raise ValueError("must be greater than 0")
+        return value
+
+    def listen_address(self) -> tuple[str, int] | None:
+        """The local endpoints' (host, port), or None when they are turned off."""
+        if self.listen == "off":
+            return None
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
+def parse_label_pairs(pairs: list[str]) -> dict[str, str]:
+    """``["k=v", ...]`` as a dict; raise ValueError naming the malformed item."""
+    labels: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, val = pair.strip().partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"{pair!r} is not KEY=VALUE")
+        labels[key.strip()] = val.strip()
+    return labels
+
+
+class FleetwaveEnvSource(PydanticBaseSettingsSource):
+    """``FLEETWAVE_*`` variables as raw strings; the settings validators parse lists and maps."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # unused: __call__ reads the whole table at once
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for var, option in ENV_VARS.items():
+            raw = os.environ.get(var)
+            if raw is not None and raw.strip() and option not in values:
+                values[option] = raw.strip()
+        return values
+
+
+class TomlFileSource(PydanticBaseSettingsSource):
+    """The TOML file named by the flags or env, else the default file if it exists."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # unused: __call__ returns the whole file
+
+    def __call__(self) -> dict[str, Any]:
+        given = self.current_state.get("config_file")
+        path = Path(given) if given else DEFAULT_CONFIG_FILE
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            if given:
+                raise ConfigError(f"config_file: {path} does not exist") from None
+            return {}
+        except OSError as exc:
+            raise ConfigError(f"config_file: cannot read {path}: {exc.strerror}") from None
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config_file: {path} is not valid TOML: {exc}") from None
+        data.pop("config_file", None)
+        return data
+
+
+def load_settings(flags: Mapping[str, Any] | None = None) -> AgentSettings:
+    """Merge flags (only those given), env and file; raise ConfigError naming the bad option."""
+    given = {key: value for key, value in (flags or {}).items() if value not in (None, (), [])}
+    try:
+        return AgentSettings(**given)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        option = ".".join(str(part) for part in err["loc"]) or "config"
+        message = str(err["msg"]).removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            message = "unknown option"
+        raise ConfigError(f"{option}: {message}") from None
+
+
+def resolve_join_token(settings: AgentSettings) -> str:
+    """The join token, read from ``join_token_file`` when it is not given directly."""
+    if settings.join_token:
+        return settings.join_token
+    if settings.join_token_file is None:
+        return ""
+    try:
+        return settings.join_token_file.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(
+            f"join_token_file: cannot read {settings.join_token_file}: {exc.strerror}"
+        ) from None

@@ -1,0 +1,236 @@
+"""The agent's lifecycle: ``start()`` wires and launches the loops, ``shutdown()`` drains them."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any
+
+import aiohttp
+import structlog
+from aiohttp import web
+
+from agent.backoff import BackoffPolicy
+from agent.client import CoordinatorClient
+from agent.config import AgentSettings
+from agent.executions import ExecutionStore
+from agent.host import HostProbe, PsutilHost
+from agent.identity import IdentityStore
+from agent.local import AgentSnapshot, create_local_app
+from agent.logs import LogRotator
+from agent.manager import ExecutionManager
+from agent.notify import SystemdNotifier
+from agent.paths import DataDir
+from agent.report import ReportLoop
+from agent.runtime import Runtime
+from agent.runtime.exec import ExecRuntime
+from agent.session import NodeSession
+from agent.sync import SyncLoop
+from shared.clock import Clock, SystemClock
+from shared.spec import Driver
+
+log = structlog.get_logger("agent.daemon")
+
+
+class Agent:
+    """One node agent, runnable in-process (tests, demo) or from ``main`` (the daemon).
+
+    ``await agent.start()`` loads state and starts the sync, report and log-rotation
+    loops plus the local endpoints; ``await agent.shutdown()`` stops them and, by
+    default, the workloads. ``async with Agent(...)`` does both.
+    """
+
+    def __init__(
+        self,
+        settings: AgentSettings,
+        *,
+        join_token: str = "",
+        clock: Clock | None = None,
+        rand: Callable[[], float] = random.random,
+        host: HostProbe | None = None,
+        runtimes: Mapping[Driver, Runtime] | None = None,
+        backoff: BackoffPolicy | None = None,
+        report_debounce: float = 0.1,
+        rotate_interval: float = 5.0,
+        poll_margin: float = 10.0,
+        notifier: SystemdNotifier | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clock: Clock = clock or SystemClock()
+        self.data_dir = DataDir(settings.data_dir)
+        self._join_token = join_token or settings.join_token
+        self._rand = rand
+        self._host = host
+        self._runtimes = runtimes
+        self._backoff = backoff
+        self._report_debounce = report_debounce
+        self._rotate_interval = rotate_interval
+        self._poll_margin = poll_margin
+        self._notifier = notifier or SystemdNotifier()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._runner: web.AppRunner | None = None
+        self._http: aiohttp.ClientSession | None = None
+        self._ready = False
+        self.local_port: int | None = None
+        self.failed = asyncio.Event()
+        """Set when a loop ended unexpectedly; ``main`` then shuts down."""
+
+    async def __aenter__(self) -> Agent:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.shutdown()
+
+    async def start(self) -> None:
+        """Load state, clean up after a previous run, and start every loop."""
+        settings = self.settings
+        self.data_dir.ensure()
+        host = self._host or PsutilHost(settings.data_dir)
+        self._http = aiohttp.ClientSession()
+        store = IdentityStore(settings.data_dir)
+        self.client = CoordinatorClient(
+            settings.coordinators, self._http, poll_margin=self._poll_margin
+        )
+        self.session = NodeSession(
+            client=self.client,
+            store=store,
+            name=settings.name,
+            labels=settings.labels,
+            join_token=self._join_token,
+            host=host,
+        )
+        runtimes = self._runtimes or {Driver.EXEC: ExecRuntime(self.clock)}
+        self.manager = ExecutionManager(
+            runtimes=runtimes,
+            data_dir=self.data_dir,
+            store=ExecutionStore(self.data_dir.executions),
+            clock=self.clock,
+            http=self._http,
+            on_change=self._on_execution_change,
+        )
+        self.sync = SyncLoop(
+            session=self.session,
+            client=self.client,
+            manager=self.manager,
+            clock=self.clock,
+            rand=self._rand,
+            poll_wait=settings.poll_wait.total_seconds(),
+            backoff=self._backoff,
+        )
+        self.reporter = ReportLoop(
+            session=self.session,
+            client=self.client,
+            manager=self.manager,
+            store=store,
+            host=host,
+            clock=self.clock,
+            rand=self._rand,
+            debounce=self._report_debounce,
+            backoff=self._backoff,
+        )
+        rotator = LogRotator(
+            self.data_dir.logs,
+            settings.log_max_bytes,
+            clock=self.clock,
+            interval=self._rotate_interval,
+        )
+        await self.manager.restore()
+        await self._start_local_endpoints()
+        self._spawn("sync", self.sync.run())
+        self._spawn("report", self.reporter.run())
+        self._spawn("log_rotation", rotator.run())
+        if self._notifier.watchdog_interval:
+            self._spawn("watchdog", self._watchdog(self._notifier.watchdog_interval))
+        self._ready = True
+        self._notifier.notify("READY=1")
+        log.info(
+            "agent_started",
+            name=settings.name,
+            data_dir=str(settings.data_dir),
+            coordinators=settings.coordinators,
+            local_port=self.local_port,
+        )
+
+    async def shutdown(self, *, stop_workloads: bool = True) -> None:
+        """Stop the loops, then (by default) every workload gracefully, then the endpoints."""
+        self._notifier.notify("STOPPING=1")
+        log.info("agent_stopping", stop_workloads=stop_workloads)
+        for task in self._tasks:
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks)
+        self._tasks.clear()
+        if stop_workloads and hasattr(self, "manager"):
+            await self.manager.stop_all()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+        self._ready = False
+        log.info("agent_stopped")
+
+    def snapshot(self) -> AgentSnapshot:
+        """The state the local endpoints expose."""
+        identity = self.session.identity
+        return AgentSnapshot(
+            ready=self._ready,
+            registered=identity is not None,
+            synced=self.sync.synced.is_set(),
+            node_id=identity.node_id if identity else "",
+            assignment_index=self.session.index,
+            reports_sent=self.reporter.sent,
+            sync_failures=self.sync.failures,
+            report_failures=self.reporter.failures,
+            executions=self.manager.reports(),
+        )
+
+    def _on_execution_change(self) -> None:
+        if hasattr(self, "reporter"):
+            self.reporter.notify()
+
+    async def _start_local_endpoints(self) -> None:
+        address = self.settings.listen_address()
+        if address is None:
+            return
+        self._runner = web.AppRunner(create_local_app(self), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, address[0], address[1])
+        await site.start()
+        bound = self._runner.addresses
+        self.local_port = int(bound[0][1]) if bound else address[1]
+
+    def _spawn(self, name: str, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro, name=name)
+        task.add_done_callback(self._loop_ended)
+        self._tasks.append(task)
+
+    def _loop_ended(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        log.error("agent_loop_ended", loop=task.get_name(), error=repr(task.exception()))
+        self.failed.set()
+
+    async def _watchdog(self, interval: float) -> None:
+        while True:
+            self._notifier.notify("WATCHDOG=1")
+            await self.clock.sleep(interval)
+
+
+async def run_until_stopped(agent: Agent, stop: asyncio.Event) -> None:
+    """Run ``agent`` until ``stop`` is set (a signal) or one of its loops died."""
+    await agent.start()
+    try:
+        stopped = asyncio.ensure_future(stop.wait())
+        failed = asyncio.ensure_future(agent.failed.wait())
+        try:
+            await asyncio.wait([stopped, failed], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in (stopped, failed):
+                waiter.cancel()
+            await asyncio.wait([stopped, failed])
+    finally:
+        await agent.shutdown()

@@ -1,0 +1,59 @@
+"""The node's identity (id, token, name) and report sequence, persisted in the data dir."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import structlog
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from agent.fsutil import atomic_write
+
+log = structlog.get_logger("agent.identity")
+
+
+class Identity(BaseModel):
+    """Who this node is to the coordinator; the token never appears in logs or reprs."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    node_id: str = Field(min_length=1)
+    node_token: str = Field(min_length=1, repr=False)
+    name: str
+
+
+class IdentityStore:
+    """``identity.json`` (mode 0600) and ``report_seq.json`` inside the data dir."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / "identity.json"
+        self.seq_path = data_dir / "report_seq.json"
+
+    def load(self) -> Identity | None:
+        """The stored identity, or None when there is none (or it is unreadable)."""
+        try:
+            return Identity.model_validate_json(self.path.read_bytes())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValidationError) as exc:
+            # A corrupt identity is not fatal: the agent registers again as a new node.
+            log.warning("identity_unreadable", path=str(self.path), error=str(exc))
+            return None
+
+    def save(self, identity: Identity) -> None:
+        """Persist ``identity`` atomically with mode 0600 and restart the report sequence."""
+        atomic_write(self.path, identity.model_dump_json(indent=2).encode())
+        self.save_seq(0)
+
+    def load_seq(self) -> int:
+        """The last report sequence number the coordinator accepted (0 when unknown)."""
+        try:
+            value = json.loads(self.seq_path.read_bytes()).get("last_seq", 0)
+        except (OSError, ValueError, AttributeError):
+            return 0
+        return value if isinstance(value, int) and value >= 0 else 0
+
+    def save_seq(self, last_seq: int) -> None:
+        """Persist the last accepted report sequence number."""
+        atomic_write(self.seq_path, json.dumps({"last_seq": last_seq}).encode())

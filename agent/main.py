@@ -1,0 +1,120 @@
+"""Composition root: parse flags, load config, configure logging and run the agent daemon."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import structlog
+
+from agent.config import AgentSettings, load_settings, resolve_join_token
+from agent.daemon import Agent, run_until_stopped
+from agent.errors import ConfigError
+from agent.identity import IdentityStore
+from shared.logsetup import configure_logging
+
+log = structlog.get_logger("agent.main")
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="TOML config file [env FLEETWAVE_CONFIG; default /etc/fleetwave/agent.toml, "
+    "ignored when missing].",
+)
+@click.option(
+    "--coordinator",
+    "coordinators",
+    multiple=True,
+    metavar="URL",
+    help="Coordinator URL; repeat for several (tried in turn) "
+    "[env FLEETWAVE_COORDINATOR, comma-separated; default http://127.0.0.1:7400].",
+)
+@click.option(
+    "--join-token",
+    metavar="TOKEN",
+    help="Token that lets this node register [env FLEETWAVE_JOIN_TOKEN; "
+    "or join_token_file / FLEETWAVE_JOIN_TOKEN_FILE].",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Node identity, execution state, job dirs and logs "
+    "[env FLEETWAVE_DATA_DIR; default /var/lib/fleetwave-agent].",
+)
+@click.option(
+    "--name",
+    metavar="NAME",
+    help="Node name, unique among live nodes [env FLEETWAVE_NAME; default the hostname].",
+)
+@click.option(
+    "--label",
+    "labels",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Node label for job targeting; repeat for several [env FLEETWAVE_LABELS 'k=v,k2=v2'].",
+)
+@click.option(
+    "--listen",
+    metavar="HOST:PORT|off",
+    help="Local /healthz, /readyz and /metrics endpoints "
+    "[env FLEETWAVE_LISTEN; default 127.0.0.1:7401].",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["json", "console"]),
+    help="Log output [env FLEETWAVE_LOG_FORMAT; default json unless stderr is a terminal].",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    help="Minimum log level [env FLEETWAVE_LOG_LEVEL; default info].",
+)
+def cli(**flags: Any) -> None:
+    """Fleetwave node agent: runs the job versions the coordinator assigns to this node."""
+    try:
+        settings = load_settings(flags)
+        join_token = resolve_join_token(settings)
+        check_can_register(settings, join_token)
+    except ConfigError as exc:
+        click.echo(f"fleetwave-agent: {exc}", err=True)
+        sys.exit(2)
+    json_logs = settings.log_format == "json" or (
+        settings.log_format is None and not sys.stderr.isatty()
+    )
+    configure_logging(json=json_logs, level=settings.log_level)
+    try:
+        asyncio.run(serve(settings, join_token))
+    except OSError as exc:
+        log.error("agent_start_failed", error=str(exc))
+        sys.exit(1)
+    sys.exit(0)
+
+
+def check_can_register(settings: AgentSettings, join_token: str) -> None:
+    """A node without an identity needs a join token to register; say so before starting."""
+    if not join_token and IdentityStore(settings.data_dir).load() is None:
+        raise ConfigError(
+            "join_token: required for the first registration"
+            " (--join-token, FLEETWAVE_JOIN_TOKEN or join_token_file)"
+        )
+
+
+async def serve(settings: AgentSettings, join_token: str) -> None:
+    """Run the agent until SIGTERM or SIGINT; the handlers only set an event."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await run_until_stopped(Agent(settings, join_token=join_token), stop)
+
+
+def main() -> None:
+    """The ``fleetwave-agent`` console script."""
+    cli(prog_name="fleetwave-agent")

@@ -1,0 +1,46 @@
+"""The data dir layout: identity, per-execution records, per-job working dirs and logs."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.fsutil import ensure_private_dir
+
+
+@dataclass(frozen=True)
+class DataDir:
+    """``identity.json``, ``report_seq.json``, ``executions/``, ``jobs/<job>/``, ``logs/<job>/``."""
+
+    root: Path
+
+    @property
+    def executions(self) -> Path:
+        return self.root / "executions"
+
+    def job_dir(self, job: str) -> Path:
+        """The default working directory of ``job``."""
+        return self.root / "jobs" / job
+
+    def log_dir(self, job: str) -> Path:
+        return self.root / "logs" / job
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    def ensure(self) -> None:
+        """Create the directories the agent writes to, private to the agent's user."""
+        ensure_private_dir(self.root)
+        for sub in ("executions", "jobs", "logs"):
+            ensure_private_dir(self.root / sub)
+
+    def allow_traversal(self) -> None:
+        """Let other users pass through (not list) the data dir to reach their job dir.
+
+        Needed when a job runs as another ``user`` in its default working directory;
+        the identity file stays 0600, and nothing becomes listable or readable.
+        """
+        for path in (self.root, self.root / "jobs"):
+            os.chmod(path, 0o711)  # noqa: S103 - search bit only, nothing listable

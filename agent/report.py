@@ -1,0 +1,125 @@
+"""The report loop: heartbeat every interval, and promptly (debounced) on any state change."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import structlog
+
+from agent.backoff import BackoffPolicy, backoff_delay
+from agent.client import CoordinatorClient
+from agent.errors import CoordinatorError, CoordinatorUnavailable, TokenRejected
+from agent.host import HostProbe
+from agent.identity import IdentityStore
+from agent.manager import ExecutionManager
+from agent.session import NodeSession
+from agent.waiting import sleep_or_event
+from shared.clock import Clock
+from shared.protocol import ReportRequest, ReportResponse
+
+log = structlog.get_logger("agent.report")
+
+MAX_RESENDS = 3
+"""Resends with a corrected seq after ``accepted=false`` before waiting for the next turn."""
+
+
+class ReportLoop:
+    """Sends ``ReportRequest``s with a per-node sequence number persisted in the data dir."""
+
+    def __init__(
+        self,
+        *,
+        session: NodeSession,
+        client: CoordinatorClient,
+        manager: ExecutionManager,
+        store: IdentityStore,
+        host: HostProbe,
+        clock: Clock,
+        rand: Callable[[], float],
+        debounce: float = 0.1,
+        backoff: BackoffPolicy | None = None,
+    ) -> None:
+        self._session = session
+        self._client = client
+        self._manager = manager
+        self._store = store
+        self._host = host
+        self._clock = clock
+        self._rand = rand
+        self._debounce = debounce
+        self._backoff = backoff or BackoffPolicy()
+        self._changed = asyncio.Event()
+        self._changed.set()  # report right after start
+        self._last_seq = store.load_seq()
+        self._seq_node = session.identity.node_id if session.identity else ""
+        self.failures = 0
+        self.sent = 0
+        self.last_response: ReportResponse | None = None
+
+    def notify(self) -> None:
+        """An execution changed state: report soon."""
+        self._changed.set()
+
+    async def run(self) -> None:
+        while True:
+            await self.step()
+
+    async def step(self) -> None:
+        """Wait for a change or the heartbeat interval, then send one report."""
+        if await sleep_or_event(self._clock, self._session.heartbeat_interval, self._changed):
+            # Let a burst of changes (several jobs starting) collapse into one report.
+            await self._clock.sleep(self._debounce)
+        self._changed.clear()
+        try:
+            await self.send()
+        except asyncio.CancelledError:
+            raise
+        except CoordinatorError as exc:
+            await self._failed("report_failed", exc)
+        except Exception as exc:  # a bug must not stop heartbeats
+            log.exception("report_step_crashed")
+            await self._failed("report_step_crashed", exc)
+        else:
+            self.failures = 0
+
+    async def send(self) -> ReportResponse:
+        """Send the current state; fix the seq and resend when the coordinator saw a newer one."""
+        session = self._session
+        identity = await session.ensure_identity()
+        if identity.node_id != self._seq_node:
+            self._seq_node, self._last_seq = identity.node_id, 0
+        response: ReportResponse | None = None
+        for _ in range(MAX_RESENDS):
+            request = ReportRequest(
+                seq=self._last_seq + 1,
+                load=self._host.load(),
+                resources=self._host.resources(),
+                executions=self._manager.reports(),
+            )
+            try:
+                response = await self._client.report(identity.node_token, request)
+            except TokenRejected:
+                identity = await session.reregister(identity)
+                self._seq_node, self._last_seq = identity.node_id, 0
+                continue
+            if response.accepted:
+                self._last_seq = request.seq
+                self._store.save_seq(self._last_seq)
+                break
+            log.info("report_seq_behind", seq=request.seq, last_seq=response.last_seq)
+            self._last_seq = response.last_seq
+        if response is None:
+            raise CoordinatorUnavailable("the node token was rejected again after registering")
+        self.sent += 1
+        self.last_response = response
+        if response.index > session.index:
+            session.repoll.set()
+        return response
+
+    async def _failed(self, event: str, exc: Exception) -> None:
+        delay = backoff_delay(self.failures, self._backoff, self._rand)
+        self.failures += 1
+        log.warning(event, error=str(exc), retry_in=round(delay, 3), failures=self.failures)
+        self.notify()  # whatever failed to go out goes out right after the backoff
+        await self._clock.sleep(delay)

@@ -1,0 +1,185 @@
+"""The exec driver: each workload is a child process in its own session and process group."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import pwd
+import signal
+from collections.abc import Awaitable
+
+import psutil
+import structlog
+
+from agent.errors import LaunchError
+from agent.logs import open_log
+from agent.restart import ExitStatus
+from agent.runtime import LaunchSpec
+from shared.clock import Clock
+
+log = structlog.get_logger("agent.runtime.exec")
+
+POLL_INTERVAL = 0.05
+"""Seconds between checks for leftover group members; only used while stopping."""
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether any non-zombie process is still in process group ``pgid``."""
+    for proc in psutil.process_iter():
+        try:
+            if os.getpgid(proc.pid) == pgid and proc.status() != psutil.STATUS_ZOMBIE:
+                return True
+        except (ProcessLookupError, psutil.Error):
+            continue
+    return False
+
+
+async def _first(clock: Clock, waiter: Awaitable[object], seconds: float) -> bool:
+    """Await ``waiter`` for at most ``seconds`` on ``clock``; True when it finished in time."""
+    wait_task = asyncio.ensure_future(waiter)
+    sleep_task = asyncio.ensure_future(clock.sleep(seconds))
+    try:
+        await asyncio.wait([wait_task, sleep_task], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        sleep_task.cancel()
+        if not wait_task.done():
+            wait_task.cancel()
+        await asyncio.wait([wait_task, sleep_task])
+    return wait_task.done() and not wait_task.cancelled()
+
+
+class _GroupHandle:
+    """Stop logic shared by started and adopted processes: the pid is the group id."""
+
+    def __init__(self, pid: int, start_time: float, clock: Clock) -> None:
+        self._pid = pid
+        self._start_time = start_time
+        self._clock = clock
+
+    @property
+    def pid(self) -> int:
+        return self._pid
+
+    @property
+    def start_time(self) -> float:
+        return self._start_time
+
+    async def wait(self) -> ExitStatus:
+        status = await self._wait_leader()
+        if group_alive(self._pid):
+            # Leftovers of an exited workload are orphans nobody supervises: kill them.
+            log.info("killing_group_leftovers", pgid=self._pid)
+            _signal_group(self._pid, signal.SIGKILL)
+        return status
+
+    async def stop(self, kill_timeout: float) -> ExitStatus:
+        deadline = self._clock.monotonic() + kill_timeout
+        _signal_group(self._pid, signal.SIGTERM)
+        leader = asyncio.ensure_future(self._wait_leader())
+        if not await _first(self._clock, asyncio.shield(leader), kill_timeout):
+            log.warning("stop_timeout_sigkill", pgid=self._pid, kill_timeout=kill_timeout)
+            _signal_group(self._pid, signal.SIGKILL)
+        status = await leader
+        while group_alive(self._pid) and self._clock.monotonic() < deadline:
+            await self._clock.sleep(POLL_INTERVAL)
+        if group_alive(self._pid):
+            _signal_group(self._pid, signal.SIGKILL)
+        return status
+
+    async def _wait_leader(self) -> ExitStatus:
+        raise NotImplementedError
+
+
+class ExecHandle(_GroupHandle):
+    """A workload this agent started as its own child."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, start_time: float, clock: Clock) -> None:
+        super().__init__(proc.pid, start_time, clock)
+        self._proc = proc
+
+    async def _wait_leader(self) -> ExitStatus:
+        code = await self._proc.wait()
+        return ExitStatus(signal=-code) if code < 0 else ExitStatus(code=code)
+
+
+class AdoptedHandle(_GroupHandle):
+    """A workload started before the agent restarted; not our child, so polled via psutil."""
+
+    async def _wait_leader(self) -> ExitStatus:
+        while _same_process(self.pid, self.start_time):
+            await self._clock.sleep(0.5)
+        return ExitStatus()  # the real status went to whoever reaped it
+
+
+def _same_process(pid: int, start_time: float) -> bool:
+    try:
+        proc = psutil.Process(pid)
+        return abs(proc.create_time() - start_time) < 0.05 and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _check_user(user: str | None) -> None:
+    if user is None:
+        return
+    try:
+        wanted = pwd.getpwnam(user)
+    except KeyError:
+        raise LaunchError(f"user {user!r} does not exist on this node") from None
+    if os.geteuid() != 0 and wanted.pw_uid != os.geteuid():
+        me = pwd.getpwuid(os.geteuid()).pw_name
+        raise LaunchError(f"cannot run as user {user!r}: the agent runs as {me!r}, not root")
+
+
+class ExecRuntime:
+    """Starts ``LaunchSpec`` commands with ``asyncio.create_subprocess_exec``."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+
+    async def start(self, spec: LaunchSpec) -> ExecHandle:
+        _check_user(spec.user)
+        if spec.working_dir is not None and not spec.working_dir.is_dir():
+            raise LaunchError(f"working_dir {spec.working_dir} does not exist")
+        fds = [open_log(path) for path in (spec.stdout_path, spec.stderr_path) if path]
+        stdout = fds[0] if spec.stdout_path else asyncio.subprocess.DEVNULL
+        stderr = fds[-1] if spec.stderr_path else asyncio.subprocess.DEVNULL
+        try:
+            # The child gets the log files themselves (O_APPEND), not pipes, so its output
+            # does not depend on the agent being alive.
+            proc = await asyncio.create_subprocess_exec(
+                *spec.command,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=stdout,
+                stderr=stderr,
+                env=spec.env,
+                cwd=spec.working_dir,
+                user=spec.user,
+                start_new_session=True,
+            )
+        except FileNotFoundError:
+            raise LaunchError(f"command not found: {spec.command[0]!r}") from None
+        except PermissionError as exc:
+            raise LaunchError(f"cannot start {spec.command[0]!r}: {exc.strerror}") from None
+        except OSError as exc:
+            raise LaunchError(f"cannot start {spec.command[0]!r}: {exc}") from None
+        finally:
+            for fd in fds:
+                os.close(fd)
+        try:
+            start_time = psutil.Process(proc.pid).create_time()
+        except psutil.Error:
+            start_time = 0.0  # it already exited; wait() reports how
+        log.info("process_started", job=spec.job, version=spec.version, pid=proc.pid)
+        return ExecHandle(proc, start_time, self._clock)
+
+    async def adopt(self, pid: int, start_time: float) -> AdoptedHandle | None:
+        if not _same_process(pid, start_time):
+            return None
+        return AdoptedHandle(pid, start_time, self._clock)

@@ -1,0 +1,97 @@
+"""The node's session with the coordinator: identity, registration, index and heartbeat."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+
+import structlog
+
+from agent.client import CoordinatorClient, agent_version
+from agent.errors import JoinTokenRejected
+from agent.host import HostProbe
+from agent.identity import Identity, IdentityStore
+from agent.supervisor import NodeInfo
+from shared.protocol import RegisterRequest
+
+log = structlog.get_logger("agent.session")
+
+DEFAULT_HEARTBEAT = 10.0
+
+
+class NodeSession:
+    """State the sync and report loops share; registration happens here, one at a time."""
+
+    def __init__(
+        self,
+        *,
+        client: CoordinatorClient,
+        store: IdentityStore,
+        name: str,
+        labels: Mapping[str, str],
+        join_token: str,
+        host: HostProbe,
+    ) -> None:
+        self._client = client
+        self._store = store
+        self._name = name
+        self._labels = dict(labels)
+        self._join_token = join_token
+        self._host = host
+        self._lock = asyncio.Lock()
+        self.identity: Identity | None = store.load()
+        if self.identity is not None and self.identity.name != name:
+            # The node was renamed: the coordinator knows it by name, so it joins anew.
+            log.info("node_renamed", old=self.identity.name, new=name)
+            self.identity = None
+        self.index = 0
+        self.heartbeat_interval = DEFAULT_HEARTBEAT
+        self.repoll = asyncio.Event()
+        """Set when the assignments should be fetched again at once."""
+
+    def node_info(self) -> NodeInfo:
+        node_id = self.identity.node_id if self.identity else ""
+        return NodeInfo(node_id=node_id, name=self._name, labels=self._labels)
+
+    async def ensure_identity(self) -> Identity:
+        """The stored identity, registering first when there is none."""
+        identity = self.identity
+        if identity is not None:
+            return identity
+        return await self._register(stale=None)
+
+    async def reregister(self, stale: Identity) -> Identity:
+        """Register again after ``stale``'s token was rejected (unless another loop already did)."""
+        return await self._register(stale=stale)
+
+    async def _register(self, *, stale: Identity | None) -> Identity:
+        async with self._lock:
+            current = self.identity
+            if current is not None and current != stale:
+                return current  # someone registered while we waited for the lock
+            if not self._join_token:
+                raise JoinTokenRejected(
+                    "cannot register: no join token configured"
+                    " (--join-token, FLEETWAVE_JOIN_TOKEN or join_token_file)"
+                )
+            if stale is not None:
+                log.warning("node_token_rejected", node_id=stale.node_id)
+            response = await self._client.register(
+                RegisterRequest(
+                    join_token=self._join_token,
+                    name=self._name,
+                    labels=self._labels,
+                    resources=self._host.resources(),
+                    agent_version=agent_version(),
+                )
+            )
+            identity = Identity(
+                node_id=response.node_id, node_token=response.node_token, name=self._name
+            )
+            self._store.save(identity)
+            self.identity = identity
+            self.index = 0
+            self.heartbeat_interval = response.heartbeat_interval or DEFAULT_HEARTBEAT
+            self.repoll.set()
+            log.info("node_registered", node_id=identity.node_id, name=self._name)
+            return identity

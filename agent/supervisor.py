@@ -1,0 +1,268 @@
+"""Supervises one execution (job@version/generation): launch, health, restart policy, stop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pwd
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import aiohttp
+import structlog
+
+from agent.errors import LaunchError
+from agent.executions import ExecutionRecord
+from agent.health import HealthState, HealthVerdict
+from agent.paths import DataDir
+from agent.probes import HealthMonitor
+from agent.restart import RestartAction, decide_restart
+from agent.runtime import LaunchSpec, ProcessHandle, Runtime
+from agent.runtime.environment import child_environment
+from shared.clock import Clock
+from shared.interpolation import InterpolationError, interpolate, node_variables
+from shared.protocol import Assignment, ExecutionReport, ExecutionState
+from shared.spec import HealthCheck, HttpCheck, JobType, TcpCheck
+
+log = structlog.get_logger("agent.supervisor")
+
+_RUNNING_STATES = frozenset(
+    {ExecutionState.STARTING, ExecutionState.HEALTHY, ExecutionState.UNHEALTHY}
+)
+_FINAL_STATES = {
+    RestartAction.GIVE_UP: ExecutionState.FAILED,
+    RestartAction.COMPLETE: ExecutionState.COMPLETED,
+    RestartAction.STOP: ExecutionState.STOPPED,
+}
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """The node as workloads see it through ``${node.*}`` placeholders."""
+
+    node_id: str
+    name: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """An assignment with every placeholder filled in, ready for a driver."""
+
+    launch: LaunchSpec
+    checks: list[HealthCheck]
+
+
+def prepare(assignment: Assignment, node: NodeInfo, data_dir: DataDir) -> Prepared:
+    """Interpolate command, env and check targets; raise InterpolationError on a bad one."""
+    spec = assignment.spec
+    variables = node_variables(
+        node_id=node.node_id,
+        node_name=node.name,
+        labels=node.labels,
+        job_name=assignment.job,
+        job_version=assignment.version,
+    )
+    task = spec.task
+    command = [interpolate(arg, variables) for arg in task.command]
+    job_env = {key: interpolate(value, variables) for key, value in task.env.items()}
+    checks: list[HealthCheck] = []
+    for check in spec.health.checks:
+        if isinstance(check, HttpCheck):
+            checks.append(check.model_copy(update={"url": interpolate(check.url, variables)}))
+        elif isinstance(check, TcpCheck):
+            address = interpolate(check.address, variables)
+            checks.append(check.model_copy(update={"address": address}))
+        else:
+            argv = [interpolate(arg, variables) for arg in check.command]
+            checks.append(check.model_copy(update={"command": argv}))
+    logs = data_dir.log_dir(assignment.job)
+    working_dir = data_dir.job_dir(assignment.job)
+    launch = LaunchSpec(
+        job=assignment.job,
+        version=assignment.version,
+        command=command,
+        env=child_environment(job_env, user=task.user),
+        working_dir=working_dir if task.working_dir is None else Path(task.working_dir),
+        user=task.user,
+        stdout_path=logs / "stdout.log",
+        stderr_path=logs / "stderr.log",
+    )
+    return Prepared(launch=launch, checks=checks)
+
+
+class Supervisor:
+    """Runs one execution until it completes, fails for good, or is stopped."""
+
+    def __init__(
+        self,
+        assignment: Assignment,
+        *,
+        node: NodeInfo,
+        runtime: Runtime | None,
+        data_dir: DataDir,
+        clock: Clock,
+        http: aiohttp.ClientSession,
+        on_change: Callable[[Supervisor], None],
+    ) -> None:
+        self.assignment = assignment
+        self.job = assignment.job
+        self.state = ExecutionState.PENDING
+        self.message = ""
+        self.restarts = 0
+        self.exit_code: int | None = None
+        self.history: list[datetime] = []
+        self.last_exit = ""
+        self._node = node
+        self._runtime = runtime
+        self._data_dir = data_dir
+        self._clock = clock
+        self._http = http
+        self._on_change = on_change
+        self._handle: ProcessHandle | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._log = log.bind(job=self.job, version=assignment.version)
+
+    @property
+    def is_finished(self) -> bool:
+        """Whether the execution reached a state it only leaves for a new assignment."""
+        return self._task is not None and self._task.done()
+
+    def record(self) -> ExecutionRecord:
+        """The execution as persisted under ``executions/``."""
+        handle = self._handle
+        return ExecutionRecord(
+            job=self.job,
+            version=self.assignment.version,
+            generation=self.assignment.generation,
+            state=self.state,
+            message=self.message,
+            restarts=self.restarts,
+            exit_code=self.exit_code,
+            pid=handle.pid if handle else None,
+            start_time=handle.start_time if handle else None,
+            driver=str(self.assignment.spec.task.driver),
+            kill_timeout=self.assignment.spec.task.kill_timeout.total_seconds(),
+        )
+
+    def report(self) -> ExecutionReport:
+        return self.record().report()
+
+    def start(self) -> None:
+        """Run the execution in a background task."""
+        self._task = asyncio.create_task(self.run(), name=f"supervise-{self.job}")
+
+    async def run(self) -> None:
+        """Launch and relaunch per the restart policy until the execution is finished."""
+        while await self.step():
+            pass
+
+    async def step(self) -> bool:
+        """One launch, its lifetime and the restart decision; False when finished."""
+        if self._runtime is None:
+            driver = self.assignment.spec.task.driver
+            self._set(ExecutionState.FAILED, f"{driver} driver not available yet")
+            return False
+        try:
+            prepared = prepare(self.assignment, self._node, self._data_dir)
+            self._ensure_working_dir(prepared.launch)
+            handle = await self._runtime.start(prepared.launch)
+        except (InterpolationError, LaunchError) as exc:
+            self._set(ExecutionState.FAILED, str(exc))
+            return False
+        self._handle = handle
+        monitor_task = self._begin_health(prepared)
+        try:
+            status = await handle.wait()
+        finally:
+            if monitor_task is not None:
+                monitor_task.cancel()
+                await asyncio.wait([monitor_task])
+        self._handle = None
+        self.exit_code = status.report_code
+        self.last_exit = status.describe()
+        now = self._clock.now()
+        spec = self.assignment.spec
+        policy = spec.task.restart
+        self.history = [t for t in self.history if now - t < policy.window]
+        decision = decide_restart(self.history, policy, spec.type, status, now)
+        self._log.info("process_exited", status=status.describe(), action=str(decision.action))
+        if decision.action is not RestartAction.RESTART:
+            self._set(_FINAL_STATES[decision.action], decision.message)
+            return False
+        self.history.append(now)
+        self.restarts += 1
+        self._set(ExecutionState.RESTARTING, decision.message)
+        await self._clock.sleep(decision.delay)
+        return True
+
+    async def stop(self) -> None:
+        """Stop the process (SIGTERM, SIGKILL after kill_timeout); the state becomes STOPPED."""
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait([task])
+        handle = self._handle
+        if handle is not None:
+            status = await handle.stop(self.assignment.spec.task.kill_timeout.total_seconds())
+            self._handle = None
+            self.exit_code = status.report_code
+            self._log.info("process_stopped", status=status.describe())
+        if self.state not in {ExecutionState.FAILED, ExecutionState.COMPLETED}:
+            self._set(ExecutionState.STOPPED, "stopped by the agent")
+
+    def _begin_health(self, prepared: Prepared) -> asyncio.Task[None] | None:
+        checks = prepared.checks
+        if self.assignment.spec.type is JobType.BATCH:
+            self._set(ExecutionState.STARTING, self._running("running"))
+            return None
+        if not checks:
+            self._set(ExecutionState.HEALTHY, self._running("running"))
+            return None
+        self._set(ExecutionState.STARTING, self._running("waiting for health checks to pass"))
+        monitor = HealthMonitor(
+            checks,
+            clock=self._clock,
+            session=self._http,
+            env=prepared.launch.env,
+            cwd=str(prepared.launch.working_dir) if prepared.launch.working_dir else None,
+            on_change=self._on_health,
+        )
+        return asyncio.create_task(monitor.run(), name=f"health-{self.job}")
+
+    def _on_health(self, verdict: HealthVerdict) -> None:
+        if self.state in _RUNNING_STATES:
+            state = {
+                HealthState.STARTING: ExecutionState.STARTING,
+                HealthState.HEALTHY: ExecutionState.HEALTHY,
+                HealthState.UNHEALTHY: ExecutionState.UNHEALTHY,
+            }[verdict.state]
+            self._set(state, self._running(verdict.message or "health checks passing"))
+
+    def _running(self, message: str) -> str:
+        if not self.restarts:
+            return message
+        return f"{message} (restart {self.restarts}; previous run {self.last_exit})"
+
+    def _ensure_working_dir(self, launch: LaunchSpec) -> None:
+        default = self._data_dir.job_dir(self.job)
+        if launch.working_dir != default:
+            return
+        default.mkdir(parents=True, exist_ok=True)
+        if launch.user is not None and os.geteuid() == 0:
+            try:
+                entry = pwd.getpwnam(launch.user)
+            except KeyError:
+                return  # the driver reports the unknown user
+            os.chown(default, entry.pw_uid, entry.pw_gid)
+            self._data_dir.allow_traversal()
+
+    def _set(self, state: ExecutionState, message: str) -> None:
+        if (state, message) == (self.state, self.message):
+            return
+        self._log.info("execution_state_changed", state=str(state), message=message)
+        self.state = state
+        self.message = message
+        self._on_change(self)
