@@ -125,15 +125,20 @@ def _same_process(pid: int, start_time: float) -> bool:
         return False
 
 
-def _check_user(user: str | None) -> None:
+def check_user(user: str | None, *, euid: int | None = None) -> None:
+    """Raise LaunchError unless an agent running as ``euid`` may run a job as ``user``."""
     if user is None:
         return
+    euid = os.geteuid() if euid is None else euid
     try:
         wanted = pwd.getpwnam(user)
     except KeyError:
         raise LaunchError(f"user {user!r} does not exist on this node") from None
-    if os.geteuid() != 0 and wanted.pw_uid != os.geteuid():
-        me = pwd.getpwuid(os.geteuid()).pw_name
+    if euid != 0 and wanted.pw_uid != euid:
+        try:
+            me = pwd.getpwuid(euid).pw_name
+        except KeyError:
+            me = str(euid)
         raise LaunchError(f"cannot run as user {user!r}: the agent runs as {me!r}, not root")
 
 
@@ -144,7 +149,7 @@ class ExecRuntime:
         self._clock = clock
 
     async def start(self, spec: LaunchSpec) -> ExecHandle:
-        _check_user(spec.user)
+        check_user(spec.user)
         if spec.working_dir is not None and not spec.working_dir.is_dir():
             raise LaunchError(f"working_dir {spec.working_dir} does not exist")
         fds = [open_log(path) for path in (spec.stdout_path, spec.stderr_path) if path]

@@ -1,0 +1,44 @@
+"""Tests for the persisted node identity and report sequence."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+from agent.identity import Identity, IdentityStore
+from agent.paths import DataDir
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+class TestIdentityStore:
+    def test_round_trip_with_private_modes(self, tmp_path: Path) -> None:
+        """The identity is stored 0600 inside a 0700 data dir and loads back equal."""
+        data = DataDir(tmp_path / "data")
+        data.ensure()
+        store = IdentityStore(data.root)
+        identity = Identity(node_id="n-1", node_token="tok", name="node-1")
+        store.save(identity)
+        assert store.load() == identity
+        assert mode(data.root) == 0o700
+        assert mode(store.path) == 0o600
+        assert "tok" not in repr(identity)
+        assert [p.name for p in data.root.iterdir() if p.name.startswith(".")] == []
+
+    def test_missing_or_corrupt_is_none(self, tmp_path: Path) -> None:
+        """No file, or a corrupt one, means the node has to register."""
+        store = IdentityStore(tmp_path)
+        assert store.load() is None
+        store.path.write_text("{not json")
+        assert store.load() is None
+
+    def test_seq_persists_and_resets_on_new_identity(self, tmp_path: Path) -> None:
+        """The last accepted seq survives reloads and restarts at 0 for a new identity."""
+        store = IdentityStore(tmp_path)
+        assert store.load_seq() == 0
+        store.save_seq(41)
+        assert IdentityStore(tmp_path).load_seq() == 41
+        store.save(Identity(node_id="n-2", node_token="t", name="n"))
+        assert store.load_seq() == 0
