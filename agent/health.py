@@ -59,11 +59,10 @@ def evaluate_health(
         return HealthVerdict(HealthState.HEALTHY)
     for check, count in zip(checks, counts, strict=True):
         if count.failures >= check.failure_threshold:
+            # The message stays the same while the check keeps failing the same way, so
+            # repeated failures do not trigger a report each.
             reason = count.last_error or "failed"
-            return HealthVerdict(
-                HealthState.UNHEALTHY,
-                f"{describe_check(check)}: {reason} ({count.failures} consecutive failures)",
-            )
+            return HealthVerdict(HealthState.UNHEALTHY, f"{describe_check(check)}: {reason}")
     if all(c.successes >= k.success_threshold for k, c in zip(checks, counts, strict=True)):
         return HealthVerdict(HealthState.HEALTHY)
     if previous is HealthState.STARTING:

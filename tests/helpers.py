@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 
 async def eventually(
     predicate: Callable[[], bool | Awaitable[bool]],
-    timeout: float = 10.0,
+    timeout: float = 10.0,  # noqa: ASYNC109 - a polling deadline, not an I/O timeout
     interval: float = 0.02,
 ) -> None:
     """Poll ``predicate`` until it is true; fail the test when ``timeout`` seconds pass first."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 from collections.abc import Iterator
@@ -27,7 +28,5 @@ def _reap_children() -> Iterator[None]:
     for child in psutil.Process().children(recursive=True):
         if child.pid in before:
             continue
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(os.getpgid(child.pid), signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass

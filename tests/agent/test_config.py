@@ -130,7 +130,7 @@ class TestJoinToken:
     def test_unreadable_file(self, tmp_path: Path) -> None:
         """A join token file that cannot be read is a config error naming the option."""
         s = load_settings({"join_token_file": tmp_path / "missing"})
-        with pytest.raises(ConfigError, match="^join_token_file: cannot read"):
+        with pytest.raises(ConfigError, match=r"^join_token_file: cannot read"):
             resolve_join_token(s)
 
     def test_token_not_in_repr(self) -> None:

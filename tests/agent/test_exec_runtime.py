@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import psutil
@@ -29,8 +28,8 @@ def is_gone(pid: int) -> bool:
 
 
 @pytest.fixture
-async def runtime() -> AsyncIterator[ExecRuntime]:
-    yield ExecRuntime(SystemClock())
+def runtime() -> ExecRuntime:
+    return ExecRuntime(SystemClock())
 
 
 def launch(tmp_path: Path, command: list[str], **extra: object) -> LaunchSpec:
@@ -97,7 +96,7 @@ class TestStart:
 
     async def test_missing_working_dir(self, runtime: ExecRuntime, tmp_path: Path) -> None:
         """A working dir that does not exist is a launch error naming it."""
-        with pytest.raises(LaunchError, match="working_dir .* does not exist"):
+        with pytest.raises(LaunchError, match=r"working_dir .* does not exist"):
             await runtime.start(launch(tmp_path, ["true"], working_dir=tmp_path / "nope"))
 
     async def test_unknown_user(self, runtime: ExecRuntime, tmp_path: Path) -> None:
@@ -107,7 +106,7 @@ class TestStart:
 
     def test_other_user_needs_root(self) -> None:
         """A non-root agent cannot run a job as another user, but may name itself."""
-        with pytest.raises(LaunchError, match="cannot run as user 'root': .* not root"):
+        with pytest.raises(LaunchError, match=r"cannot run as user 'root': .* not root"):
             check_user("root", euid=65534)
         check_user("nobody", euid=65534)
         check_user("root", euid=0)
@@ -115,7 +114,7 @@ class TestStart:
     @pytest.mark.skipif(os.geteuid() != 0, reason="needs a root agent")
     async def test_runs_as_user(self, runtime: ExecRuntime, tmp_path: Path) -> None:
         """A root agent runs the job as the given user."""
-        os.chmod(tmp_path, 0o755)
+        os.chmod(tmp_path, 0o755)  # noqa: S103 - the job user must reach its log dir
         spec = launch(tmp_path, ["id", "-un"], user="nobody", working_dir=Path("/"))
         assert (await (await runtime.start(spec)).wait()).succeeded
         assert (tmp_path / "logs" / "stdout.log").read_text().strip() == "nobody"

@@ -50,7 +50,7 @@ class TestEvaluateHealth:
         """One check at its failure threshold is enough, and the message names it."""
         verdict = evaluate_health([counts(successes=5), counts(failures=1)], [CHECK, OTHER], H)
         assert verdict.state is U
-        assert verdict.message == "tcp 127.0.0.1:2: refused (1 consecutive failures)"
+        assert verdict.message == "tcp 127.0.0.1:2: refused"
 
     def test_no_checks_is_healthy(self) -> None:
         """Without checks a running process is healthy."""

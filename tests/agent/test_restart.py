@@ -88,4 +88,5 @@ class TestExitStatus:
         """Signals are reported as 128+N like a shell; exit codes as they are."""
         assert KILLED.report_code == 137
         assert FAIL.report_code == 3
-        assert OK.succeeded and not KILLED.succeeded
+        assert OK.succeeded
+        assert not KILLED.succeeded
