@@ -116,7 +116,7 @@ class AgentSettings(BaseSettings):
         if value == "off":
             return value
         match = _LISTEN.match(value)
-        if not match or not 0 < int(match["port"]) < 65536:
+        if not match or not 0 <= int(match["port"]) < 65536:
             raise ValueError(f"{value!r} must be HOST:PORT (e.g. 127.0.0.1:7401) or 'off'")
         return value
 

@@ -85,8 +85,18 @@ class ExecutionManager:
             await asyncio.gather(*(self._apply_one(action, node) for action in actions))
 
     async def stop_all(self) -> None:
-        """Stop every running execution (agent shutdown); records are removed."""
-        await asyncio.gather(*(self._stop(job) for job in list(self.supervisors)))
+        """Stop every workload (agent shutdown), remembering only finished executions."""
+        await asyncio.gather(*(self._shut_down(job) for job in list(self.supervisors)))
+
+    async def _shut_down(self, job: str) -> None:
+        supervisor = self.supervisors.pop(job)
+        await supervisor.stop()
+        record = supervisor.record()
+        if record.state in TERMINAL_STATES:
+            self.finished[job] = record
+            self._store.save(record)
+        else:
+            self._store.delete(job)
 
     async def _apply_one(self, action: Action, node: NodeInfo) -> None:
         match action:
