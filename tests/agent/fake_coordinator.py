@@ -47,17 +47,20 @@ class FakeCoordinator:
     registrations: list[RegisterRequest] = field(default_factory=list)
     reports: list[tuple[str, ReportRequest]] = field(default_factory=list)
     polls: int = 0
+    requests: int = 0
     fail_with: int | None = None
     """When set, every agent endpoint answers with this status."""
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def assign(self, node_name: str, assignments: list[Assignment]) -> None:
-        """Replace a node's desired state and wake its blocking query."""
+    def assign(self, node_name: str, assignments: list[Assignment], *, wake: bool = True) -> None:
+        """Replace a node's desired state; ``wake=False`` leaves blocked polls asleep, as a
+        replica that missed the change would."""
         self.desired[node_name] = assignments
         self.index += 1
-        self._changed.set()
-        self._changed = asyncio.Event()
+        if wake:
+            self._changed.set()
+            self._changed = asyncio.Event()
 
     def forget_nodes(self) -> None:
         """Lose every node token, as if the coordinator's data were wiped."""
@@ -84,6 +87,7 @@ class FakeCoordinator:
         return self.nodes.get(token)
 
     async def handle_register(self, request: web.Request) -> web.Response:
+        self.requests += 1
         if self.fail_with:
             return _error(self.fail_with, "injected", "injected failure")
         body = RegisterRequest.model_validate(await request.json())
@@ -103,6 +107,7 @@ class FakeCoordinator:
         return web.json_response(response.model_dump(), status=201)
 
     async def handle_assignments(self, request: web.Request) -> web.Response:
+        self.requests += 1
         if self.fail_with:
             return _error(self.fail_with, "injected", "injected failure")
         node = self._authenticate(request)
@@ -130,6 +135,7 @@ class FakeCoordinator:
         )
 
     async def handle_report(self, request: web.Request) -> web.Response:
+        self.requests += 1
         if self.fail_with:
             return _error(self.fail_with, "injected", "injected failure")
         node = self._authenticate(request)

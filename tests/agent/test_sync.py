@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestServer
 
 from agent.backoff import BackoffPolicy
 from agent.daemon import Agent
+from shared.clock import FakeClock
 from shared.protocol import ExecutionReport, ExecutionState
 from tests.agent.factories import PYTHON, assignment, free_port, job_spec, settings
 from tests.agent.fake_coordinator import FakeCoordinator
@@ -22,11 +23,12 @@ from tests.helpers import eventually
 
 ServerFactory = Callable[[web.Application], Awaitable[TestServer]]
 FAST = BackoffPolicy(base=0.05, cap=0.2)
+JOIN_TOKEN = "join-secret"
 
 
 @pytest.fixture
 async def coordinator(aiohttp_server: Any) -> tuple[FakeCoordinator, str]:
-    coord = FakeCoordinator()
+    coord = FakeCoordinator(join_token=JOIN_TOKEN)
     server: TestServer = await aiohttp_server(coord.app(), host="127.0.0.1")
     return coord, str(server.make_url("")).rstrip("/")
 
@@ -36,7 +38,7 @@ async def make_agent(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Ag
     """Starts agents on ``tmp_path/<name>`` and shuts every one down after the test."""
     agents: list[Agent] = []
 
-    async def make(url: str, *, join_token: str = "join-secret", **overrides: Any) -> Agent:
+    async def make(url: str, *, join_token: str = JOIN_TOKEN, **overrides: Any) -> Agent:
         values = {"coordinators": [url], **overrides}
         agent = Agent(
             settings(tmp_path / "data", **values),
@@ -177,6 +179,45 @@ class TestSyncLoop:
         assert is_running(pid)
         assert agent.sync.failures == 0 or coord.polls > 0
 
+    async def test_report_index_triggers_prompt_repoll(
+        self,
+        coordinator: tuple[FakeCoordinator, str],
+        make_agent: Callable[..., Awaitable[Agent]],
+    ) -> None:
+        """A report answer with a newer index cuts the long poll short and fetches at once."""
+        coord, url = coordinator
+        agent = await make_agent(url, poll_wait="60s")
+        await eventually(lambda: agent.sync.synced.is_set() and coord.polls >= 2)
+        coord.assign("node-1", [assignment(job_spec("sleeper"))], wake=False)
+        await eventually(lambda: "sleeper" in agent.manager.supervisors, timeout=5)
+
+    async def test_backoff_runs_on_the_injected_clock(
+        self, coordinator: tuple[FakeCoordinator, str], tmp_path: Path
+    ) -> None:
+        """While the coordinator fails, retries wait on the agent's clock: each retry needs
+        the fake clock to pass the jittered backoff delay."""
+        coord, url = coordinator
+        coord.fail_with = 503
+        clock = FakeClock()
+        agent = Agent(
+            settings(tmp_path / "data", coordinators=[url]),
+            join_token=JOIN_TOKEN,
+            clock=clock,
+            rand=lambda: 0.0,
+            backoff=BackoffPolicy(base=2.0, cap=60.0),
+        )
+        await agent.start()
+        try:
+            await eventually(lambda: agent.sync.failures == 1)
+            for failures, delay in [(2, 1.0), (3, 2.0), (4, 4.0)]:
+                clock.advance(delay)
+                await eventually(lambda f=failures: agent.sync.failures == f)  # type: ignore[misc]
+            coord.fail_with = None
+            clock.advance(60)
+            await eventually(lambda: coord.node("node-1") is not None)
+        finally:
+            await agent.shutdown()
+
     async def test_seq_recovered_when_coordinator_saw_more(
         self,
         coordinator: tuple[FakeCoordinator, str],
@@ -234,7 +275,7 @@ class TestSyncLoop:
         make_agent: Callable[..., Awaitable[Agent]],
     ) -> None:
         """/healthz, /readyz and /metrics answer on the local listen address."""
-        coord, url = coordinator
+        _, url = coordinator
         agent = await make_agent(url, listen="127.0.0.1:0")
         await eventually(lambda: agent.sync.synced.is_set())
         base = f"http://127.0.0.1:{agent.local_port}"
