@@ -76,6 +76,11 @@ class NotFound(FleetwaveError):
     code = "not_found"
 
 
+class MethodNotAllowed(FleetwaveError):
+    status = 405
+    code = "method_not_allowed"
+
+
 class Conflict(FleetwaveError):
     status = 409
     code = "conflict"

@@ -1,0 +1,1 @@
+"""HTTP handlers: operator API, agent protocol and the open system endpoints."""

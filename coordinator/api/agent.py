@@ -1,0 +1,142 @@
+"""The agent protocol: register, blocking assignments query, report."""
+
+from __future__ import annotations
+
+import uuid
+from typing import TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from coordinator.api.deps import caller_node, deps, read_json, respond
+from coordinator.api.jobs import blocking_params
+from coordinator.engine.driver import node_key
+from coordinator.store.records import Event, NodeRecord
+from coordinator.tokens import hash_token, new_token, same_token
+from shared.errors import Conflict, Unauthorized, ValidationFailed
+from shared.nodes import NodeStatus
+from shared.protocol import (
+    Assignment,
+    AssignmentsResponse,
+    RegisterRequest,
+    RegisterResponse,
+    ReportRequest,
+    ReportResponse,
+)
+from shared.spec import field_errors
+
+routes = web.RouteTableDef()
+
+M = TypeVar("M", bound=BaseModel)
+
+
+async def parse_body(request: web.Request, model: type[M]) -> M:
+    try:
+        return model.model_validate(await read_json(request))
+    except ValidationError as exc:
+        raise ValidationFailed(field_errors(exc)) from None
+
+
+@routes.post("/v1/agent/register")
+async def handle_register(request: web.Request) -> web.Response:
+    d = deps(request)
+    body = await parse_body(request, RegisterRequest)
+    if not same_token(body.join_token, d.join_token):
+        raise Unauthorized("invalid join token")
+    for other in await d.store.list_nodes():
+        if other.name == body.name and other.status != NodeStatus.DOWN:
+            raise Conflict(
+                f"node name {body.name!r} is held by live node {other.id}; pick another name"
+                " or stop that agent first",
+                {"name": body.name, "node_id": other.id},
+            )
+    token = new_token("fwn")
+    now = d.clock.now()
+    node = NodeRecord(
+        id=str(uuid.uuid4()),
+        name=body.name,
+        token_hash=hash_token(token),
+        labels=body.labels,
+        resources=body.resources,
+        agent_version=body.agent_version,
+        registered_at=now,
+    )
+    await d.store.insert_node(node)
+    await d.store.append_events(
+        [Event(time=now, node=node.id, kind="node_registered", new=node.name)]
+    )
+    d.driver.kick()
+    response = RegisterResponse(
+        node_id=node.id, node_token=token, heartbeat_interval=d.heartbeat_interval
+    )
+    return respond(response, status=201)
+
+
+@routes.get("/v1/agent/assignments")
+async def handle_assignments(request: web.Request) -> web.Response:
+    d = deps(request)
+    node = caller_node(request)
+    index, wait = blocking_params(request)
+    key = node_key(node.id)
+    current, records = await d.store.node_assignments(node.id)
+    if index is not None and current <= index:
+        after = index
+        current, records = await d.watches.block(
+            key, lambda: d.store.node_assignments(node.id), lambda r: r[0] > after, wait
+        )
+    assignments = []
+    for record in records:
+        version = await d.store.get_version(record.job, record.version)
+        if version is not None:
+            assignments.append(
+                Assignment(
+                    job=record.job,
+                    version=record.version,
+                    generation=record.generation,
+                    spec=version.spec,
+                )
+            )
+    body = AssignmentsResponse(
+        node_id=node.id,
+        index=current,
+        heartbeat_interval=d.heartbeat_interval,
+        assignments=assignments,
+    )
+    return respond(body, headers={"X-Fleetwave-Index": str(current)})
+
+
+@routes.post("/v1/agent/report")
+async def handle_report(request: web.Request) -> web.Response:
+    d = deps(request)
+    node = caller_node(request)
+    body = await parse_body(request, ReportRequest)
+    now = d.clock.now()
+    outcome = await d.store.record_report(
+        node.id,
+        seq=body.seq,
+        load=body.load,
+        resources=body.resources,
+        executions=body.executions,
+        now=now,
+    )
+    if outcome.status_changed:
+        await d.store.append_events(
+            [
+                Event(
+                    time=now,
+                    node=node.id,
+                    kind="node_status",
+                    old=node.status.value,
+                    new=NodeStatus.READY.value,
+                    reason="heartbeat received",
+                )
+            ]
+        )
+        d.driver.kick()
+    for job in outcome.changed_jobs:
+        d.driver.kick(job)
+    return respond(
+        ReportResponse(
+            accepted=outcome.accepted, last_seq=outcome.last_seq, index=outcome.assign_index
+        )
+    )

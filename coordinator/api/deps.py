@@ -1,0 +1,88 @@
+"""What handlers need, wired once in ``main`` and reachable through typed app keys."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel
+
+from coordinator.engine.driver import JobLocks, RolloutDriver
+from coordinator.store import Store
+from coordinator.store.records import NodeRecord
+from coordinator.watch import Watches
+from shared.clock import Clock
+from shared.errors import BadRequest, Forbidden, PayloadTooLarge
+
+
+@dataclass
+class Deps:
+    store: Store
+    clock: Clock
+    driver: RolloutDriver
+    watches: Watches
+    locks: JobLocks
+    admin_token: str
+    join_token: str
+    heartbeat_interval: float
+    max_body_bytes: int = 1024 * 1024
+    started: bool = field(default=False)
+
+
+DEPS = web.AppKey("deps", Deps)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the operator (admin token) or one node (its node token)."""
+
+    admin: bool
+    node: NodeRecord | None = None
+
+
+PRINCIPAL = web.RequestKey("principal", Principal)
+
+
+def caller_node(request: web.Request) -> NodeRecord:
+    """The node behind a node token; the operator token cannot act as a node."""
+    principal = request[PRINCIPAL]
+    if principal.node is None:
+        raise Forbidden("agent endpoints need a node token, not the operator token")
+    return principal.node
+
+
+def deps(request: web.Request) -> Deps:
+    return request.app[DEPS]
+
+
+async def read_json(request: web.Request) -> Any:
+    """The request body as JSON; 413 when too large, 400 naming the problem when malformed."""
+    limit = deps(request).max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(
+            f"request body of {request.content_length} bytes exceeds the limit of {limit} bytes"
+        )
+    body = await request.content.read(limit + 1)
+    if len(body) > limit:
+        raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+    if not body.strip():
+        raise BadRequest("request body is empty; expected a JSON object")
+    try:
+        return json.loads(body)
+    except UnicodeDecodeError:
+        raise BadRequest("request body is not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise BadRequest(
+            f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}",
+            {"line": exc.lineno, "column": exc.colno},
+        ) from None
+
+
+def respond(
+    model: BaseModel | dict[str, Any], status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    """A JSON response from a model or a plain dict of JSON values."""
+    text = model.model_dump_json() if isinstance(model, BaseModel) else json.dumps(model)
+    return web.Response(text=text, status=status, content_type="application/json", headers=headers)

@@ -1,0 +1,88 @@
+"""Coordinator settings: TOML file, ``FLEETWAVE_*`` environment variables and flags."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from shared.durations import Duration, parse_duration
+from shared.errors import FieldError, ValidationFailed
+from shared.spec import field_errors
+
+DEFAULT_CONFIG = Path("/etc/fleetwave/coordinator.toml")
+
+
+class CoordinatorConfig(BaseModel):
+    """Everything the coordinator daemon can be told; every field has a sane default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    listen: str = "127.0.0.1:7400"
+    data_dir: Path = Path("/var/lib/fleetwave")
+    database: str | None = Field(
+        default=None, description="default sqlite:///<data_dir>/fleetwave.db"
+    )
+    admin_token: str | None = None
+    join_token: str | None = None
+    heartbeat_interval: Duration = parse_duration("10s")
+    heartbeat_ttl: Duration | None = Field(
+        default=None, description="default 3x heartbeat_interval"
+    )
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    log_format: str = Field(default="console", pattern="^(json|console)$")
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        _host, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"invalid listen address {value!r}: use HOST:PORT")
+        return value
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]") or "0.0.0.0"  # noqa: S104
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+    @property
+    def database_url(self) -> str:
+        return self.database or f"sqlite:///{self.data_dir / 'fleetwave.db'}"
+
+    @property
+    def ttl_seconds(self) -> float:
+        ttl = self.heartbeat_ttl or self.heartbeat_interval * 3
+        return ttl.total_seconds()
+
+
+def load_config(
+    path: Path | None, env: dict[str, str], overrides: dict[str, Any]
+) -> CoordinatorConfig:
+    """Merge file < env < flags; raise ValidationFailed naming each bad option."""
+    data: dict[str, Any] = {}
+    file = path or (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
+    if file is not None:
+        try:
+            data.update(tomllib.loads(file.read_text()))
+        except FileNotFoundError:
+            raise ValidationFailed(
+                [FieldError(field="--config", message=f"file {file} does not exist")]
+            ) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ValidationFailed(
+                [FieldError(field="--config", message=f"{file}: invalid TOML: {exc}")]
+            ) from None
+    for key in CoordinatorConfig.model_fields:
+        value = env.get(f"FLEETWAVE_{key.upper()}")
+        if value:
+            data[key] = value
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return CoordinatorConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ValidationFailed(field_errors(exc)) from None

@@ -1,0 +1,191 @@
+"""The thin loops around the planner: the rollout driver and the node heartbeat monitor."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import defaultdict
+from datetime import datetime, timedelta
+
+import structlog
+
+from coordinator.engine.planner import plan_rollout
+from coordinator.store import Store
+from coordinator.store.records import Event, JobRecord
+from coordinator.watch import Watches
+from shared.clock import Clock
+from shared.nodes import NodeStatus
+
+log = structlog.get_logger("fleetwave.engine")
+
+
+class JobLocks:
+    """One lock per job: the API and the engine never write the same job concurrently."""
+
+    def __init__(self) -> None:
+        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    def __call__(self, job: str) -> asyncio.Lock:
+        return self._locks[job]
+
+
+def job_key(name: str) -> str:
+    return f"job:{name}"
+
+
+def node_key(node_id: str) -> str:
+    return f"node:{node_id}"
+
+
+class RolloutDriver:
+    """Runs the planner for every job that was kicked or whose timer is due, one at a time."""
+
+    def __init__(self, store: Store, clock: Clock, watches: Watches, locks: JobLocks) -> None:
+        self._store = store
+        self._clock = clock
+        self._watches = watches
+        self._locks = locks
+        self._dirty: set[str] = set()
+        self._all_dirty = True  # evaluate every job once after start: level-triggered recovery
+        self._timers: dict[str, datetime] = {}
+        self._wakeup = asyncio.Event()
+
+    def kick(self, job: str | None = None) -> None:
+        """Ask for ``job`` (or every job, when None) to be evaluated soon."""
+        if job is None:
+            self._all_dirty = True
+        else:
+            self._dirty.add(job)
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        while True:
+            await self._wait()
+            try:
+                await self.step()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("engine_step_failed")
+                await self._clock.sleep(1.0)
+
+    async def _wait(self) -> None:
+        if self._wakeup.is_set():
+            return
+        now = self._clock.now()
+        delay = 60.0
+        if self._timers:
+            delay = max(0.0, (min(self._timers.values()) - now).total_seconds())
+        waiter = asyncio.ensure_future(self._wakeup.wait())
+        sleeper = asyncio.ensure_future(self._clock.sleep(delay))
+        try:
+            await asyncio.wait({waiter, sleeper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (waiter, sleeper):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def step(self) -> None:
+        """Evaluate every dirty job and every job whose timer is due."""
+        self._wakeup.clear()
+        now = self._clock.now()
+        if self._all_dirty:
+            self._all_dirty = False
+            self._dirty.update(job.name for job in await self._store.list_jobs())
+        due = {name for name, at in self._timers.items() if at <= now}
+        names, self._dirty = self._dirty | due, set()
+        for name in sorted(names):
+            self._timers.pop(name, None)
+            await self.evaluate(name)
+
+    async def evaluate(self, name: str) -> None:
+        async with self._locks(name):
+            job = await self._store.get_job(name)
+            if job is None:
+                return
+            nodes = {n.id: n for n in await self._store.list_nodes()}
+            assignments = await self._store.job_assignments(name)
+            executions = await self._store.job_executions(name)
+            now = self._clock.now()
+            plan = plan_rollout(job, nodes, assignments, executions, now)
+            if plan.changed(job):
+                indexes = await self._store.apply_plan(
+                    plan.job,
+                    expected_revision=job.status.revision,
+                    changes=plan.changes,
+                    events=plan.events,
+                    now=now,
+                )
+                self._announce(job, plan.job, plan.events)
+                for node_id in indexes:
+                    self._watches.bump(node_key(node_id))
+                self._watches.bump(job_key(name))
+        if plan.wake_at is not None:
+            # A tiny margin so a deadline is evaluated after it has passed, not just before.
+            self._timers[name] = plan.wake_at + timedelta(milliseconds=5)
+
+    @staticmethod
+    def _announce(before: JobRecord, after: JobRecord, events: list[Event]) -> None:
+        for event in events:
+            log.info(
+                event.kind,
+                job=event.job,
+                node=event.node,
+                old=event.old,
+                new=event.new,
+                reason=event.reason,
+            )
+        if before.status.revision != after.status.revision:
+            log.debug("job_revised", job=after.name, revision=after.status.revision)
+
+
+class NodeMonitor:
+    """Marks nodes ``down`` when their heartbeats stop for longer than the TTL."""
+
+    def __init__(
+        self, store: Store, clock: Clock, driver: RolloutDriver, ttl_seconds: float
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._driver = driver
+        self._ttl = timedelta(seconds=ttl_seconds)
+
+    async def run(self) -> None:
+        interval = max(0.1, min(5.0, self._ttl.total_seconds() / 4))
+        while True:
+            try:
+                await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("node_monitor_failed")
+            await self._clock.sleep(interval)
+
+    async def tick(self) -> list[str]:
+        """Mark every node whose last sign of life is older than the TTL; return their ids."""
+        now = self._clock.now()
+        lost = []
+        for node in await self._store.list_nodes():
+            if node.status == NodeStatus.DOWN:
+                continue
+            last = max(node.last_heartbeat, node.registered_at)
+            if now - last > self._ttl:
+                await self._store.set_node_status(node.id, NodeStatus.DOWN)
+                await self._store.append_events(
+                    [
+                        Event(
+                            time=now,
+                            node=node.id,
+                            kind="node_status",
+                            old=node.status.value,
+                            new=NodeStatus.DOWN.value,
+                            reason=f"no heartbeat for {int((now - last).total_seconds())}s",
+                        )
+                    ]
+                )
+                log.warning("node_down", node_id=node.id, name=node.name)
+                lost.append(node.id)
+        if lost:
+            self._driver.kick()
+        return lost

@@ -1,0 +1,111 @@
+"""Composition root of the coordinator daemon: config → store → engine → HTTP server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from pathlib import Path
+
+import structlog
+from aiohttp import web
+
+from coordinator.api.deps import Deps
+from coordinator.app import create_app
+from coordinator.config import CoordinatorConfig
+from coordinator.engine.driver import JobLocks, NodeMonitor, RolloutDriver
+from coordinator.store import Store
+from coordinator.store.sqlite import SqliteStore
+from coordinator.tokens import LoadedToken, load_or_create
+from coordinator.watch import Watches
+from shared.clock import Clock, SystemClock
+from shared.errors import FieldError, ValidationFailed
+
+log = structlog.get_logger("fleetwave.coordinator")
+
+
+def open_store(config: CoordinatorConfig) -> Store:
+    url = config.database_url
+    if url.startswith("sqlite:///"):
+        return SqliteStore(Path(url.removeprefix("sqlite:///")))
+    if url.startswith(("postgresql://", "postgres://")):
+        raise ValidationFailed(
+            [FieldError(field="database", message="the PostgreSQL store is not available yet")]
+        )
+    raise ValidationFailed(
+        [FieldError(field="database", message=f"unsupported URL {url!r}: use sqlite:///PATH")]
+    )
+
+
+def _announce_token(token: LoadedToken, what: str) -> None:
+    if token.generated and token.path is not None:
+        # Printed once, at generation; afterwards it is only in the 0600 file.
+        print(f"Generated {what}: {token.value}\n  (saved to {token.path})", file=sys.stderr)
+
+
+async def serve(
+    config: CoordinatorConfig, *, clock: Clock | None = None, stop: asyncio.Event | None = None
+) -> None:
+    """Run the coordinator until ``stop`` is set (or SIGTERM/SIGINT), then shut down cleanly."""
+    clock = clock or SystemClock()
+    stop = stop or asyncio.Event()
+    config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    admin = load_or_create(config.admin_token, config.data_dir / "admin.token", "fwa")
+    join = load_or_create(config.join_token, config.data_dir / "join.token", "fwj")
+    _announce_token(admin, "admin token")
+    _announce_token(join, "join token")
+
+    store = open_store(config)
+    await store.open()
+    watches = Watches()
+    locks = JobLocks()
+    driver = RolloutDriver(store, clock, watches, locks)
+    monitor = NodeMonitor(store, clock, driver, config.ttl_seconds)
+    deps = Deps(
+        store=store,
+        clock=clock,
+        driver=driver,
+        watches=watches,
+        locks=locks,
+        admin_token=admin.value,
+        join_token=join.value,
+        heartbeat_interval=config.heartbeat_interval.total_seconds(),
+        max_body_bytes=config.max_body_bytes,
+    )
+    runner = web.AppRunner(create_app(deps), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, config.host, config.port, shutdown_timeout=2.0)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    tasks = []
+    try:
+        await site.start()
+        tasks = [
+            asyncio.create_task(driver.run(), name="rollout-driver"),
+            asyncio.create_task(monitor.run(), name="node-monitor"),
+        ]
+        deps.started = True
+        log.info(
+            "coordinator_started",
+            listen=config.listen,
+            database=config.database_url,
+            pid=os.getpid(),
+        )
+        await stop.wait()
+        log.info("coordinator_stopping")
+    finally:
+        deps.started = False
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        watches.bump_all()
+        await runner.cleanup()
+        await store.close()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        log.info("coordinator_stopped")

@@ -1,0 +1,119 @@
+"""The Store port: everything the coordinator persists, behind one interface.
+
+SQLite (``store.sqlite``) is the embedded default; a PostgreSQL implementation
+follows the same contract. Every method is atomic on its own; ``apply_plan`` writes
+an engine decision (job record, assignment changes, events) in one transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from coordinator.store.records import (
+    AssignmentRecord,
+    Event,
+    ExecutionRecord,
+    JobRecord,
+    JobVersion,
+    NodeRecord,
+)
+from shared.nodes import Eligibility, Load, NodeStatus, Resources
+from shared.protocol import ExecutionReport
+
+
+@dataclass(frozen=True)
+class ReportOutcome:
+    """What a report changed: whether it was accepted and which jobs saw new execution state."""
+
+    accepted: bool
+    last_seq: int
+    assign_index: int
+    status_changed: bool = False
+    changed_jobs: frozenset[str] = field(default_factory=frozenset)
+
+
+@dataclass(frozen=True)
+class AssignmentChange:
+    """Set (``version`` not None) or remove a node's assignment for a job."""
+
+    node_id: str
+    version: int | None
+    generation: int = 0
+
+
+class Store(Protocol):
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    # jobs
+    async def get_job(self, name: str) -> JobRecord | None: ...
+
+    async def list_jobs(self) -> list[JobRecord]: ...
+
+    async def save_job(
+        self, job: JobRecord, *, expected_revision: int | None, new_version: JobVersion | None
+    ) -> None:
+        """Insert (expected_revision None) or compare-and-set on revision; Conflict if stale."""
+        ...
+
+    async def list_versions(self, job: str) -> list[JobVersion]: ...
+
+    async def get_version(self, job: str, version: int) -> JobVersion | None: ...
+
+    # nodes
+    async def insert_node(self, node: NodeRecord) -> None: ...
+
+    async def get_node(self, node_id: str) -> NodeRecord | None: ...
+
+    async def find_node(self, id_or_name: str) -> NodeRecord | None: ...
+
+    async def node_by_token_hash(self, token_hash: str) -> NodeRecord | None: ...
+
+    async def list_nodes(self) -> list[NodeRecord]: ...
+
+    async def set_node_status(self, node_id: str, status: NodeStatus) -> None: ...
+
+    async def set_node_scheduling(
+        self, node_id: str, *, eligibility: Eligibility | None = None, drain: bool | None = None
+    ) -> None: ...
+
+    async def record_report(
+        self,
+        node_id: str,
+        *,
+        seq: int,
+        load: Load,
+        resources: Resources | None,
+        executions: Sequence[ExecutionReport],
+        now: datetime,
+    ) -> ReportOutcome: ...
+
+    # assignments and executions
+    async def node_assignments(self, node_id: str) -> tuple[int, list[AssignmentRecord]]: ...
+
+    async def job_assignments(self, job: str) -> dict[str, AssignmentRecord]: ...
+
+    async def job_executions(self, job: str) -> dict[str, ExecutionRecord]: ...
+
+    async def apply_plan(
+        self,
+        job: JobRecord,
+        *,
+        expected_revision: int,
+        changes: Sequence[AssignmentChange],
+        events: Sequence[Event],
+        now: datetime,
+    ) -> Mapping[str, int]:
+        """Write a decision atomically; returns the new assignment index of each changed node."""
+        ...
+
+    # events
+    async def append_events(self, events: Sequence[Event]) -> None: ...
+
+    async def list_events(
+        self, *, job: str | None = None, after: int = 0, limit: int = 100
+    ) -> list[Event]: ...

@@ -1,0 +1,61 @@
+"""Schema migrations, applied in order and recorded in ``schema_migrations``.
+
+Never edit a migration that has shipped; append a new one.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: list[str] = [
+    # 1: first schema
+    """
+    CREATE TABLE jobs (
+        name TEXT PRIMARY KEY,
+        revision INTEGER NOT NULL,
+        version INTEGER NOT NULL,
+        record TEXT NOT NULL
+    );
+    CREATE TABLE job_versions (
+        job TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        spec TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (job, version)
+    );
+    CREATE TABLE nodes (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        token_hash TEXT NOT NULL UNIQUE,
+        record TEXT NOT NULL,
+        last_seq INTEGER NOT NULL DEFAULT 0,
+        assign_index INTEGER NOT NULL DEFAULT 1
+    );
+    CREATE INDEX nodes_name ON nodes (name);
+    CREATE TABLE assignments (
+        node_id TEXT NOT NULL REFERENCES nodes (id),
+        job TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        generation INTEGER NOT NULL DEFAULT 0,
+        assigned_at TEXT NOT NULL,
+        PRIMARY KEY (node_id, job)
+    );
+    CREATE INDEX assignments_job ON assignments (job);
+    CREATE TABLE executions (
+        node_id TEXT NOT NULL REFERENCES nodes (id),
+        job TEXT NOT NULL,
+        record TEXT NOT NULL,
+        PRIMARY KEY (node_id, job)
+    );
+    CREATE INDEX executions_job ON executions (job);
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        time TEXT NOT NULL,
+        job TEXT NOT NULL DEFAULT '',
+        node TEXT NOT NULL DEFAULT '',
+        kind TEXT NOT NULL,
+        old TEXT NOT NULL DEFAULT '',
+        new TEXT NOT NULL DEFAULT '',
+        reason TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX events_job ON events (job, id);
+    """,
+]
