@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -31,6 +32,17 @@ from shared.clock import Clock, SystemClock
 from shared.spec import Driver
 
 log = structlog.get_logger("agent.daemon")
+
+
+@dataclass(frozen=True)
+class AgentParts:
+    """The components ``Agent.start`` wires together."""
+
+    client: CoordinatorClient
+    session: NodeSession
+    manager: ExecutionManager
+    sync: SyncLoop
+    reporter: ReportLoop
 
 
 class Agent:
@@ -72,6 +84,7 @@ class Agent:
         self._runner: web.AppRunner | None = None
         self._http: aiohttp.ClientSession | None = None
         self._ready = False
+        self._parts: AgentParts | None = None
         self.local_port: int | None = None
         self.failed = asyncio.Event()
         """Set when a loop ended unexpectedly; ``main`` then shuts down."""
@@ -90,39 +103,36 @@ class Agent:
         host = self._host or PsutilHost(settings.data_dir)
         self._http = aiohttp.ClientSession()
         store = IdentityStore(settings.data_dir)
-        self.client = CoordinatorClient(
-            settings.coordinators, self._http, poll_margin=self._poll_margin
-        )
-        self.session = NodeSession(
-            client=self.client,
+        client = CoordinatorClient(settings.coordinators, self._http, poll_margin=self._poll_margin)
+        session = NodeSession(
+            client=client,
             store=store,
             name=settings.name,
             labels=settings.labels,
             join_token=self._join_token,
             host=host,
         )
-        runtimes = self._runtimes or {Driver.EXEC: ExecRuntime(self.clock)}
-        self.manager = ExecutionManager(
-            runtimes=runtimes,
+        manager = ExecutionManager(
+            runtimes=self._runtimes or {Driver.EXEC: ExecRuntime(self.clock)},
             data_dir=self.data_dir,
             store=ExecutionStore(self.data_dir.executions),
             clock=self.clock,
             http=self._http,
             on_change=self._on_execution_change,
         )
-        self.sync = SyncLoop(
-            session=self.session,
-            client=self.client,
-            manager=self.manager,
+        sync = SyncLoop(
+            session=session,
+            client=client,
+            manager=manager,
             clock=self.clock,
             rand=self._rand,
             poll_wait=settings.poll_wait.total_seconds(),
             backoff=self._backoff,
         )
-        self.reporter = ReportLoop(
-            session=self.session,
-            client=self.client,
-            manager=self.manager,
+        reporter = ReportLoop(
+            session=session,
+            client=client,
+            manager=manager,
             store=store,
             host=host,
             clock=self.clock,
@@ -130,16 +140,17 @@ class Agent:
             debounce=self._report_debounce,
             backoff=self._backoff,
         )
+        self._parts = AgentParts(client, session, manager, sync, reporter)
         rotator = LogRotator(
             self.data_dir.logs,
             settings.log_max_bytes,
             clock=self.clock,
             interval=self._rotate_interval,
         )
-        await self.manager.restore()
+        await manager.restore()
         await self._start_local_endpoints()
-        self._spawn("sync", self.sync.run())
-        self._spawn("report", self.reporter.run())
+        self._spawn("sync", sync.run())
+        self._spawn("report", reporter.run())
         self._spawn("log_rotation", rotator.run())
         if self._notifier.watchdog_interval:
             self._spawn("watchdog", self._watchdog(self._notifier.watchdog_interval))
@@ -162,8 +173,8 @@ class Agent:
         if self._tasks:
             await asyncio.wait(self._tasks)
         self._tasks.clear()
-        if stop_workloads and hasattr(self, "manager"):
-            await self.manager.stop_all()
+        if stop_workloads and self._parts is not None:
+            await self._parts.manager.stop_all()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -189,8 +200,34 @@ class Agent:
         )
 
     def _on_execution_change(self) -> None:
-        if hasattr(self, "reporter"):
-            self.reporter.notify()
+        if self._parts is not None:
+            self._parts.reporter.notify()
+
+    @property
+    def parts(self) -> AgentParts:
+        if self._parts is None:
+            raise RuntimeError("the agent has not been started")
+        return self._parts
+
+    @property
+    def client(self) -> CoordinatorClient:
+        return self.parts.client
+
+    @property
+    def session(self) -> NodeSession:
+        return self.parts.session
+
+    @property
+    def manager(self) -> ExecutionManager:
+        return self.parts.manager
+
+    @property
+    def sync(self) -> SyncLoop:
+        return self.parts.sync
+
+    @property
+    def reporter(self) -> ReportLoop:
+        return self.parts.reporter
 
     async def _start_local_endpoints(self) -> None:
         address = self.settings.listen_address()

@@ -125,11 +125,6 @@ class Supervisor:
         self._task: asyncio.Task[None] | None = None
         self._log = log.bind(job=self.job, version=assignment.version)
 
-    @property
-    def is_finished(self) -> bool:
-        """Whether the execution reached a state it only leaves for a new assignment."""
-        return self._task is not None and self._task.done()
-
     def record(self) -> ExecutionRecord:
         """The execution as persisted under ``executions/``."""
         handle = self._handle

@@ -53,6 +53,8 @@ class SyncLoop:
         """Poll once and apply the answer; errors are logged and backed off, never raised."""
         try:
             response = await self._poll()
+            if response is not None:
+                await self.apply(response)
         except asyncio.CancelledError:
             raise
         except CoordinatorError as exc:
@@ -63,8 +65,6 @@ class SyncLoop:
             await self._failed("sync_step_crashed", exc)
             return
         self.failures = 0
-        if response is not None:
-            await self.apply(response)
 
     async def apply(self, response: AssignmentsResponse) -> None:
         """Record the index and reconcile local executions to the complete desired state."""

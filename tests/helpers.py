@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 
 async def eventually(
-    predicate: Callable[[], bool | Awaitable[bool]],
+    predicate: Callable[[], object],
     timeout: float = 10.0,  # noqa: ASYNC109 - a polling deadline, not an I/O timeout
     interval: float = 0.02,
 ) -> None:
-    """Poll ``predicate`` until it is true; fail the test when ``timeout`` seconds pass first."""
+    """Poll ``predicate`` (or the awaitable it returns) until it is truthy.
+
+    Fails the test when ``timeout`` seconds pass first.
+    """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:

@@ -177,7 +177,7 @@ class TestSyncLoop:
         coord.fail_with = None
         await eventually(lambda: len(coord.reports) > sent)
         assert is_running(pid)
-        assert agent.sync.failures == 0 or coord.polls > 0
+        await eventually(lambda: agent.sync.failures == 0)
 
     async def test_report_index_triggers_prompt_repoll(
         self,
