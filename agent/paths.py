@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,12 +34,3 @@ class DataDir:
         ensure_private_dir(self.root)
         for sub in ("executions", "jobs", "logs"):
             ensure_private_dir(self.root / sub)
-
-    def allow_traversal(self) -> None:
-        """Let other users pass through (not list) the data dir to reach their job dir.
-
-        Needed when a job runs as another ``user`` in its default working directory;
-        the identity file stays 0600, and nothing becomes listable or readable.
-        """
-        for path in (self.root, self.root / "jobs"):
-            os.chmod(path, 0o711)  # noqa: S103 - search bit only, nothing listable

@@ -251,8 +251,9 @@ class Supervisor:
                 entry = pwd.getpwnam(launch.user)
             except KeyError:
                 return  # the driver reports the unknown user
+            # The child changes into its directory before dropping privileges, so it can
+            # work there (relative paths) while the data dir itself stays 0700.
             os.chown(default, entry.pw_uid, entry.pw_gid)
-            self._data_dir.allow_traversal()
 
     def _set(self, state: ExecutionState, message: str) -> None:
         if (state, message) == (self.state, self.message):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -162,6 +163,21 @@ class TestLifecycle:
         out = (harness.data_dir.log_dir("web") / "stdout.log").read_text()
         assert out == "node-1/z1 web@7\n"
         assert harness.data_dir.job_dir("web").is_dir()
+
+    @pytest.mark.skipif(os.geteuid() != 0, reason="needs a root agent")
+    async def test_runs_as_user_in_default_working_dir(self, harness: Harness) -> None:
+        """As root, a job with ``user`` runs as that user in its own default working dir."""
+        spec = job_spec(
+            command=["sh", "-c", "id -un; pwd; touch ./written"],
+            type="batch",
+            task={"user": "nobody"},
+        )
+        sup = harness.supervisor(assignment(spec), SystemClock())
+        await eventually(lambda: sup.state in {ExecutionState.COMPLETED, ExecutionState.FAILED})
+        assert sup.state is ExecutionState.COMPLETED, sup.message
+        out = (harness.data_dir.log_dir("web") / "stdout.log").read_text().split()
+        assert out == ["nobody", str(harness.data_dir.job_dir("web"))]
+        assert (harness.data_dir.job_dir("web") / "written").owner() == "nobody"
 
 
 class TestLaunchFailures:
