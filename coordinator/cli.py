@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Protocol
 
 import click
 
@@ -196,7 +196,11 @@ def job_run(obj: Ctx, file: Path, check_revision: int | None, detach: bool, time
     sys.exit(watch_rollout(obj, name, body["status"], timeout))
 
 
-def watch_rollout(obj: Ctx, name: str, status: dict[str, Any], timeout: float) -> int:
+class Caller(Protocol):
+    def call(self, method: str, path: str, body: Any = None, **kw: Any) -> Any: ...
+
+
+def watch_rollout(obj: Caller, name: str, status: dict[str, Any], timeout: float) -> int:
     """Follow the status with blocking queries until the rollout ends; return the exit code."""
     deadline = time.monotonic() + timeout
     last_line = ""

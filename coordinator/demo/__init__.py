@@ -1,0 +1,1 @@
+"""The demo: a local fleet (coordinator + agents as real processes) and a tiny HTTP service."""

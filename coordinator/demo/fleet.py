@@ -1,0 +1,224 @@
+"""A local fleet of real processes: one coordinator and N agents on loopback ports.
+
+Used by the demo and by the integration tests. Every process it starts, and every
+workload those agents start under its base directory, is stopped by ``close()``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+import psutil
+
+from coordinator.client import ApiClient, ApiError
+
+T = TypeVar("T")
+
+ADMIN_TOKEN = "fwa_local-fleet-admin-token"  # noqa: S105 - a throwaway token for local fleets
+JOIN_TOKEN = "fwj_local-fleet-join-token"  # noqa: S105
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(
+    what: str, probe: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.05
+) -> T:
+    """Poll ``probe`` until it returns something truthy; raise TimeoutError naming ``what``."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while True:
+        try:
+            value = probe()
+            if value:
+                return value
+        except (ApiError, OSError) as exc:
+            last_error = exc
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"timed out after {timeout:.0f}s waiting for {what}"
+                + (f" (last error: {last_error})" if last_error else "")
+            )
+        time.sleep(interval)
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+    log: IO[bytes]
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+
+@dataclass
+class LocalFleet:
+    base_dir: Path
+    heartbeat_interval: str = "1s"
+    python: str = sys.executable
+    port: int = field(default_factory=free_port)
+    coordinator: Proc | None = None
+    agents: dict[str, Proc] = field(default_factory=dict)
+    labels: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def api(self) -> ApiClient:
+        return ApiClient(self.url, ADMIN_TOKEN, timeout=10)
+
+    def _env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETWAVE_")}
+        env.pop("NOTIFY_SOCKET", None)
+        return env
+
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> Proc:
+        logs = self.base_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        log_path = logs / f"{name}.log"
+        log = log_path.open("ab")
+        popen = subprocess.Popen(
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
+        return Proc(name, popen, log_path, log)
+
+    def start_coordinator(self, *extra: str, wait: bool = True) -> Proc:
+        env = self._env() | {
+            "FLEETWAVE_ADMIN_TOKEN": ADMIN_TOKEN,
+            "FLEETWAVE_JOIN_TOKEN": JOIN_TOKEN,
+        }
+        argv = [
+            self.python,
+            "-m",
+            "coordinator",
+            "--listen",
+            f"127.0.0.1:{self.port}",
+            "--data-dir",
+            str(self.base_dir / "coordinator"),
+            "--heartbeat-interval",
+            self.heartbeat_interval,
+            "--log-format",
+            "json",
+            *extra,
+        ]
+        self.coordinator = self._spawn("coordinator", argv, env)
+        if wait:
+            self.wait_ready()
+        return self.coordinator
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        def ready() -> bool:
+            if self.coordinator is not None and not self.coordinator.alive():
+                raise RuntimeError(f"coordinator exited; see {self.coordinator.log_path}")
+            try:
+                self.api.request("GET", "/readyz")
+            except ApiError:
+                return False
+            return True
+
+        wait_for("the coordinator to be ready", ready, timeout)
+
+    def start_agent(self, name: str, labels: dict[str, str] | None = None) -> Proc:
+        if labels is not None:
+            self.labels[name] = labels
+        argv = [
+            self.python,
+            "-m",
+            "agent",
+            "--coordinator",
+            self.url,
+            "--join-token",
+            JOIN_TOKEN,
+            "--data-dir",
+            str(self.base_dir / "agents" / name),
+            "--name",
+            name,
+            "--listen",
+            "off",
+            "--log-format",
+            "json",
+        ]
+        for key, value in sorted(self.labels.get(name, {}).items()):
+            argv += ["--label", f"{key}={value}"]
+        proc = self._spawn(f"agent-{name}", argv, self._env())
+        self.agents[name] = proc
+        return proc
+
+    def stop(self, proc: Proc, sig: signal.Signals = signal.SIGTERM, timeout: float = 20) -> int:
+        if proc.alive():
+            proc.popen.send_signal(sig)
+        try:
+            code = proc.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.popen.kill()
+            code = proc.popen.wait(5)
+        proc.log.close()
+        return code
+
+    def nodes(self) -> list[dict[str, Any]]:
+        nodes: list[dict[str, Any]] = self.api.request("GET", "/v1/nodes").body["nodes"]
+        return nodes
+
+    def wait_nodes_ready(self, count: int, timeout: float = 30.0) -> list[dict[str, Any]]:
+        def ready() -> list[dict[str, Any]] | None:
+            nodes = [n for n in self.nodes() if n["status"] == "ready"]
+            return nodes if len(nodes) >= count else None
+
+        return wait_for(f"{count} ready nodes", ready, timeout)
+
+    def status(self, job: str) -> dict[str, Any]:
+        body: dict[str, Any] = self.api.request("GET", f"/v1/jobs/{job}/status").body
+        return body
+
+    def wait_state(self, job: str, *states: str, timeout: float = 60.0) -> dict[str, Any]:
+        def reached() -> dict[str, Any] | None:
+            status = self.status(job)
+            return status if status["state"]["state_type"] in states else None
+
+        return wait_for(f"job {job} to reach {'/'.join(states)}", reached, timeout)
+
+    def workload_processes(self) -> list[psutil.Process]:
+        """Processes (other than our agents and coordinator) working inside the base dir."""
+        ours = {p.popen.pid for p in [*self.agents.values(), self.coordinator] if p is not None}
+        base = str(self.base_dir.resolve())
+        found = []
+        for proc in psutil.process_iter(["pid", "cwd"]):
+            with contextlib.suppress(psutil.Error):
+                cwd = proc.info["cwd"] or ""
+                if proc.info["pid"] not in ours and cwd.startswith(base):
+                    found.append(proc)
+        return found
+
+    def close(self) -> None:
+        for proc in self.agents.values():
+            if proc.alive():
+                self.stop(proc)
+        if self.coordinator is not None and self.coordinator.alive():
+            self.stop(self.coordinator)
+        for workload in self.workload_processes():
+            with contextlib.suppress(psutil.Error, ProcessLookupError, PermissionError):
+                os.killpg(workload.pid, signal.SIGKILL)
+            with contextlib.suppress(psutil.Error):
+                workload.kill()
