@@ -98,6 +98,13 @@ class Agent:
 
     async def start(self) -> None:
         """Load state, clean up after a previous run, and start every loop."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.shutdown()
+            raise
+
+    async def _start(self) -> None:
         settings = self.settings
         self.data_dir.ensure()
         host = self._host or PsutilHost(settings.data_dir)
@@ -165,7 +172,11 @@ class Agent:
         )
 
     async def shutdown(self, *, stop_workloads: bool = True) -> None:
-        """Stop the loops, then (by default) every workload gracefully, then the endpoints."""
+        """Stop the loops, then (by default) every workload gracefully, then the endpoints.
+
+        With ``stop_workloads=False`` the workloads keep running and their records stay in
+        ``executions/``; the next start finds them by pid and start time.
+        """
         self._notifier.notify("STOPPING=1")
         log.info("agent_stopping", stop_workloads=stop_workloads)
         for task in self._tasks:
@@ -173,8 +184,11 @@ class Agent:
         if self._tasks:
             await asyncio.wait(self._tasks)
         self._tasks.clear()
-        if stop_workloads and self._parts is not None:
-            await self._parts.manager.stop_all()
+        if self._parts is not None:
+            if stop_workloads:
+                await self._parts.manager.stop_all()
+            else:
+                await self._parts.manager.detach_all()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

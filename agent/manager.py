@@ -88,6 +88,11 @@ class ExecutionManager:
         """Stop every workload (agent shutdown), remembering only finished executions."""
         await asyncio.gather(*(self._shut_down(job) for job in list(self.supervisors)))
 
+    async def detach_all(self) -> None:
+        """Stop supervising without stopping workloads; their records stay for the next run."""
+        await asyncio.gather(*(sup.detach() for sup in self.supervisors.values()))
+        self.supervisors.clear()
+
     async def _shut_down(self, job: str) -> None:
         supervisor = self.supervisors.pop(job)
         await supervisor.stop()

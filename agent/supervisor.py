@@ -151,8 +151,14 @@ class Supervisor:
 
     async def run(self) -> None:
         """Launch and relaunch per the restart policy until the execution is finished."""
-        while await self.step():
-            pass
+        try:
+            while await self.step():
+                pass
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug: report it rather than hang in a stale state
+            self._log.exception("supervisor_crashed")
+            self._set(ExecutionState.FAILED, f"internal agent error: {exc!r}")
 
     async def step(self) -> bool:
         """One launch, its lifetime and the restart decision; False when finished."""
@@ -166,6 +172,9 @@ class Supervisor:
             handle = await self._runtime.start(prepared.launch)
         except (InterpolationError, LaunchError) as exc:
             self._set(ExecutionState.FAILED, str(exc))
+            return False
+        except OSError as exc:
+            self._set(ExecutionState.FAILED, f"cannot start: {exc}")
             return False
         self._handle = handle
         monitor_task = self._begin_health(prepared)
@@ -207,6 +216,13 @@ class Supervisor:
             self._log.info("process_stopped", status=status.describe())
         if self.state not in {ExecutionState.FAILED, ExecutionState.COMPLETED}:
             self._set(ExecutionState.STOPPED, "stopped by the agent")
+
+    async def detach(self) -> None:
+        """Stop supervising but leave the process running (its record keeps pid and start)."""
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait([task])
 
     def _begin_health(self, prepared: Prepared) -> asyncio.Task[None] | None:
         checks = prepared.checks

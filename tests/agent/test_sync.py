@@ -257,6 +257,26 @@ class TestSyncLoop:
         assert [(r.job, r.state) for r in reports] == [("once", ExecutionState.COMPLETED)]
         assert marker.read_text() == "run\n"
 
+    async def test_workloads_left_running_are_cleaned_up_on_next_start(
+        self,
+        coordinator: tuple[FakeCoordinator, str],
+        make_agent: Callable[..., Awaitable[Agent]],
+    ) -> None:
+        """A workload left running by shutdown(stop_workloads=False) is found by its record on
+        the next start, stopped (adoption is not enabled yet) and started again."""
+        coord, url = coordinator
+        first = await make_agent(url)
+        await eventually(lambda: coord.node("node-1") is not None)
+        coord.assign("node-1", [assignment(job_spec("sleeper"))])
+        await eventually(lambda: (e := execution(coord, "sleeper")) is not None and e.pid)
+        old_pid = execution(coord, "sleeper").pid  # type: ignore[union-attr]
+        await first.shutdown(stop_workloads=False)
+        assert is_running(old_pid)
+        second = await make_agent(url)
+        assert not is_running(old_pid)
+        await eventually(lambda: "sleeper" in second.manager.supervisors)
+        await eventually(lambda: second.manager.reports()[0].pid not in (None, old_pid))
+
     async def test_rotates_past_dead_coordinator(
         self,
         coordinator: tuple[FakeCoordinator, str],
