@@ -19,7 +19,7 @@ class TestSubmit:
         assert body["status"]["state"]["state_type"] == "pending"
 
     async def test_identical_resubmission_changes_nothing(self, harness: Harness) -> None:
-        """Submitting the same spec again (defaults spelled out or not) keeps version and revision."""
+        """Resubmitting the same spec (defaults spelled out or not) keeps version and revision."""
         await harness.put_job(web_spec())
         before = await harness.status("web")
         spec = web_spec()
