@@ -2,23 +2,28 @@
 
 No I/O and no clock: everything it knows is passed in, and its decision is a value the
 driver applies in one transaction. It is level-triggered: called again with the same
-inputs it decides the same thing, so a restarted coordinator simply continues.
+inputs it decides the same thing, so a restarted coordinator simply continues the wave
+it was in. Canary and wave membership is chosen once, when a rollout starts, and stored.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from coordinator.engine.targets import select_targets
+from coordinator.engine.membership import plan_membership
+from coordinator.engine.status import derive_status
+from coordinator.engine.targets import is_schedulable, select_targets
 from coordinator.store import AssignmentChange
 from coordinator.store.records import (
     AssignmentRecord,
     Event,
     ExecutionRecord,
+    Gate,
     JobRecord,
     NodeRecord,
+    Phase,
     RolloutState,
 )
 from shared.clock import ZERO_TIME
@@ -26,9 +31,10 @@ from shared.durations import format_duration
 from shared.nodes import NodeStatus
 from shared.protocol import ExecutionState
 from shared.spec import JobType, OnUnreachable, resolve_count
-from shared.status import JobState, JobStateType, JobStatus, Rollout, RolloutType
+from shared.status import JobStateType, RolloutType
 
-_IDLE_STATES = {JobStateType.STOPPED, JobStateType.DELETED}
+IDLE_STATES = {JobStateType.STOPPED, JobStateType.DELETED}
+_MAX_TRANSITIONS = 16  # canary done -> promoted -> wave 1 ... in one evaluation, bounded
 
 
 @dataclass(frozen=True)
@@ -45,15 +51,34 @@ class RolloutPlan:
 
 
 @dataclass
-class _Progress:
-    updated: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)
-    unreachable: list[str] = field(default_factory=list)
-    waiting: list[str] = field(default_factory=list)
+class _Step:
+    """Mutable scratch space of one planning step; nothing outside this module sees it."""
+
+    job: JobRecord
+    nodes: Mapping[str, NodeRecord]
+    assignments: Mapping[str, AssignmentRecord]
+    executions: Mapping[str, ExecutionRecord]
+    now: datetime
+    events: list[Event] = field(default_factory=list)
     wake_at: datetime | None = None
 
     def wake(self, at: datetime) -> None:
         self.wake_at = at if self.wake_at is None else min(self.wake_at, at)
+
+    def event(
+        self, kind: str, *, node: str = "", old: str = "", new: str = "", reason: str = ""
+    ) -> None:
+        self.events.append(
+            Event(
+                time=self.now,
+                job=self.job.name,
+                node=node,
+                kind=kind,
+                old=old,
+                new=new,
+                reason=reason,
+            )
+        )
 
 
 def plan_rollout(
@@ -64,286 +89,401 @@ def plan_rollout(
     now: datetime,
 ) -> RolloutPlan:
     """Decide the next step of ``job``'s rollout."""
-    if job.status.state.state_type in _IDLE_STATES:
+    step = _Step(job, nodes, assignments, executions, now)
+    if job.status.state.state_type in IDLE_STATES:
         changes = [AssignmentChange(node_id=n, version=None) for n in assignments]
         return RolloutPlan(job=job, changes=changes)
 
-    spec = job.spec
-    version = job.status.version
-    targets = select_targets(job.name, spec.target, nodes.values())
     rs = job.rollout
-    status = job.status.model_copy(deep=True)
-    events: list[Event] = []
-
-    if rs.target_version != version:
+    targets = select_targets(job.name, job.spec.target, nodes.values())
+    if rs.for_version != job.status.version:
         if not targets:
-            status.state = _state(
-                JobStateType.QUEUED,
-                "no eligible node matches the job's target yet",
-                selector=_selector_text(spec.target.selector),
-            )
-            return _finish(job, status, rs, [], events, now, wake_at=None)
-        rollout_type = RolloutType.CREATE if job.stable_version == 0 else RolloutType.UPDATE
-        rs = RolloutState(target_version=version, generation=rs.generation)
-        status.rollout = Rollout(
-            type=rollout_type,
-            started_at=now,
-            rollback_to_version=job.stable_version,
-            total_waves=1,
-            current_wave=1,
+            return _finish(step, rs, queued=True)
+        kind = RolloutType.CREATE if job.stable_version == 0 else RolloutType.UPDATE
+        rs = start_rollout(job, kind, targets, now, target_version=job.status.version)
+        step.event(
+            "rollout_started",
+            new=kind.value,
+            reason=f"version {rs.target_version} to {len(rs.members())} nodes",
         )
-        events.append(
-            _event(
-                now,
-                job.name,
-                "rollout_started",
-                new=rollout_type.value,
-                reason=f"version {version} to {len(targets)} nodes",
-            )
-        )
-
-    # Every schedulable target joins the rollout, also nodes that registered mid-rollout.
-    member_ids = list(rs.nodes) + [n.id for n in targets if n.id not in rs.nodes]
-    rs = rs.model_copy(update={"nodes": member_ids})
-    changes = _assignment_changes(job, rs, nodes, assignments, {n.id for n in targets})
-
-    progress = _progress(job, rs, nodes, assignments, executions, now)
-    finished = status.rollout.completed_at != ZERO_TIME
-    if not finished:
-        # Results stick for the rest of the rollout: a node counted once is not recounted.
-        rs = rs.model_copy(update={"updated": progress.updated, "failed": progress.failed})
-    rollout = status.rollout
-    rollout.total_nodes = len(member_ids)
-    rollout.updated_nodes = len(progress.updated)
-    rollout.failed_nodes = len(progress.failed)
-    budget = resolve_count(spec.rollout.max_failed_nodes, len(member_ids), round_up=False)
-
-    if not finished:
-        if len(progress.failed) > budget:
-            rollout.completed_at = now
-            rs = rs.model_copy(update={"halted_reason": _failure_summary(progress.failed)})
-            failed_state = (
-                JobStateType.FAILED
-                if rollout.type == RolloutType.CREATE or spec.type == JobType.BATCH
-                else JobStateType.ROLLOUT_FAILED
-            )
-            status.state = _state(
-                failed_state,
-                f"rollout of version {version} halted: {len(progress.failed)} of"
-                f" {len(member_ids)} nodes failed (allowed: {budget})",
-                **_failure_details(progress.failed),
-            )
-            events.append(_event(now, job.name, "rollout_halted", reason=rs.halted_reason))
-        elif not progress.waiting and progress.updated:
-            rollout.completed_at = now
-            job = job.model_copy(update={"stable_version": version})
-            done = JobStateType.COMPLETED if spec.type == JobType.BATCH else JobStateType.RUNNING
-            status.state = _steady_state(done, version, progress, len(member_ids))
-            events.append(_event(now, job.name, "rollout_completed", new=str(version)))
-        else:
-            status.state = _state(
-                JobStateType.DEPLOYING,
-                f"rolling out version {version}: {len(progress.updated)} of"
-                f" {len(member_ids)} nodes updated",
-                updated=str(len(progress.updated)),
-                waiting=str(len(progress.waiting)),
-                failed=str(len(progress.failed)),
-                unreachable=str(len(progress.unreachable)),
-            )
-    elif status.state.state_type in {JobStateType.RUNNING, JobStateType.DEGRADED}:
-        status.state = _health_state(version, nodes, executions, rs, budget)
-
-    return _finish(job, status, rs, changes, events, now, wake_at=progress.wake_at)
+    rs = _admit_new_nodes(step, rs, targets)
+    if rs.is_active():
+        rs = _advance(step, rs)
+    if rs.phase == Phase.DONE and rs.completed_at == ZERO_TIME:
+        rs = _complete(step, rs)
+    return _finish(step, rs)
 
 
-def _assignment_changes(
+def start_rollout(
     job: JobRecord,
-    rs: RolloutState,
-    nodes: Mapping[str, NodeRecord],
-    assignments: Mapping[str, AssignmentRecord],
-    target_ids: set[str],
-) -> list[AssignmentChange]:
-    changes = []
-    for node_id in rs.nodes:
-        current = assignments.get(node_id)
-        if node_id not in target_ids:
-            continue
-        if current is None or current.version != rs.target_version:
-            changes.append(
-                AssignmentChange(
-                    node_id=node_id, version=rs.target_version, generation=rs.generation
-                )
+    kind: RolloutType,
+    nodes: list[NodeRecord],
+    now: datetime,
+    *,
+    target_version: int,
+    generation: int = 0,
+) -> RolloutState:
+    """A new rollout of ``target_version`` over ``nodes``, membership fixed from here on."""
+    membership = plan_membership(
+        job.name,
+        nodes,
+        job.spec.rollout,
+        with_canary=kind in (RolloutType.CREATE, RolloutType.UPDATE),
+    )
+    has_canary = bool(membership.canary)
+    return RolloutState(
+        type=kind,
+        for_version=job.status.version,
+        target_version=target_version,
+        from_version=job.stable_version,
+        generation=generation,
+        canary=membership.canary,
+        waves=membership.waves,
+        phase=Phase.CANARY if has_canary else Phase.WAVES,
+        current_wave=0 if has_canary else 1,
+        started_at=now,
+        progress_at=now,
+    )
+
+
+def start_rollback(
+    job: JobRecord, rs: RolloutState, to_version: int, cause: str, now: datetime
+) -> RolloutState:
+    """Return every member of ``rs`` to ``to_version`` at once (rollbacks are not waved)."""
+    members = rs.members()
+    return RolloutState(
+        type=RolloutType.ROLLBACK,
+        for_version=job.status.version,
+        target_version=to_version,
+        from_version=to_version,
+        generation=rs.generation,
+        waves=[members] if members else [],
+        phase=Phase.WAVES if members else Phase.DONE,
+        current_wave=1,
+        promoted=True,
+        started=members,
+        started_at=now,
+        progress_at=now,
+        cause=cause,
+        rolled_back_from=rs.target_version,
+        retry=(rs.retry or rs).model_copy(update={"retry": None})
+        if rs.type != RolloutType.ROLLBACK
+        else rs.retry,
+    )
+
+
+def _admit_new_nodes(step: _Step, rs: RolloutState, targets: list[NodeRecord]) -> RolloutState:
+    """Nodes that joined (or became eligible) after the rollout started become members.
+
+    While the rollout runs they join the current wave (wave 1 while canaries are not yet
+    promoted), so they run the stable version until their wave starts. After it ended they
+    get its version at once.
+    """
+    members = set(rs.members())
+    new = [n.id for n in targets if n.id not in members]
+    if not new or rs.type == RolloutType.NONE:
+        return rs
+    waves = [list(w) for w in rs.waves]
+    if not waves:
+        waves.append([])
+    index = min(max(rs.current_wave, 1), len(waves)) - 1 if rs.is_active() else len(waves) - 1
+    waves[index].extend(new)
+    update: dict[str, object] = {"waves": waves}
+    if rs.phase == Phase.DONE:
+        update["started"] = [*rs.started, *new]
+    for node_id in new:
+        step.event("node_joined_rollout", node=node_id, new=f"wave {index + 1}")
+    return rs.model_copy(update=update)
+
+
+def _advance(step: _Step, rs: RolloutState) -> RolloutState:
+    policy = step.job.spec.rollout
+    total = len(rs.members())
+    budget = resolve_count(policy.max_failed_nodes, total, round_up=False)
+    for _ in range(_MAX_TRANSITIONS):
+        rs = _evaluate_nodes(step, rs)
+        if len(rs.failed) > budget:
+            return _halt(
+                step,
+                rs,
+                f"{len(rs.failed)} of {total} nodes failed (allowed: {budget}): "
+                + _failure_summary(rs.failed),
             )
-    for node_id in assignments:
-        node = nodes.get(node_id)
-        # Drained or vanished nodes stop the job; ineligible nodes keep what they run.
+        if rs.gate != Gate.NONE:
+            return rs
+        if rs.gate_until != ZERO_TIME:
+            if step.now < rs.gate_until:
+                step.wake(rs.gate_until)
+                return rs
+            rs = _next_wave(step, rs.model_copy(update={"gate_until": ZERO_TIME}))
+            continue
+        deadline = rs.progress_at + policy.progress_deadline
+        if step.now >= deadline:
+            return _halt(
+                step,
+                rs,
+                f"no progress in {_group_name(rs)} for"
+                f" progress_deadline ({format_duration(policy.progress_deadline)})",
+            )
+        step.wake(deadline)
+        rs = _start_nodes(step, rs)
+        if not _group_finished(step, rs):
+            return rs
+        before = (rs.phase, rs.current_wave, rs.gate, rs.gate_until)
+        rs = _group_passed(step, rs)
+        if rs.phase == Phase.DONE or before == (rs.phase, rs.current_wave, rs.gate, rs.gate_until):
+            return rs
+    return rs
+
+
+def _group(rs: RolloutState) -> list[str]:
+    """The nodes the rollout is working on now: canaries, the current wave, or all with --full."""
+    if rs.phase == Phase.CANARY:
+        return list(rs.canary)
+    if rs.promote_full:
+        return [n for wave in rs.waves[rs.current_wave - 1 :] for n in wave]
+    if 1 <= rs.current_wave <= len(rs.waves):
+        return list(rs.waves[rs.current_wave - 1])
+    return []
+
+
+def _group_name(rs: RolloutState) -> str:
+    return "the canary phase" if rs.phase == Phase.CANARY else f"wave {rs.current_wave}"
+
+
+def _is_skipped(step: _Step, node_id: str) -> bool:
+    """Nodes the rollout does not wait for: gone, drained, ineligible, or unreachable (skip)."""
+    node = step.nodes.get(node_id)
+    if node is None or not is_schedulable(node):
+        return True
+    return node.status == NodeStatus.DOWN
+
+
+def _start_nodes(step: _Step, rs: RolloutState) -> RolloutState:
+    """Give the target version to the current group's nodes, at most max_parallel in flight."""
+    policy = step.job.spec.rollout
+    started = set(rs.started)
+    settled = set(rs.updated) | set(rs.failed)
+    in_flight = [n for n in rs.started if n not in settled and not _is_skipped(step, n)]
+    limit = policy.max_parallel if policy.max_parallel and rs.type != RolloutType.ROLLBACK else 0
+    room = limit - len(in_flight) if limit else None
+    newly = []
+    for node_id in _group(rs):
+        if node_id in started:
+            continue
+        node = step.nodes.get(node_id)
+        if node is None or not is_schedulable(node):
+            continue  # ineligible or draining: keeps what it runs, gets nothing new
+        if room is not None and node.status != NodeStatus.DOWN:
+            if room <= 0:
+                continue
+            room -= 1
+        newly.append(node_id)
+    if not newly:
+        return rs
+    return rs.model_copy(update={"started": [*rs.started, *newly]})
+
+
+def _evaluate_nodes(step: _Step, rs: RolloutState) -> RolloutState:
+    """Sort started nodes into updated and failed; both stick for the rest of the rollout."""
+    policy = step.job.spec.rollout
+    updated, failed = list(rs.updated), dict(rs.failed)
+    for node_id in rs.started:
+        if node_id in failed or node_id in updated:
+            continue
+        node = step.nodes.get(node_id)
         if node is None or node.drain:
+            continue
+        execution = step.executions.get(node_id)
+        current = (
+            execution is not None
+            and execution.version == rs.target_version
+            and execution.generation == rs.generation
+        )
+        if current and execution is not None:
+            if _passed_gate(step, execution):
+                updated.append(node_id)
+                step.event("node_updated", node=node_id, new=str(rs.target_version))
+                continue
+            if execution.state == ExecutionState.FAILED:
+                failed[node_id] = execution.message or "execution failed"
+                step.event("node_failed", node=node_id, reason=failed[node_id])
+                continue
+            if execution.state == ExecutionState.HEALTHY:
+                step.wake(execution.since + policy.min_healthy_time)
+        if node.status == NodeStatus.DOWN:
+            if policy.on_unreachable == OnUnreachable.FAIL:
+                failed[node_id] = "node stopped heartbeating (on_unreachable = fail)"
+                step.event("node_failed", node=node_id, reason=failed[node_id])
+            continue
+        assignment = step.assignments.get(node_id)
+        assigned_at = step.now
+        if (
+            assignment is not None
+            and assignment.version == rs.target_version
+            and assignment.generation == rs.generation
+        ):
+            assigned_at = assignment.assigned_at
+        deadline = assigned_at + policy.healthy_deadline
+        if step.now >= deadline:
+            failed[node_id] = (
+                f"not healthy within healthy_deadline ({format_duration(policy.healthy_deadline)})"
+                + (f"; last state {execution.state.value}" if current and execution else "")
+            )
+            step.event("node_failed", node=node_id, reason=failed[node_id])
+            continue
+        step.wake(deadline)
+    if len(updated) != len(rs.updated):
+        rs = rs.model_copy(update={"progress_at": step.now})
+    return rs.model_copy(update={"updated": updated, "failed": failed})
+
+
+def _passed_gate(step: _Step, execution: ExecutionRecord) -> bool:
+    if step.job.spec.type == JobType.BATCH:
+        return execution.state == ExecutionState.COMPLETED
+    return (
+        execution.state == ExecutionState.HEALTHY
+        and step.now - execution.since >= step.job.spec.rollout.min_healthy_time
+    )
+
+
+def _group_finished(step: _Step, rs: RolloutState) -> bool:
+    settled = set(rs.updated) | set(rs.failed)
+    return all(n in settled or _is_skipped(step, n) for n in _group(rs))
+
+
+def _group_passed(step: _Step, rs: RolloutState) -> RolloutState:
+    """The current group is done and within budget: promote canaries or move to the next wave."""
+    policy = step.job.spec.rollout
+    if rs.phase == Phase.CANARY:
+        if not policy.auto_promote and not rs.promoted:
+            if rs.gate != Gate.CANARY:
+                step.event(
+                    "rollout_paused",
+                    new="canary",
+                    reason="canaries healthy; waiting for `rollout promote`",
+                )
+            return rs.model_copy(update={"gate": Gate.CANARY})
+        step.event("canary_promoted", reason="auto_promote" if policy.auto_promote else "operator")
+        rs = rs.model_copy(update={"promoted": True, "phase": Phase.WAVES, "current_wave": 0})
+        return _next_wave(step, rs)
+    if rs.promote_full or rs.current_wave >= len(rs.waves):
+        return rs.model_copy(update={"phase": Phase.DONE})
+    pause = policy.pause_between_waves
+    if pause == "manual":
+        step.event(
+            "rollout_paused",
+            new="wave",
+            reason=f"wave {rs.current_wave} passed; manual gate before the next",
+        )
+        return rs.model_copy(update={"gate": Gate.WAVE})
+    if pause.total_seconds() > 0:
+        return rs.model_copy(update={"gate_until": step.now + pause})
+    return _next_wave(step, rs)
+
+
+def _next_wave(step: _Step, rs: RolloutState) -> RolloutState:
+    wave = rs.current_wave + 1
+    if wave > len(rs.waves):
+        return rs.model_copy(update={"phase": Phase.DONE})
+    step.event("wave_started", new=str(wave), reason=f"{len(rs.waves[wave - 1])} nodes")
+    return rs.model_copy(
+        update={"current_wave": wave, "phase": Phase.WAVES, "progress_at": step.now}
+    )
+
+
+def _halt(step: _Step, rs: RolloutState, reason: str) -> RolloutState:
+    """Stop the rollout; roll back by itself when the policy allows and there is a stable
+    version to go back to."""
+    job = step.job
+    halted = rs.model_copy(
+        update={"phase": Phase.HALTED, "completed_at": step.now, "halted_reason": reason}
+    )
+    step.event("rollout_halted", new=rs.type.value, reason=reason)
+    can_roll_back = (
+        rs.type == RolloutType.UPDATE and job.spec.rollout.auto_rollback and rs.from_version > 0
+    )
+    if not can_roll_back:
+        return halted
+    step.event(
+        "rollback_started", old=str(rs.target_version), new=str(rs.from_version), reason=reason
+    )
+    return start_rollback(job, halted, rs.from_version, f"failed: {reason}", step.now)
+
+
+def _complete(step: _Step, rs: RolloutState) -> RolloutState:
+    rs = rs.model_copy(update={"completed_at": step.now})
+    step.event("rollout_completed", new=str(rs.target_version), reason=rs.type.value)
+    if rs.type != RolloutType.RESTART:
+        history = [v for v in step.job.stable_history if v != rs.target_version]
+        step.job = step.job.model_copy(
+            update={
+                "stable_version": rs.target_version,
+                "stable_history": [*history, rs.target_version][-20:],
+            }
+        )
+    return rs
+
+
+def _finish(step: _Step, rs: RolloutState, *, queued: bool = False) -> RolloutPlan:
+    job = step.job
+    status = derive_status(job, rs, step.nodes, step.executions, step.now, queued=queued)
+    old_state = job.status.state.state_type
+    if status.state.state_type != old_state:
+        step.event(
+            "job_state",
+            old=old_state.value,
+            new=status.state.state_type.value,
+            reason=status.state.message,
+        )
+    comparable_old = job.status.model_copy(update={"updated_at": ZERO_TIME})
+    comparable_new = status.model_copy(update={"updated_at": ZERO_TIME, "revision": 0})
+    comparable_old = comparable_old.model_copy(update={"revision": 0})
+    if comparable_new != comparable_old or rs != job.rollout or job != step.job:
+        status = status.model_copy(
+            update={"revision": job.status.revision + 1, "updated_at": step.now}
+        )
+    else:
+        status = job.status
+    new_job = step.job.model_copy(update={"status": status, "rollout": rs})
+    changes = [] if queued else _assignment_changes(step, rs)
+    return RolloutPlan(job=new_job, changes=changes, events=step.events, wake_at=step.wake_at)
+
+
+def _assignment_changes(step: _Step, rs: RolloutState) -> list[AssignmentChange]:
+    """Started members run the target; the others keep the stable version (or nothing)."""
+    changes = []
+    started = set(rs.started)
+    members = set(rs.members())
+    for node_id in rs.members():
+        node = step.nodes.get(node_id)
+        current = step.assignments.get(node_id)
+        if node is None or node.drain:
+            continue
+        if not is_schedulable(node) and current is not None:
+            continue  # ineligible: keeps what it runs, gets nothing new
+        if node_id in started:
+            want: tuple[int, int] | None = (rs.target_version, rs.generation)
+        elif current is not None and current.version == rs.from_version:
+            continue  # not reached yet: keeps running the stable version
+        else:
+            # Never a third version: a superseded one goes back to stable (or away).
+            want = (rs.from_version, 0) if rs.from_version else None
+        have = (current.version, current.generation) if current is not None else None
+        if want != have:
+            version, generation = want if want is not None else (None, 0)
+            changes.append(
+                AssignmentChange(node_id=node_id, version=version, generation=generation)
+            )
+    for node_id in step.assignments:
+        node = step.nodes.get(node_id)
+        if node is None or node.drain or (node_id not in members and is_schedulable(node)):
+            # Drained or gone; or no longer matching the target selector.
             changes.append(AssignmentChange(node_id=node_id, version=None))
     return changes
 
 
-def _progress(
-    job: JobRecord,
-    rs: RolloutState,
-    nodes: Mapping[str, NodeRecord],
-    assignments: Mapping[str, AssignmentRecord],
-    executions: Mapping[str, ExecutionRecord],
-    now: datetime,
-) -> _Progress:
-    policy = job.spec.rollout
-    progress = _Progress()
-    for node_id in rs.nodes:
-        node = nodes.get(node_id)
-        execution = executions.get(node_id)
-        assignment = assignments.get(node_id)
-        if node_id in rs.updated:
-            progress.updated.append(node_id)
-            continue
-        if node_id in rs.failed:
-            progress.failed[node_id] = rs.failed[node_id]
-            continue
-        if node is None or node.drain:
-            continue
-        current = execution is not None and execution.version == rs.target_version
-        if current and execution is not None and _is_done(job, execution, now):
-            progress.updated.append(node_id)
-            continue
-        if current and execution is not None and execution.state == ExecutionState.FAILED:
-            progress.failed[node_id] = execution.message or "execution failed"
-            continue
-        if node.status == NodeStatus.DOWN:
-            if policy.on_unreachable == OnUnreachable.FAIL:
-                progress.failed[node_id] = "node stopped heartbeating"
-            else:
-                progress.unreachable.append(node_id)
-            continue
-        assigned_at = assignment.assigned_at if assignment is not None else now
-        deadline = assigned_at + policy.healthy_deadline
-        if now >= deadline:
-            progress.failed[node_id] = (
-                f"not healthy within healthy_deadline ({_fmt(policy.healthy_deadline)})"
-            )
-            continue
-        progress.waiting.append(node_id)
-        progress.wake(deadline)
-        if current and execution is not None and execution.state == ExecutionState.HEALTHY:
-            progress.wake(execution.since + policy.min_healthy_time)
-    return progress
-
-
-def _is_done(job: JobRecord, execution: ExecutionRecord, now: datetime) -> bool:
-    if job.spec.type == JobType.BATCH:
-        return execution.state == ExecutionState.COMPLETED
-    return (
-        execution.state == ExecutionState.HEALTHY
-        and now - execution.since >= job.spec.rollout.min_healthy_time
-    )
-
-
-def _health_state(
-    version: int,
-    nodes: Mapping[str, NodeRecord],
-    executions: Mapping[str, ExecutionRecord],
-    rs: RolloutState,
-    budget: int,
-) -> JobState:
-    """After a rollout: running while problems stay within tolerance, else degraded."""
-    problems: dict[str, str] = {}
-    for node_id in rs.nodes:
-        node = nodes.get(node_id)
-        if node is None or node.drain:
-            continue
-        execution = executions.get(node_id)
-        if node.status == NodeStatus.DOWN:
-            problems[node_id] = "unreachable"
-        elif execution is None or execution.state != ExecutionState.HEALTHY:
-            problems[node_id] = execution.state.value if execution else "not reported"
-    healthy = len(rs.nodes) - len(problems)
-    if len(problems) > budget:
-        return _state(
-            JobStateType.DEGRADED,
-            f"version {version} runs, but {len(problems)} of {len(rs.nodes)} nodes are"
-            f" unhealthy or unreachable (tolerated: {budget})",
-            **{f"node.{k}": v for k, v in sorted(problems.items())[:20]},
-        )
-    return _state(
-        JobStateType.RUNNING,
-        f"version {version} is running on {healthy} of {len(rs.nodes)} nodes",
-    )
-
-
-def _steady_state(done: JobStateType, version: int, progress: _Progress, total: int) -> JobState:
-    what = "completed" if done == JobStateType.COMPLETED else "is running"
-    details = {}
-    if progress.unreachable:
-        details["unreachable"] = ",".join(sorted(progress.unreachable))
-    if progress.failed:
-        details.update(_failure_details(progress.failed))
-    return _state(
-        done, f"version {version} {what} on {len(progress.updated)} of {total} nodes", **details
-    )
-
-
-def _finish(
-    before: JobRecord,
-    status: JobStatus,
-    rs: RolloutState,
-    changes: list[AssignmentChange],
-    events: list[Event],
-    now: datetime,
-    *,
-    wake_at: datetime | None,
-) -> RolloutPlan:
-    old_state = before.status.state.state_type
-    if status.state.state_type != old_state:
-        events.append(
-            _event(
-                now,
-                before.name,
-                "job_state",
-                old=old_state.value,
-                new=status.state.state_type.value,
-                reason=status.state.message,
-            )
-        )
-    comparable_old = before.status.model_copy(update={"updated_at": ZERO_TIME})
-    comparable_new = status.model_copy(update={"updated_at": ZERO_TIME})
-    if comparable_new != comparable_old or rs != before.rollout:
-        status.revision = before.status.revision + 1
-        status.updated_at = now
-    job = before.model_copy(update={"status": status, "rollout": rs})
-    return RolloutPlan(job=job, changes=changes, events=events, wake_at=wake_at)
-
-
-def _state(state_type: JobStateType, message: str, **details: str) -> JobState:
-    return JobState(state_type=state_type, message=message, details=details)
-
-
-def _event(
-    now: datetime,
-    job: str,
-    kind: str,
-    *,
-    node: str = "",
-    old: str = "",
-    new: str = "",
-    reason: str = "",
-) -> Event:
-    return Event(time=now, job=job, node=node, kind=kind, old=old, new=new, reason=reason)
-
-
 def _failure_summary(failed: Mapping[str, str]) -> str:
     first = sorted(failed.items())[:3]
-    return "; ".join(f"{node}: {reason}" for node, reason in first)
-
-
-def _failure_details(failed: Mapping[str, str]) -> dict[str, str]:
-    return {f"failed.{node}": reason for node, reason in sorted(failed.items())[:20]}
-
-
-def _selector_text(selector: Mapping[str, str]) -> str:
-    return ",".join(f"{k}={v}" for k, v in sorted(selector.items())) or "(all nodes)"
-
-
-def _fmt(value: timedelta) -> str:
-    return format_duration(value)
+    text = "; ".join(f"{node}: {reason}" for node, reason in first)
+    return text + (f" (and {len(failed) - 3} more)" if len(failed) > 3 else "")

@@ -2,28 +2,73 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.clock import ZERO_TIME
 from shared.nodes import Eligibility, Load, Node, NodeStatus, Resources
 from shared.protocol import ExecutionState
 from shared.spec import JobSpec
-from shared.status import JobStatus, Timestamp
+from shared.status import JobStatus, RolloutType, Timestamp
 
 
 class _Record(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class RolloutState(_Record):
-    """The engine's private bookkeeping for the job's latest rollout (not part of JobStatus)."""
+class Phase(StrEnum):
+    """Where a rollout is. ``done`` and ``halted`` are final."""
 
-    target_version: int = 0
+    CANARY = "canary"
+    WAVES = "waves"
+    DONE = "done"
+    HALTED = "halted"
+
+
+class Gate(StrEnum):
+    """Why a rollout waits for an operator (``rollout_paused``)."""
+
+    NONE = ""
+    CANARY = "canary"  # canaries healthy, auto_promote is off: `rollout promote`
+    WAVE = "wave"  # pause_between_waves = "manual": `rollout promote` (or resume)
+    OPERATOR = "operator"  # `rollout pause`: `rollout resume`
+
+
+class RolloutState(_Record):
+    """The engine's bookkeeping for the job's latest rollout; JobStatus.rollout is derived."""
+
+    type: RolloutType = RolloutType.NONE
+    for_version: int = Field(default=0, description="the job version this rollout serves")
+    target_version: int = Field(default=0, description="the version nodes are moved to")
+    from_version: int = Field(default=0, description="what nodes not yet reached run (0: none)")
     generation: int = 0
-    nodes: list[str] = Field(default_factory=list, description="target node ids at rollout start")
+    canary: list[str] = Field(default_factory=list)
+    waves: list[list[str]] = Field(default_factory=list)
+    phase: Phase = Phase.DONE
+    current_wave: int = 0
+    promoted: bool = False
+    promote_full: bool = False
+    gate: Gate = Gate.NONE
+    gate_until: Timestamp = ZERO_TIME
+    started: list[str] = Field(default_factory=list, description="nodes given the target")
     updated: list[str] = Field(default_factory=list, description="nodes that passed the gate")
     failed: dict[str, str] = Field(default_factory=dict, description="failed node id -> reason")
+    started_at: Timestamp = ZERO_TIME
+    completed_at: Timestamp = ZERO_TIME
+    progress_at: Timestamp = ZERO_TIME
     halted_reason: str = ""
+    cause: str = Field(default="", description="for rollbacks: what triggered them")
+    rolled_back_from: int = 0
+    retry: RolloutState | None = Field(
+        default=None, description="the halted rollout a `rollout retry` would resume"
+    )
+
+    def members(self) -> list[str]:
+        return [*self.canary, *(n for wave in self.waves for n in wave)]
+
+    def is_active(self) -> bool:
+        return self.phase in (Phase.CANARY, Phase.WAVES)
 
 
 class JobRecord(_Record):
@@ -34,6 +79,7 @@ class JobRecord(_Record):
     status: JobStatus
     rollout: RolloutState = Field(default_factory=RolloutState)
     stable_version: int = 0
+    stable_history: list[int] = Field(default_factory=list, description="oldest first")
     deleted: bool = False
 
 

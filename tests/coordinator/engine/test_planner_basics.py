@@ -70,7 +70,7 @@ class TestCreate:
         world.plan()
         assert world.state == JobStateType.FAILED
         assert world.job.status.rollout.failed_nodes == 1
-        assert "healthy_deadline" in next(iter(world.job.status.state.details.values()))
+        assert "healthy_deadline" in world.job.status.state.details["failed.n1"]
 
     def test_failures_within_budget_still_complete(self) -> None:
         """Failed nodes up to max_failed_nodes do not halt the rollout."""
@@ -101,7 +101,8 @@ class TestCreate:
 
 class TestNodes:
     def test_down_node_does_not_block_or_fail(self) -> None:
-        """An unreachable node is skipped (on_unreachable=skip) and not counted as failed."""
+        """An unreachable node is skipped (on_unreachable=skip): the rollout completes without
+        counting it failed, and the job is degraded while it is beyond tolerance."""
         world = World.new(make_spec())
         world.plan()
         world.set_node("n3", status=NodeStatus.DOWN)
@@ -109,8 +110,15 @@ class TestNodes:
         world.report("n2", HEALTHY)
         world.advance(10)
         world.plan()
+        rollout = world.job.status.rollout
+        assert rollout.completed_at == world.now
+        assert (rollout.updated_nodes, rollout.failed_nodes) == (2, 0)
+        assert world.state == JobStateType.DEGRADED
+        assert world.job.status.state.details["node.n3"] == "unreachable"
+        world.set_node("n3", status=NodeStatus.READY)
+        world.report("n3", HEALTHY)
+        world.plan()
         assert world.state == JobStateType.RUNNING
-        assert world.job.status.rollout.failed_nodes == 0
 
     def test_down_node_fails_when_policy_says_so(self) -> None:
         """With on_unreachable=fail an unreachable node is a failure."""
