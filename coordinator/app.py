@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 import structlog
 from aiohttp import web
 
-from coordinator.api import agent, jobs, nodes, system
+from coordinator.api import agent, jobs, nodes, rollouts, system
 from coordinator.api.deps import DEPS, PRINCIPAL, Deps, Principal, respond
 from coordinator.tokens import hash_token, same_token
 from shared.errors import (
@@ -91,6 +91,7 @@ def create_app(deps: Deps) -> web.Application:
     app[DEPS] = deps
     app.router.add_routes(system.routes)
     app.router.add_routes(jobs.routes)
+    app.router.add_routes(rollouts.routes)
     app.router.add_routes(nodes.routes)
     app.router.add_routes(agent.routes)
     return app

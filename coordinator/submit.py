@@ -28,7 +28,8 @@ def revise(existing: JobRecord | None, spec: JobSpec, now: datetime) -> JobRecor
     if existing is None:
         status = JobStatus(created_at=now, updated_at=now, version=1, revision=1, state=pending)
         return JobRecord(name=spec.name, spec=spec, status=status)
-    if not existing.deleted and existing.spec.canonical() == spec.canonical():
+    ended = existing.deleted or existing.status.state.state_type == JobStateType.STOPPED
+    if not ended and existing.spec.canonical() == spec.canonical():
         return None
     status = existing.status.model_copy(
         update={

@@ -14,7 +14,7 @@ from coordinator.store import Store
 from coordinator.store.records import NodeRecord
 from coordinator.watch import Watches
 from shared.clock import Clock
-from shared.errors import BadRequest, Forbidden, PayloadTooLarge
+from shared.errors import BadRequest, FieldError, Forbidden, PayloadTooLarge, ValidationFailed
 
 
 @dataclass
@@ -86,3 +86,25 @@ def respond(
     """A JSON response from a model or a plain dict of JSON values."""
     text = model.model_dump_json() if isinstance(model, BaseModel) else json.dumps(model)
     return web.Response(text=text, status=status, content_type="application/json", headers=headers)
+
+
+async def optional_body(request: web.Request) -> dict[str, Any]:
+    if not request.can_read_body:
+        return {}
+    body = await read_json(request)
+    if not isinstance(body, dict):
+        raise ValidationFailed([FieldError(field="(body)", message="must be a JSON object")])
+    return body
+
+
+def bool_field(body: dict[str, Any], key: str, default: bool) -> bool:
+    value = body.get(key, default)
+    if not isinstance(value, bool):
+        raise ValidationFailed([FieldError(field=key, message="must be true or false")])
+    return value
+
+
+def only_fields(body: dict[str, Any], *allowed: str) -> None:
+    unknown = sorted(set(body) - set(allowed))
+    if unknown:
+        raise ValidationFailed([FieldError(field=k, message="unknown field") for k in unknown])

@@ -366,8 +366,7 @@ class SqliteStore:
     ) -> Mapping[str, int]:
         indexes: dict[str, int] = {}
         async with self._tx() as conn:
-            if job.status.revision != expected_revision:
-                await self._write_job(conn, job, expected_revision)
+            await self._write_job(conn, job, expected_revision)
             for change in changes:
                 if change.version is None:
                     await conn.execute(

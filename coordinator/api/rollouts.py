@@ -1,0 +1,156 @@
+"""Operator endpoints that act on a job's rollout, and the plan, rollout and event views."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from aiohttp import web
+
+from coordinator.api.deps import bool_field, deps, only_fields, optional_body, read_json, respond
+from coordinator.api.jobs import load_job
+from coordinator.engine import actions
+from coordinator.engine.driver import job_key
+from coordinator.engine.preview import plan_preview, rollout_view
+from coordinator.store.records import Event, JobRecord
+from shared.errors import FieldError, ValidationFailed
+from shared.spec import parse_job_spec
+
+routes = web.RouteTableDef()
+
+Action = Callable[[JobRecord], tuple[JobRecord, list[Event]]]
+
+
+async def act(request: web.Request, action: Action) -> web.Response:
+    """Apply ``action`` under the job's lock, let the engine react, answer with the status."""
+    d = deps(request)
+    name = request.match_info["name"]
+    async with d.locks(name):
+        job = await load_job(request)
+        new, events = action(job)
+        if new != job or events:
+            await d.store.apply_plan(
+                new,
+                expected_revision=job.status.revision,
+                changes=[],
+                events=events,
+                now=d.clock.now(),
+            )
+    await d.driver.evaluate(name)
+    d.watches.bump(job_key(name))
+    job = await load_job(request)
+    return respond({"name": name, "status": job.status.model_dump(mode="json")})
+
+
+@routes.post("/v1/jobs/{name}/rollout/pause")
+async def handle_pause(request: web.Request) -> web.Response:
+    now = deps(request).clock.now()
+    return await act(request, lambda job: actions.pause(job, now))
+
+
+@routes.post("/v1/jobs/{name}/rollout/resume")
+async def handle_resume(request: web.Request) -> web.Response:
+    now = deps(request).clock.now()
+    return await act(request, lambda job: actions.resume(job, now))
+
+
+@routes.post("/v1/jobs/{name}/rollout/promote")
+async def handle_promote(request: web.Request) -> web.Response:
+    body = await optional_body(request)
+    only_fields(body, "full")
+    full = bool_field(body, "full", False)
+    now = deps(request).clock.now()
+    return await act(request, lambda job: actions.promote(job, now, full=full))
+
+
+@routes.post("/v1/jobs/{name}/rollout/abort")
+async def handle_abort(request: web.Request) -> web.Response:
+    now = deps(request).clock.now()
+    return await act(request, lambda job: actions.abort(job, now))
+
+
+@routes.post("/v1/jobs/{name}/rollout/retry")
+async def handle_retry(request: web.Request) -> web.Response:
+    now = deps(request).clock.now()
+    return await act(request, lambda job: actions.retry(job, now))
+
+
+@routes.post("/v1/jobs/{name}/rollback")
+async def handle_rollback(request: web.Request) -> web.Response:
+    body = await optional_body(request)
+    only_fields(body, "to_version")
+    to_version = body.get("to_version")
+    if to_version is not None and (
+        not isinstance(to_version, int) or isinstance(to_version, bool) or to_version < 1
+    ):
+        raise ValidationFailed(
+            [FieldError(field="to_version", message="must be a positive integer")]
+        )
+    now = deps(request).clock.now()
+    return await act(request, lambda job: actions.rollback(job, now, to_version))
+
+
+@routes.post("/v1/jobs/{name}/restart")
+async def handle_restart(request: web.Request) -> web.Response:
+    d = deps(request)
+    nodes = await d.store.list_nodes()
+    now = d.clock.now()
+    return await act(request, lambda job: actions.restart(job, nodes, now))
+
+
+@routes.post("/v1/jobs/{name}/stop")
+async def handle_stop(request: web.Request) -> web.Response:
+    now = deps(request).clock.now()
+    return await act(request, lambda job: actions.stop(job, now))
+
+
+@routes.delete("/v1/jobs/{name}")
+async def handle_delete(request: web.Request) -> web.Response:
+    now = deps(request).clock.now()
+    return await act(request, lambda job: actions.delete(job, now))
+
+
+@routes.post("/v1/jobs/{name}/plan")
+async def handle_plan(request: web.Request) -> web.Response:
+    d = deps(request)
+    name = request.match_info["name"]
+    spec = parse_job_spec(await read_json(request))
+    if spec.name != name:
+        raise ValidationFailed(
+            [FieldError(field="name", message=f"{spec.name!r} does not match the path's {name!r}")]
+        )
+    job = await d.store.get_job(name)
+    nodes = {n.id: n for n in await d.store.list_nodes()}
+    return respond(plan_preview(job, spec, nodes))
+
+
+@routes.get("/v1/jobs/{name}/rollout")
+async def handle_rollout(request: web.Request) -> web.Response:
+    d = deps(request)
+    job = await load_job(request)
+    nodes = {n.id: n for n in await d.store.list_nodes()}
+    view = rollout_view(
+        job, nodes, await d.store.job_assignments(job.name), await d.store.job_executions(job.name)
+    )
+    return respond(view)
+
+
+@routes.get("/v1/events")
+async def handle_events(request: web.Request) -> web.Response:
+    d = deps(request)
+    errors = []
+    after = request.query.get("after", "0")
+    limit = request.query.get("limit", "100")
+    if not after.isdigit():
+        errors.append(FieldError(field="after", message="must be a non-negative integer"))
+    if not limit.isdigit() or not 1 <= int(limit) <= 1000:
+        errors.append(FieldError(field="limit", message="must be an integer from 1 to 1000"))
+    if errors:
+        raise ValidationFailed(errors)
+    job = request.query.get("job") or None
+    events = await d.store.list_events(job=job, after=int(after), limit=int(limit))
+    return respond(
+        {
+            "events": [e.model_dump(mode="json") for e in events],
+            "last_id": events[-1].id if events else int(after),
+        }
+    )
