@@ -340,12 +340,213 @@ def job_history(obj: Ctx, name: str, as_json: bool) -> None:
     click.echo(table(rows, ["VERSION", "CREATED", "", "COMMAND"]))
 
 
+@job.command("plan")
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@click.pass_obj
+def job_plan(obj: Ctx, file: Path, as_json: bool) -> None:
+    """Dry run: show what submitting FILE would change and which nodes go in each wave."""
+    try:
+        spec = load_spec_file(file)
+    except SpecFileError as exc:
+        fail(str(exc))
+    name = spec.get("name")
+    if not isinstance(name, str) or not name:
+        fail(f"{file} has no 'name'")
+    plan = obj.call("POST", f"/v1/jobs/{name}/plan", spec).body
+    if as_json:
+        click.echo(json.dumps(plan, indent=2))
+        return
+    if not plan["changed"]:
+        click.echo(f"Job {name!r}: no change (version {plan['current_version']}).")
+        return
+    verb = "update" if plan["exists"] else "create"
+    click.echo(f"Job {name!r}: {verb} to version {plan['next_version']}")
+    for item in plan["diff"]:
+        click.echo(f"  ~ {item['field']}: {json.dumps(item['old'])} -> {json.dumps(item['new'])}")
+    ro = plan["rollout"]
+    click.echo(f"Rollout ({ro['type']}) over {ro['total_nodes']} nodes:")
+    click.echo(f"  canary: {_names(ro['canary']) or '-'}")
+    for i, wave in enumerate(ro["waves"], start=1):
+        click.echo(f"  wave {i}: {_names(wave)}")
+    for warning in plan["warnings"]:
+        click.echo(f"Warning: {warning}")
+
+
+def _names(nodes: list[dict[str, str]]) -> str:
+    return ", ".join(n["name"] for n in nodes)
+
+
+def _action(obj: Ctx, name: str, path: str, body: Any = None, what: str = "") -> None:
+    status = obj.call("POST", f"/v1/jobs/{name}/{path}", body).body["status"]
+    click.echo(f"{what or path}: {_progress_line(status)}")
+
+
+@job.command("restart")
+@click.argument("name")
+@click.pass_obj
+def job_restart(obj: Ctx, name: str) -> None:
+    """Restart the job's processes wave by wave (same version)."""
+    _action(obj, name, "restart", what="Restart started")
+
+
+@job.command("stop")
+@click.argument("name")
+@click.pass_obj
+def job_stop(obj: Ctx, name: str) -> None:
+    """Stop the job on every node (submit it again to start it)."""
+    _action(obj, name, "stop", what="Stopped")
+
+
+@job.command("delete")
+@click.argument("name")
+@click.pass_obj
+def job_delete(obj: Ctx, name: str) -> None:
+    """Stop the job everywhere and delete it (its versions stay readable)."""
+    status = obj.call("DELETE", f"/v1/jobs/{name}").body["status"]
+    click.echo(f"Deleted: {_progress_line(status)}")
+
+
+@job.command("events")
+@click.argument("name")
+@click.option("--limit", default=50, show_default=True, help="How many events to show.")
+@click.option("--json", "as_json", is_flag=True, help="Print the events as JSON.")
+@click.pass_obj
+def job_events(obj: Ctx, name: str, limit: int, as_json: bool) -> None:
+    """Show the job's recorded transitions, oldest first."""
+    events = obj.call("GET", "/v1/events", query={"job": name, "limit": str(limit)}).body["events"]
+    if as_json:
+        click.echo(json.dumps(events, indent=2))
+        return
+    rows = [
+        (
+            e["time"],
+            e["kind"],
+            e["node"][:8],
+            f"{e['old']} -> {e['new']}".strip(" ->"),
+            e["reason"][:80],
+        )
+        for e in events
+    ]
+    click.echo(table(rows, ["TIME", "EVENT", "NODE", "CHANGE", "REASON"]))
+
+
+# -- rollouts -----------------------------------------------------------------------
+
+
+@cli.group()
+def rollout() -> None:
+    """Control a job's rollout: pause, resume, promote, abort, retry, rollback."""
+
+
+@rollout.command("pause")
+@click.argument("name")
+@click.pass_obj
+def rollout_pause(obj: Ctx, name: str) -> None:
+    """Hold the rollout: no further node gets the new version until resume."""
+    _action(obj, name, "rollout/pause", what="Paused")
+
+
+@rollout.command("resume")
+@click.argument("name")
+@click.pass_obj
+def rollout_resume(obj: Ctx, name: str) -> None:
+    """Continue a paused rollout (also passes a manual wave gate)."""
+    _action(obj, name, "rollout/resume", what="Resumed")
+
+
+@rollout.command("promote")
+@click.argument("name")
+@click.option(
+    "--full", is_flag=True, help="Roll out every remaining wave at once, skipping further gates."
+)
+@click.pass_obj
+def rollout_promote(obj: Ctx, name: str, full: bool) -> None:
+    """Pass the canary or manual wave gate the rollout waits at."""
+    _action(obj, name, "rollout/promote", {"full": full}, what="Promoted")
+
+
+@rollout.command("abort")
+@click.argument("name")
+@click.pass_obj
+def rollout_abort(obj: Ctx, name: str) -> None:
+    """Halt the rollout and return updated nodes to the stable version."""
+    _action(obj, name, "rollout/abort", what="Aborted")
+
+
+@rollout.command("retry")
+@click.argument("name")
+@click.pass_obj
+def rollout_retry(obj: Ctx, name: str) -> None:
+    """Re-run a failed or aborted rollout from its first unfinished wave."""
+    _action(obj, name, "rollout/retry", what="Retrying")
+
+
+@rollout.command("rollback")
+@click.argument("name")
+@click.option(
+    "--to-version",
+    type=int,
+    default=None,
+    help="Version to return to (default: the last stable version before this one).",
+)
+@click.pass_obj
+def rollout_rollback(obj: Ctx, name: str, to_version: int | None) -> None:
+    """Return every node to an earlier version (the job's spec version does not change)."""
+    body = {"to_version": to_version} if to_version is not None else {}
+    _action(obj, name, "rollback", body, what="Rolling back")
+
+
+@rollout.command("show")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print the rollout as JSON.")
+@click.pass_obj
+def rollout_show(obj: Ctx, name: str, as_json: bool) -> None:
+    """Show the rollout wave by wave with each node's state and reason."""
+    view = obj.call("GET", f"/v1/jobs/{name}/rollout").body
+    if as_json:
+        click.echo(json.dumps(view, indent=2))
+        return
+    click.echo(
+        f"{view['type'] or 'no rollout'} to version {view['target_version']}"
+        f" (stable {view['stable_version']}), phase {view['phase']},"
+        f" wave {view['current_wave']}/{view['total_waves']}"
+    )
+    for key in ("paused_reason", "halted_reason", "cause"):
+        if view[key]:
+            click.echo(f"  {key.replace('_', ' ')}: {view[key]}")
+    groups = [("canary", view["canary"]["state"], view["canary"]["nodes"])]
+    groups += [(f"wave {w['wave']}", w["state"], w["nodes"]) for w in view["waves"]]
+    rows = []
+    for label, state, nodes in groups:
+        for n in nodes:
+            rows.append(
+                (
+                    label,
+                    state,
+                    n["name"],
+                    n["node_status"],
+                    str(n["assigned_version"]),
+                    n["execution"] or "-",
+                    n["result"],
+                    (n["reason"] or n["message"])[:60],
+                )
+            )
+    if rows:
+        click.echo(
+            table(
+                rows,
+                ["GROUP", "STATE", "NODE", "STATUS", "ASSIGNED", "EXECUTION", "RESULT", "REASON"],
+            )
+        )
+
+
 # -- nodes ------------------------------------------------------------------------
 
 
 @cli.group()
 def node() -> None:
-    """Inspect nodes."""
+    """Inspect nodes, drain them and set their eligibility."""
 
 
 @node.command("list")
@@ -399,6 +600,33 @@ def node_show(obj: Ctx, node_id: str, as_json: bool) -> None:
     click.echo(f"{'labels:':<16}{', '.join(f'{k}={v}' for k, v in sorted(body['labels'].items()))}")
     for a in body["assignments"]:
         click.echo(f"  job {a['job']} version {a['version']} (since {a['assigned_at']})")
+
+
+@node.command("drain")
+@click.argument("node_id")
+@click.option("--disable", is_flag=True, help="Stop draining: the node may get jobs again.")
+@click.pass_obj
+def node_drain(obj: Ctx, node_id: str, disable: bool) -> None:
+    """Drain a node (by id or name): its jobs stop and it gets no new ones."""
+    body = obj.call("POST", f"/v1/nodes/{node_id}/drain", {"enable": not disable}).body
+    click.echo(f"Node {body['name']}: drain {'on' if body['drain'] else 'off'}")
+
+
+@node.command("eligibility")
+@click.argument("node_id")
+@click.option(
+    "--enable/--disable",
+    default=None,
+    help="Eligible nodes get new versions; ineligible ones keep what they run.",
+)
+@click.pass_obj
+def node_eligibility(obj: Ctx, node_id: str, enable: bool | None) -> None:
+    """Mark a node (by id or name) eligible or ineligible for new job versions."""
+    if enable is None:
+        fail("give --enable or --disable")
+    value = "eligible" if enable else "ineligible"
+    body = obj.call("POST", f"/v1/nodes/{node_id}/eligibility", {"eligibility": value}).body
+    click.echo(f"Node {body['name']}: {body['eligibility']}")
 
 
 # -- demo ---------------------------------------------------------------------------
