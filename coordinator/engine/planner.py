@@ -281,6 +281,8 @@ def _start_nodes(step: _Step, rs: RolloutState) -> RolloutState:
         newly.append(node_id)
     if not newly:
         return rs
+    # Their healthy deadline runs from now: look again then even if no agent reports.
+    step.wake(step.now + policy.healthy_deadline)
     return rs.model_copy(update={"started": [*rs.started, *newly]})
 
 
