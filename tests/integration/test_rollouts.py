@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from typing import Any
 
@@ -140,3 +141,60 @@ def test_manual_promotion_gate_waits_and_continues(fleet: LocalFleet) -> None:
 
     status = wait_for("v2 running after promote", v2_running, timeout=60)
     assert status["rollout"]["canary_promoted"] is True
+
+
+def v2_done(fleet: LocalFleet) -> dict[str, Any] | None:
+    s = fleet.status("web")
+    done = s["rollout"]["completed_at"] != "0001-01-01T00:00:00Z"
+    return s if s["version"] == 2 and s["rollout"]["type"] == "update" and done else None
+
+
+def test_agent_killed_mid_rollout_is_skipped_and_catches_up(fleet: LocalFleet) -> None:
+    """An agent killed with SIGKILL does not hang the update nor count as failed, and runs
+    the new version once it is back."""
+    ports = start(fleet, 3)
+    run_v1(fleet)
+    victim = "n3"
+    fleet.stop(fleet.agents[victim], signal.SIGKILL)
+    wait_for(
+        "n3 down",
+        lambda: any(n["name"] == victim and n["status"] == "down" for n in fleet.nodes()),
+        timeout=30,
+    )
+    fleet.api.request("PUT", "/v1/jobs/web", spec("v2", canary=0, waves=1))
+    status = wait_for("the update to finish without n3", lambda: v2_done(fleet), timeout=60)
+    assert status["rollout"]["failed_nodes"] == 0
+    assert status["rollout"]["updated_nodes"] == 2
+    fleet.start_agent(victim)
+    wait_for("n3 to serve v2", lambda: answer(ports[victim])["greeting"] == "v2", timeout=60)
+    assert fleet.wait_state("web", "running")["version"] == 2
+
+
+def test_coordinator_kill_9_mid_rollout_continues_the_same_wave(fleet: LocalFleet) -> None:
+    """kill -9 of the coordinator at a wave gate and a restart continue the same rollout;
+    no node changes version twice and no agent registers again."""
+    start(fleet, 4)
+    run_v1(fleet)
+    ids = {n["name"]: n["id"] for n in fleet.nodes()}
+    fleet.api.request("PUT", "/v1/jobs/web", spec("v2", pause_between_waves="manual"))
+    paused = fleet.wait_state("web", "rollout_paused", timeout=60)
+    assert paused["rollout"]["current_wave"] == 1
+    assert fleet.coordinator is not None
+    fleet.stop(fleet.coordinator, signal.SIGKILL)
+    fleet.start_coordinator()
+    again = fleet.status("web")
+    assert again["state"]["state_type"] == "rollout_paused"
+    assert again["rollout"]["current_wave"] == 1
+    assert again["revision"] >= paused["revision"]
+    fleet.api.request("POST", "/v1/jobs/web/rollout/promote", {})
+    wait_for(
+        "v2 running",
+        lambda: (
+            (s := fleet.status("web"))["version"] == 2 and s["state"]["state_type"] == "running"
+        ),
+        timeout=60,
+    )
+    assert {n["name"]: n["id"] for n in fleet.nodes()} == ids
+    for name in ids:
+        log = fleet.base_dir / "agents" / name / "logs" / "web" / "stdout.log"
+        assert log.read_text().count("service v2 listening") == 1, name
