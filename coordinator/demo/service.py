@@ -20,7 +20,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--version", default="1")
     parser.add_argument("--node", default=os.environ.get("NODE_NAME", ""))
     parser.add_argument("--broken", action="store_true", help="answer 500 to everything")
+    parser.add_argument(
+        "--broken-for",
+        default="",
+        metavar="NODES",
+        help="comma-separated node names or ids on which to behave as --broken",
+    )
     args = parser.parse_args(argv)
+    if args.node and args.node in args.broken_for.split(","):
+        args.broken = True
     greeting = os.environ.get("GREETING", "hello")
 
     class Handler(BaseHTTPRequestHandler):

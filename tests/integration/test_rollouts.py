@@ -74,10 +74,10 @@ def run_v1(fleet: LocalFleet) -> None:
 
 
 def test_good_update_goes_canary_then_waves_to_running(fleet: LocalFleet) -> None:
-    """A good update passes the canary, then wave 1, then wave 2, and ends running."""
-    ports = start(fleet, 5)
+    """A good update passes the canary, then waves 1, 2 and 3 in order, and ends running."""
+    ports = start(fleet, 7)
     run_v1(fleet)
-    fleet.api.request("PUT", "/v1/jobs/web", spec("v2"))
+    fleet.api.request("PUT", "/v1/jobs/web", spec("v2", waves=3))
 
     def v2_running() -> dict[str, Any] | None:
         s = fleet.status("web")
@@ -89,8 +89,8 @@ def test_good_update_goes_canary_then_waves_to_running(fleet: LocalFleet) -> Non
     assert rollout["type"] == "update"
     assert len(rollout["canary_nodes"]) == 1
     assert rollout["canary_promoted"] is True
-    assert rollout["current_wave"] == rollout["total_waves"] == 2
-    assert rollout["updated_nodes"] == 5
+    assert rollout["current_wave"] == rollout["total_waves"] == 3
+    assert rollout["updated_nodes"] == 7
     assert all(answer(p)["greeting"] == "v2" for p in ports.values())
     view = fleet.api.request("GET", "/v1/jobs/web/rollout").body
     order = [e["node"] for e in events(fleet, "node_updated") if e["new"] == "2"]
@@ -198,3 +198,22 @@ def test_coordinator_kill_9_mid_rollout_continues_the_same_wave(fleet: LocalFlee
     for name in ids:
         log = fleet.base_dir / "agents" / name / "logs" / "web" / "stdout.log"
         assert log.read_text().count("service v2 listening") == 1, name
+
+
+def test_failure_only_in_wave_two_rolls_every_updated_node_back(fleet: LocalFleet) -> None:
+    """A version that fails only on wave-2 nodes sends canary and wave-1 nodes back too."""
+    ports = start(fleet, 5)
+    run_v1(fleet)
+    plan = fleet.api.request("POST", "/v1/jobs/web/plan", spec("v2")).body
+    wave2 = [n["id"] for n in plan["rollout"]["waves"][1]]
+    bad = spec("v2")
+    bad["task"]["command"] += ["--node", "${node.id}", "--broken-for", ",".join(wave2)]
+    fleet.api.request("PUT", "/v1/jobs/web", bad)
+    status = fleet.wait_state("web", "rollout_failed", timeout=90)
+    assert status["rollout"]["type"] == "rollback"
+    assert {e["node"] for e in events(fleet, "node_failed")} <= set(wave2)
+    updated_before_halt = {e["node"] for e in events(fleet, "node_updated") if e["new"] == "2"}
+    assert len(updated_before_halt) >= 2  # the canary and wave 1 had passed
+    assert all(answer(p)["greeting"] == "v1" for p in ports.values())
+    for row in fleet.api.request("GET", "/v1/jobs/web/nodes").body["nodes"]:
+        assert row["assigned_version"] == 1
