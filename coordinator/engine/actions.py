@@ -128,7 +128,8 @@ def abort(job: JobRecord, now: datetime) -> ActionResult:
 
 def retry(job: JobRecord, now: datetime) -> ActionResult:
     """Re-run the failed or aborted rollout of the current version from its first unfinished
-    wave; nodes of the waves that had passed get the version again at once."""
+    wave; nodes of the waves that had passed keep the version, or, when they were rolled back,
+    get it again along with that wave (at most max_parallel at a time)."""
     _not_ended(job, "retry")
     rs = job.rollout
     base = rs.retry if rs.type == RolloutType.ROLLBACK else rs
@@ -144,20 +145,26 @@ def retry(job: JobRecord, now: datetime) -> ActionResult:
             f" did not fail or abort (state {_state_name(job)})",
             {"state": _state_name(job)},
         )
-    canary_pending = bool(base.canary) and not base.promoted
+    # current_wave is 0 until the canaries passed; `promote` may have approved them early.
+    canary_pending = bool(base.canary) and base.current_wave == 0
     wave = 0 if canary_pending else max(base.current_wave, 1)
     passed = (
         [] if canary_pending else [*base.canary, *(n for w in base.waves[: wave - 1] for n in w)]
     )
+    # An operator rollback may have made a version stable since a first version failed.
+    kind = (
+        RolloutType.UPDATE if base.type == RolloutType.CREATE and job.stable_version else base.type
+    )
     fresh = base.model_copy(
         update={
+            "type": kind,
             "from_version": job.stable_version,
             "phase": Phase.CANARY if canary_pending else Phase.WAVES,
             "current_wave": wave,
             "gate": Gate.NONE,
             "gate_until": ZERO_TIME,
             "promote_full": False,
-            "started": passed,
+            "started": [] if rs.type == RolloutType.ROLLBACK else passed,
             "updated": [],
             "failed": {},
             "started_at": now,

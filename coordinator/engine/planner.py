@@ -61,6 +61,9 @@ class _Step:
     now: datetime
     events: list[Event] = field(default_factory=list)
     wake_at: datetime | None = None
+    # Nodes started in this step: their assignment is written now, even when it already names
+    # the target (kept from a halted attempt), so that their healthy deadline starts now.
+    given: set[str] = field(default_factory=set)
 
     def wake(self, at: datetime) -> None:
         self.wake_at = at if self.wake_at is None else min(self.wake_at, at)
@@ -237,14 +240,21 @@ def _advance(step: _Step, rs: RolloutState) -> RolloutState:
 
 
 def _group(rs: RolloutState) -> list[str]:
-    """The nodes the rollout is working on now: canaries, the current wave, or all with --full."""
+    """The nodes the rollout is working on now: canaries, the current wave, or all with --full.
+
+    Members of earlier groups that were never given the version (a retry after a rollback
+    gives it again; a node eligible again) catch up with the current wave, paced like it.
+    """
     if rs.phase == Phase.CANARY:
         return list(rs.canary)
+    passed = [*rs.canary, *(n for wave in rs.waves[: max(rs.current_wave - 1, 0)] for n in wave)]
+    started = set(rs.started)
+    behind = [n for n in passed if n not in started]
     if rs.promote_full:
-        return [n for wave in rs.waves[rs.current_wave - 1 :] for n in wave]
+        return behind + [n for wave in rs.waves[rs.current_wave - 1 :] for n in wave]
     if 1 <= rs.current_wave <= len(rs.waves):
-        return list(rs.waves[rs.current_wave - 1])
-    return []
+        return behind + list(rs.waves[rs.current_wave - 1])
+    return behind
 
 
 def _group_name(rs: RolloutState) -> str:
@@ -283,6 +293,7 @@ def _start_nodes(step: _Step, rs: RolloutState) -> RolloutState:
         return rs
     # Their healthy deadline runs from now: look again then even if no agent reports.
     step.wake(step.now + policy.healthy_deadline)
+    step.given.update(newly)
     return rs.model_copy(update={"started": [*rs.started, *newly]})
 
 
@@ -325,7 +336,9 @@ def _evaluate_nodes(step: _Step, rs: RolloutState) -> RolloutState:
             and assignment.version == rs.target_version
             and assignment.generation == rs.generation
         ):
-            assigned_at = assignment.assigned_at
+            # A node that already had the version (a retry, a rollback) was given it by this
+            # rollout only when the rollout started.
+            assigned_at = max(assignment.assigned_at, rs.started_at)
         deadline = assigned_at + policy.healthy_deadline
         if step.now >= deadline:
             failed[node_id] = (
@@ -410,6 +423,8 @@ def _halt(step: _Step, rs: RolloutState, reason: str) -> RolloutState:
     step.event(
         "rollback_started", old=str(rs.target_version), new=str(rs.from_version), reason=reason
     )
+    # Its nodes' healthy deadlines run from now: look again then even if no agent reports.
+    step.wake(step.now + job.spec.rollout.healthy_deadline)
     return start_rollback(job, halted, rs.from_version, f"failed: {reason}", step.now)
 
 
@@ -472,7 +487,7 @@ def _assignment_changes(step: _Step, rs: RolloutState) -> list[AssignmentChange]
             # Never a third version: a superseded one goes back to stable (or away).
             want = (rs.from_version, 0) if rs.from_version else None
         have = (current.version, current.generation) if current is not None else None
-        if want != have:
+        if want != have or node_id in step.given:
             version, generation = want if want is not None else (None, 0)
             changes.append(
                 AssignmentChange(node_id=node_id, version=version, generation=generation)
