@@ -103,7 +103,10 @@ def plan_rollout(
         if not targets:
             return _finish(step, rs, queued=True)
         kind = RolloutType.CREATE if job.stable_version == 0 else RolloutType.UPDATE
-        rs = start_rollout(job, kind, targets, now, target_version=job.status.version)
+        # The generation carries over: nodes restarted earlier must not look out of date.
+        rs = start_rollout(
+            job, kind, targets, now, target_version=job.status.version, generation=rs.generation
+        )
         step.event(
             "rollout_started",
             new=kind.value,

@@ -178,3 +178,26 @@ class TestTimers:
         world.plan()
         assert world.state == JobStateType.ROLLOUT_FAILED
         assert world.job.status.rollout.completed_at == world.now
+
+
+class TestGenerations:
+    def test_rollback_after_a_restart_leaves_untouched_nodes_alone(self) -> None:
+        """After `job restart`, a failed update's rollback does not restart nodes that never
+        left the stable version (their generation still matches)."""
+        from tests.coordinator.engine.test_planner_policies import pass_health, running_v1, submit
+
+        world = running_v1({"rollout": {"canary": 1, "waves": 1}}, nodes=3)
+        world.job = actions.restart(world.job, world.nodes.values(), world.now)[0]
+        world.plan()
+        for _ in range(5):
+            pass_health(world)
+        assert all(a.generation == 1 for a in world.assignments.values())
+        submit(world, task={"command": ["v2"]}, rollout={"canary": 1, "waves": 1})
+        world.plan()
+        canary = world.job.rollout.canary[0]
+        untouched = {n: a for n, a in world.assignments.items() if n != canary}
+        world.report(canary, ExecutionState.FAILED)
+        world.plan()
+        assert world.job.status.rollout.type == RolloutType.ROLLBACK
+        for node, before in untouched.items():
+            assert world.assignments[node] == before
