@@ -55,7 +55,7 @@ def _rollout(rs: RolloutState) -> Rollout:
     return Rollout(
         type=rs.type,
         canary_nodes=list(rs.canary),
-        canary_promoted=rs.promoted and bool(rs.canary),
+        canary_promoted=rs.promoted and bool(rs.canary) and rs.phase != Phase.CANARY,
         current_wave=rs.current_wave,
         total_waves=len(rs.waves),
         total_nodes=len(rs.members()),
