@@ -7,9 +7,10 @@ from collections.abc import Awaitable, Callable
 import structlog
 from aiohttp import web
 
-from coordinator.api import agent, jobs, nodes, rollouts, system
+from coordinator.api import agent, events, jobs, nodes, rollouts, system
 from coordinator.api.deps import DEPS, PRINCIPAL, Deps, Principal, respond
 from coordinator.tokens import hash_token, same_token
+from coordinator.watch import FEED
 from shared.errors import (
     FleetwaveError,
     Forbidden,
@@ -94,4 +95,6 @@ def create_app(deps: Deps) -> web.Application:
     app.router.add_routes(rollouts.routes)
     app.router.add_routes(nodes.routes)
     app.router.add_routes(agent.routes)
+    app.router.add_routes(events.routes)
+    deps.store.on_events(lambda: deps.watches.bump(FEED))
     return app

@@ -98,6 +98,7 @@ async def serve(
         log.info("coordinator_stopping")
     finally:
         deps.started = False
+        deps.closing = True  # event streams end at their next wake-up
         for task in tasks:
             task.cancel()
         for task in tasks:

@@ -8,6 +8,9 @@ from typing import TypeVar
 
 T = TypeVar("T")
 
+FEED = "feed"
+"""Bumped whenever events are stored or any job changes: what event streams wait on."""
+
 
 class Watches:
     """One event per key, replaced on every bump so each waiter sees each bump once."""
@@ -26,6 +29,8 @@ class Watches:
         ev = self._events.pop(key, None)
         if ev is not None:
             ev.set()
+        if key.startswith("job:"):
+            self.bump(FEED)
 
     def bump_all(self) -> None:
         events, self._events = self._events, {}

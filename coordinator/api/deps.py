@@ -29,6 +29,7 @@ class Deps:
     heartbeat_interval: float
     max_body_bytes: int = 1024 * 1024
     started: bool = field(default=False)
+    closing: bool = field(default=False)  # set at shutdown: long-lived streams end
 
 
 DEPS = web.AppKey("deps", Deps)

@@ -132,25 +132,3 @@ async def handle_rollout(request: web.Request) -> web.Response:
         job, nodes, await d.store.job_assignments(job.name), await d.store.job_executions(job.name)
     )
     return respond(view)
-
-
-@routes.get("/v1/events")
-async def handle_events(request: web.Request) -> web.Response:
-    d = deps(request)
-    errors = []
-    after = request.query.get("after", "0")
-    limit = request.query.get("limit", "100")
-    if not after.isdigit():
-        errors.append(FieldError(field="after", message="must be a non-negative integer"))
-    if not limit.isdigit() or not 1 <= int(limit) <= 1000:
-        errors.append(FieldError(field="limit", message="must be an integer from 1 to 1000"))
-    if errors:
-        raise ValidationFailed(errors)
-    job = request.query.get("job") or None
-    events = await d.store.list_events(job=job, after=int(after), limit=int(limit))
-    return respond(
-        {
-            "events": [e.model_dump(mode="json") for e in events],
-            "last_id": events[-1].id if events else int(after),
-        }
-    )

@@ -7,7 +7,7 @@ an engine decision (job record, assignment changes, events) in one transaction.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -113,6 +113,12 @@ class Store(Protocol):
 
     # events
     async def append_events(self, events: Sequence[Event]) -> None: ...
+
+    async def last_event_id(self) -> int:
+        """The id of the newest stored event (0 when there is none)."""
+
+    def on_events(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` after each committed write that stored events."""
 
     async def list_events(
         self, *, job: str | None = None, after: int = 0, limit: int = 100

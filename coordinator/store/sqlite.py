@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -36,6 +36,8 @@ class SqliteStore:
         self._reader: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
         self._spec_cache: dict[tuple[str, int], JobSpec] = {}
+        self._event_listeners: list[Callable[[], None]] = []
+        self._events_written = False  # set inside a transaction that inserted events
 
     # lifecycle
 
@@ -109,9 +111,14 @@ class SqliteStore:
             try:
                 yield conn
             except BaseException:
+                self._events_written = False
                 await conn.execute("ROLLBACK")
                 raise
             await conn.execute("COMMIT")
+            if self._events_written:
+                self._events_written = False
+                for listener in self._event_listeners:
+                    listener()
 
     async def _rows(self, sql: str, params: Sequence[object] = ()) -> list[aiosqlite.Row]:
         async with self._r.execute(sql, params) as cur:
@@ -405,7 +412,16 @@ class SqliteStore:
             async with self._tx() as conn:
                 await self._insert_events(conn, events)
 
+    async def last_event_id(self) -> int:
+        rows = await self._rows("SELECT COALESCE(MAX(id), 0) AS last FROM events")
+        return int(rows[0]["last"])
+
+    def on_events(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` after every commit that stored events (wakes event streams)."""
+        self._event_listeners.append(listener)
+
     async def _insert_events(self, conn: aiosqlite.Connection, events: Sequence[Event]) -> None:
+        self._events_written = self._events_written or bool(events)
         await conn.executemany(
             "INSERT INTO events (time, job, node, kind, old, new, reason)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",

@@ -108,7 +108,9 @@ class TestViews:
         assert view["type"] == "create"
         assert view["canary"]["nodes"][0]["result"] == "in_progress"
         assert view["waves"][0]["state"] == "pending"
-        resp = await harness.client.get("/v1/events?job=web", headers=harness.admin())
+        resp = await harness.client.get(
+            "/v1/events?job=web", headers=harness.admin() | {"Accept": "application/json"}
+        )
         kinds = [e["kind"] for e in (await resp.json())["events"]]
         assert "rollout_started" in kinds
         assert "job_state" in kinds

@@ -1,0 +1,119 @@
+"""The event feed: ``GET /v1/events`` as server-sent events, or as a JSON page.
+
+The stream carries every stored transition (``id:`` is the event id, so a client resumes with
+``Last-Event-ID``) and an unnumbered ``status`` message whenever a job's status revision changes,
+which tells a live view to refetch that job. It wakes on the store's commit of new events and on
+job bumps, never by polling the database on a timer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from aiohttp import web
+
+from coordinator.api.deps import Deps, deps, respond
+from coordinator.store.records import Event
+from coordinator.watch import FEED
+from shared.errors import FieldError, ValidationFailed
+
+routes = web.RouteTableDef()
+
+KEEPALIVE_SECONDS = 15.0
+BATCH = 500  # events read per wake-up; a long backlog is streamed in batches
+
+
+def _wants_json(request: web.Request) -> bool:
+    accept = request.headers.get("Accept", "")
+    return "application/json" in accept and "text/event-stream" not in accept
+
+
+def _event_id(request: web.Request) -> int | None:
+    """Where to resume: ``Last-Event-ID`` wins over ``?after``; None means "from now"."""
+    raw = request.headers.get("Last-Event-ID")
+    field = "Last-Event-ID"
+    if raw is None:
+        raw, field = request.query.get("after"), "after"
+    if raw is None:
+        return None
+    if not raw.strip().isdigit():
+        raise ValidationFailed([FieldError(field=field, message="must be a non-negative integer")])
+    return int(raw)
+
+
+def _sse(event: str, data: object, event_id: int | None = None) -> bytes:
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+async def _job_revisions(d: Deps, job: str | None) -> dict[str, int]:
+    jobs = await d.store.list_jobs()
+    return {j.name: j.status.revision for j in jobs if job is None or j.name == job}
+
+
+@routes.get("/v1/events")
+async def handle_events(request: web.Request) -> web.StreamResponse:
+    if _wants_json(request):
+        return await _events_page(request)
+    d = deps(request)
+    job = request.query.get("job") or None
+    after = _event_id(request)
+    last = await d.store.last_event_id() if after is None else after
+    resp = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",  # proxies must not buffer the stream
+        }
+    )
+    await resp.prepare(request)
+    await resp.write(b"retry: 2000\n\n")
+    revisions: dict[str, int] = {}
+    try:
+        while not d.closing:
+            woken = d.watches.event(FEED)  # taken before reading, so no bump is missed
+            events = await d.store.list_events(job=job, after=last, limit=BATCH)
+            for event in events:
+                await resp.write(_sse(event.kind, _dump(event), event.id))
+                last = event.id
+            if len(events) == BATCH:
+                continue
+            current = await _job_revisions(d, job)
+            for name, revision in current.items():
+                if revisions.get(name) != revision:
+                    await resp.write(_sse("status", {"job": name, "revision": revision}))
+            revisions = current
+            try:
+                async with asyncio.timeout(KEEPALIVE_SECONDS):
+                    await woken.wait()
+            except TimeoutError:
+                await resp.write(b": keepalive\n\n")
+    except (ConnectionResetError, ConnectionError):
+        pass  # the client went away
+    return resp
+
+
+def _dump(event: Event) -> object:
+    return event.model_dump(mode="json")
+
+
+async def _events_page(request: web.Request) -> web.Response:
+    d = deps(request)
+    errors = []
+    after = request.query.get("after", "0")
+    limit = request.query.get("limit", "100")
+    if not after.isdigit():
+        errors.append(FieldError(field="after", message="must be a non-negative integer"))
+    if not limit.isdigit() or not 1 <= int(limit) <= 1000:
+        errors.append(FieldError(field="limit", message="must be an integer from 1 to 1000"))
+    if errors:
+        raise ValidationFailed(errors)
+    job = request.query.get("job") or None
+    events = await d.store.list_events(job=job, after=int(after), limit=int(limit))
+    return respond(
+        {
+            "events": [_dump(e) for e in events],
+            "last_id": events[-1].id if events else int(after),
+        }
+    )
