@@ -1,0 +1,58 @@
+"""The throughput baseline: bare aiohttp handlers returning payloads of the coordinator's size.
+
+``python -m bench.bare --listen 127.0.0.1:PORT --report-bytes N --assign-bytes M``.
+No auth, no validation, no store: what the agent endpoints would cost if the coordinator
+did nothing but HTTP. The report handler reads its body, like the real one.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from aiohttp import web
+
+
+def payload(size: int) -> bytes:
+    """A JSON object of exactly ``size`` bytes (at least 12)."""
+    return b'{"pad":"' + b"x" * max(0, size - 10) + b'"}'
+
+
+def create_app(report_bytes: int, assign_bytes: int) -> web.Application:
+    report = payload(report_bytes)
+    assign = payload(assign_bytes)
+
+    async def handle_report(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(body=report, content_type="application/json")
+
+    async def handle_assignments(request: web.Request) -> web.Response:
+        return web.Response(body=assign, content_type="application/json")
+
+    async def handle_health(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/v1/agent/report", handle_report)
+    app.router.add_get("/v1/agent/assignments", handle_assignments)
+    app.router.add_get("/healthz", handle_health)
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--listen", default="127.0.0.1:7499")
+    parser.add_argument("--report-bytes", type=int, required=True)
+    parser.add_argument("--assign-bytes", type=int, required=True)
+    args = parser.parse_args()
+    host, _, port = args.listen.rpartition(":")
+    web.run_app(
+        create_app(args.report_bytes, args.assign_bytes),
+        host=host,
+        port=int(port),
+        access_log=None,
+        print=None,
+    )
+
+
+if __name__ == "__main__":
+    main()

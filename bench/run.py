@@ -1,0 +1,112 @@
+"""Run the benchmarks: ``python -m bench.run quick`` (``make bench``) or ``full`` or one part.
+
+Prints one JSON document (machine, calibration before/after, each scenario's raw
+numbers and ratios) and writes it to ``--out``. See docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import scenarios
+from bench.harness import calibrate, machine
+from bench.simulator import raise_nofile_limit
+
+QUICK = {
+    "throughput_seconds": 5.0,
+    "hold_nodes": 1000,
+    "hold_seconds": 15.0,
+    "rollout_nodes": 1000,
+    "min_healthy": 1.0,
+    "waves": 10,
+    "reaction_trials": 2,
+    "agent_seconds": 15.0,
+    "scaling": [],
+}
+FULL = {
+    "throughput_seconds": 15.0,
+    "hold_nodes": 10000,
+    "hold_seconds": 60.0,
+    "rollout_nodes": 10000,
+    "min_healthy": 10.0,
+    "waves": 10,
+    "reaction_trials": 3,
+    "agent_seconds": 60.0,
+    "scaling": [1000, 2000, 5000, 10000],
+}
+PARTS = ("throughput", "fleet", "agent", "scaling")
+
+
+async def run(plan: dict[str, Any], parts: set[str], workdir: Path) -> dict[str, Any]:
+    results: dict[str, Any] = {"machine": machine(), "plan": plan}
+    results["calibration_before"] = calibrate()
+    if "throughput" in parts:
+        results["throughput"] = await scenarios.throughput(workdir, plan["throughput_seconds"])
+        _progress("throughput", results["throughput"]["ratio"])
+    if "fleet" in parts:
+        fleet = await scenarios.rollout_and_reaction(
+            workdir,
+            plan["rollout_nodes"],
+            hold_seconds=plan["hold_seconds"],
+            min_healthy=plan["min_healthy"],
+            waves=plan["waves"],
+            reaction_trials=plan["reaction_trials"],
+        )
+        results.update(fleet)
+        _progress("fleet", {k: fleet[k] for k in ("rollout", "reaction")})
+    if "agent" in parts:
+        results["agent"] = await scenarios.agent_footprint(workdir, plan["agent_seconds"])
+        _progress("agent", results["agent"])
+    if "scaling" in parts and plan["scaling"]:
+        curve = []
+        for nodes in plan["scaling"]:
+            point = await scenarios.hold(workdir, nodes, plan["hold_seconds"])
+            _progress(f"scaling {nodes}", point)
+            curve.append(point)
+        results["scaling"] = curve
+    results["calibration_after"] = calibrate()
+    return results
+
+
+def _progress(what: str, data: Any) -> None:
+    print(f"# {what}: {json.dumps(data)}", file=sys.stderr, flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("mode", choices=["quick", "full"])
+    parser.add_argument("--only", action="append", choices=PARTS, help="run only these parts")
+    parser.add_argument("--nodes", type=int, help="override hold/rollout node count")
+    parser.add_argument("--out", type=Path, help="also write the JSON here")
+    parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, db)")
+    args = parser.parse_args()
+    plan = dict(QUICK if args.mode == "quick" else FULL)
+    if args.nodes:
+        plan["hold_nodes"] = plan["rollout_nodes"] = args.nodes
+    raise_nofile_limit()
+    workdir = Path(tempfile.mkdtemp(prefix="fleetwave-bench-"))
+    started = time.monotonic()
+    try:
+        results = asyncio.run(run(plan, set(args.only or PARTS), workdir))
+    finally:
+        if args.keep:
+            print(f"# work dir kept: {workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    results["wall_seconds"] = round(time.monotonic() - started, 1)
+    text = json.dumps(results, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
