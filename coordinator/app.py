@@ -9,6 +9,7 @@ from aiohttp import web
 
 from coordinator.api import agent, events, jobs, nodes, rollouts, system
 from coordinator.api.deps import DEPS, PRINCIPAL, Deps, Principal, respond
+from coordinator.metrics import UNMATCHED_ROUTE
 from coordinator.tokens import hash_token, same_token
 from coordinator.watch import FEED
 from shared.errors import (
@@ -25,6 +26,31 @@ log = structlog.get_logger("fleetwave.api")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 OPEN_PATHS = ("/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/ui")
+
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+@web.middleware
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Time each request by method, route template (never the raw path) and final status."""
+    d = request.app[DEPS]
+    started = d.clock.monotonic()
+
+    def observe(status: int) -> None:
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else UNMATCHED_ROUTE
+        method = request.method if request.method in HTTP_METHODS else "other"
+        d.metrics.http_request_duration.labels(method, route, str(status)).observe(
+            d.clock.monotonic() - started
+        )
+
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        observe(exc.status)
+        raise
+    observe(response.status)
+    return response
 
 
 @web.middleware
@@ -87,7 +113,8 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
 def create_app(deps: Deps) -> web.Application:
     """The coordinator's HTTP app; background loops are started by ``main``, not here."""
     app = web.Application(
-        middlewares=[error_middleware, auth_middleware], client_max_size=deps.max_body_bytes
+        middlewares=[metrics_middleware, error_middleware, auth_middleware],
+        client_max_size=deps.max_body_bytes,
     )
     app[DEPS] = deps
     app.router.add_routes(system.routes)

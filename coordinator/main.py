@@ -16,6 +16,7 @@ from coordinator.api.deps import Deps
 from coordinator.app import create_app
 from coordinator.config import CoordinatorConfig
 from coordinator.engine.driver import JobLocks, NodeMonitor, RolloutDriver
+from coordinator.metrics import CoordinatorMetrics
 from coordinator.store import Store
 from coordinator.store.sqlite import SqliteStore
 from coordinator.tokens import LoadedToken, load_or_create
@@ -61,7 +62,8 @@ async def serve(
     await store.open()
     watches = Watches()
     locks = JobLocks()
-    driver = RolloutDriver(store, clock, watches, locks)
+    metrics = CoordinatorMetrics()
+    driver = RolloutDriver(store, clock, watches, locks, metrics)
     monitor = NodeMonitor(store, clock, driver, config.ttl_seconds)
     deps = Deps(
         store=store,
@@ -73,6 +75,7 @@ async def serve(
         join_token=join.value,
         heartbeat_interval=config.heartbeat_interval.total_seconds(),
         max_body_bytes=config.max_body_bytes,
+        metrics=metrics,
     )
     runner = web.AppRunner(create_app(deps), access_log=None)
     await runner.setup()

@@ -81,9 +81,10 @@ async def handle_assignments(request: web.Request) -> web.Response:
     current, records = await d.store.node_assignments(node.id)
     if index is not None and current <= index:
         after = index
-        current, records = await d.watches.block(
-            key, lambda: d.store.node_assignments(node.id), lambda r: r[0] > after, wait
-        )
+        with d.metrics.long_polls.labels("assignments").track_inprogress():
+            current, records = await d.watches.block(
+                key, lambda: d.store.node_assignments(node.id), lambda r: r[0] > after, wait
+            )
     assignments = []
     for record in records:
         version = await d.store.get_version(record.job, record.version)
@@ -119,6 +120,7 @@ async def handle_report(request: web.Request) -> web.Response:
         executions=body.executions,
         now=now,
     )
+    d.metrics.agent_reports.labels("accepted" if outcome.accepted else "ignored").inc()
     if outcome.status_changed:
         await d.store.append_events(
             [

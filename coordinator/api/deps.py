@@ -10,6 +10,7 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from coordinator.engine.driver import JobLocks, RolloutDriver
+from coordinator.metrics import CoordinatorMetrics
 from coordinator.store import Store
 from coordinator.store.records import NodeRecord
 from coordinator.watch import Watches
@@ -29,6 +30,7 @@ class Deps:
     heartbeat_interval: float
     max_body_bytes: int = 1024 * 1024
     started: bool = field(default=False)
+    metrics: CoordinatorMetrics = field(default_factory=CoordinatorMetrics)
     closing: bool = field(default=False)  # set at shutdown: long-lived streams end
 
 

@@ -115,9 +115,10 @@ async def handle_job_status(request: web.Request) -> web.StreamResponse:
     job = await load_job(request)
     if index is not None and job.status.revision <= index:
         after = index
-        job = await d.watches.block(
-            job_key(name), lambda: load_job(request), lambda j: j.status.revision > after, wait
-        )
+        with d.metrics.long_polls.labels("job_status").track_inprogress():
+            job = await d.watches.block(
+                job_key(name), lambda: load_job(request), lambda j: j.status.revision > after, wait
+            )
     etag = f'"{job.status.revision}"'
     if index is None and request.headers.get("If-None-Match") == etag:
         return web.Response(status=304, headers={"ETag": etag})

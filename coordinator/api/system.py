@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections import Counter
-
 from aiohttp import web
 
 from coordinator.api.deps import deps, respond
+from coordinator.metrics import CONTENT_TYPE, read_state
 
 routes = web.RouteTableDef()
 
@@ -28,14 +27,6 @@ async def handle_readyz(request: web.Request) -> web.Response:
 @routes.get("/metrics")
 async def handle_metrics(request: web.Request) -> web.Response:
     d = deps(request)
-    jobs = Counter(j.status.state.state_type.value for j in await d.store.list_jobs())
-    nodes = Counter(n.status.value for n in await d.store.list_nodes())
-    lines = [
-        "# HELP fleetwave_jobs Jobs by state.",
-        "# TYPE fleetwave_jobs gauge",
-        *(f'fleetwave_jobs{{state="{s}"}} {c}' for s, c in sorted(jobs.items())),
-        "# HELP fleetwave_nodes Nodes by status.",
-        "# TYPE fleetwave_nodes gauge",
-        *(f'fleetwave_nodes{{status="{s}"}} {c}' for s, c in sorted(nodes.items())),
-    ]
-    return web.Response(text="\n".join(lines) + "\n", content_type="text/plain", charset="utf-8")
+    snapshot = await read_state(d.store)
+    body = d.metrics.render(snapshot)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})

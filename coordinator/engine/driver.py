@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 import structlog
 
 from coordinator.engine.planner import plan_rollout
+from coordinator.metrics import CoordinatorMetrics
 from coordinator.store import Store
 from coordinator.store.records import Event, JobRecord
 from coordinator.watch import Watches
@@ -40,8 +41,16 @@ def node_key(node_id: str) -> str:
 class RolloutDriver:
     """Runs the planner for every job that was kicked or whose timer is due, one at a time."""
 
-    def __init__(self, store: Store, clock: Clock, watches: Watches, locks: JobLocks) -> None:
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        watches: Watches,
+        locks: JobLocks,
+        metrics: CoordinatorMetrics | None = None,
+    ) -> None:
         self._store = store
+        self._metrics = metrics or CoordinatorMetrics()
         self._clock = clock
         self._watches = watches
         self._locks = locks
@@ -67,6 +76,7 @@ class RolloutDriver:
                 raise
             except Exception:
                 log.exception("engine_step_failed")
+                self._metrics.engine_step_errors.inc()
                 await self._clock.sleep(1.0)
 
     async def _wait(self) -> None:
@@ -89,6 +99,7 @@ class RolloutDriver:
     async def step(self) -> None:
         """Evaluate every dirty job and every job whose timer is due."""
         self._wakeup.clear()
+        started = self._clock.monotonic()
         now = self._clock.now()
         if self._all_dirty:
             self._all_dirty = False
@@ -98,8 +109,10 @@ class RolloutDriver:
         for name in sorted(names):
             self._timers.pop(name, None)
             await self.evaluate(name)
+        self._metrics.engine_step_duration.observe(self._clock.monotonic() - started)
 
     async def evaluate(self, name: str) -> None:
+        started = self._clock.monotonic()
         async with self._locks(name):
             job = await self._store.get_job(name)
             if job is None:
@@ -117,10 +130,12 @@ class RolloutDriver:
                     events=plan.events,
                     now=now,
                 )
+                self._metrics.engine_plans_applied.inc()
                 self._announce(job, plan.job, plan.events)
                 for node_id in indexes:
                     self._watches.bump(node_key(node_id))
                 self._watches.bump(job_key(name))
+        self._metrics.engine_evaluation_duration.observe(self._clock.monotonic() - started)
         if plan.wake_at is not None:
             # A tiny margin so a deadline is evaluated after it has passed, not just before.
             self._timers[name] = plan.wake_at + timedelta(milliseconds=5)

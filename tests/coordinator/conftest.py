@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient
 from coordinator.api.deps import Deps
 from coordinator.app import create_app
 from coordinator.engine.driver import JobLocks, NodeMonitor, RolloutDriver
+from coordinator.metrics import CoordinatorMetrics
 from coordinator.store.sqlite import SqliteStore
 from coordinator.watch import Watches
 from shared.clock import FakeClock
@@ -78,7 +79,8 @@ async def harness(tmp_path: Path, aiohttp_client: Any) -> AsyncIterator[Harness]
     clock = FakeClock()
     watches = Watches()
     locks = JobLocks()
-    driver = RolloutDriver(store, clock, watches, locks)
+    metrics = CoordinatorMetrics()
+    driver = RolloutDriver(store, clock, watches, locks, metrics)
     monitor = NodeMonitor(store, clock, driver, ttl_seconds=30)
     deps = Deps(
         store=store,
@@ -90,6 +92,7 @@ async def harness(tmp_path: Path, aiohttp_client: Any) -> AsyncIterator[Harness]
         join_token=JOIN,
         heartbeat_interval=10.0,
         started=True,
+        metrics=metrics,
     )
     client = await aiohttp_client(create_app(deps))
     yield Harness(client, store, clock, driver, monitor, tmp_path / "fleetwave.db")
