@@ -1,0 +1,83 @@
+// The coordinator's /v1 API as the dashboard uses it: the admin token and JSON requests.
+
+const TOKEN_KEY = "fleetwave.adminToken";
+
+export function getToken() {
+  return sessionStorage.getItem(TOKEN_KEY) || "";
+}
+
+export function setToken(token) {
+  sessionStorage.setItem(TOKEN_KEY, token.trim());
+}
+
+export function clearToken() {
+  sessionStorage.removeItem(TOKEN_KEY);
+}
+
+/** Accept `#token=...` once (the demo prints such a URL) and drop it from the address bar. */
+export function takeTokenFromFragment() {
+  const match = /^#token=([^&]*)/.exec(window.location.hash);
+  if (!match) return false;
+  const token = decodeURIComponent(match[1]);
+  history.replaceState(null, "", `${window.location.pathname}${window.location.search}#/jobs`);
+  if (!token.trim()) return false;
+  setToken(token);
+  return true;
+}
+
+/** kind: "unauthorized" (401), "down" (no answer, or a proxy says the coordinator is gone),
+ * "http" (any other error answer; message is the coordinator's own). */
+export class ApiError extends Error {
+  constructor(kind, status, message, details = {}) {
+    super(message);
+    this.kind = kind;
+    this.status = status;
+    this.details = details;
+  }
+}
+
+export const DOWN_MESSAGE =
+  "The coordinator does not answer. It may be stopped or restarting; the dashboard keeps retrying.";
+export const UNAUTHORIZED_MESSAGE =
+  "The coordinator refused the token (401). Sign in with the admin token.";
+
+export function authHeaders() {
+  return { Authorization: `Bearer ${getToken()}` };
+}
+
+export async function api(path, { method = "GET", body, signal } = {}) {
+  const headers = { ...authHeaders(), Accept: "application/json" };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  let resp;
+  try {
+    resp = await fetch(path, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+      signal,
+      cache: "no-store",
+    });
+  } catch (err) {
+    if (err.name === "AbortError") throw err;
+    throw new ApiError("down", 0, DOWN_MESSAGE);
+  }
+  if (resp.status === 401) throw new ApiError("unauthorized", 401, UNAUTHORIZED_MESSAGE);
+  const text = await resp.text();
+  let data = null;
+  try {
+    data = text ? JSON.parse(text) : null;
+  } catch {
+    data = null;
+  }
+  if (!resp.ok) {
+    const error = data && data.error;
+    if (!error && [502, 503, 504].includes(resp.status)) {
+      throw new ApiError("down", resp.status, DOWN_MESSAGE);
+    }
+    const message = error ? error.message : `${method} ${path} failed with HTTP ${resp.status}`;
+    throw new ApiError("http", resp.status, message, (error && error.details) || {});
+  }
+  return data;
+}
+
+export const enc = encodeURIComponent;

@@ -1,0 +1,314 @@
+// The dashboard: routes (#/jobs, #/jobs/NAME, #/nodes), data loading, live updates from the
+// event stream with a polling fallback, and the operator actions.
+
+import { describeAction, availableActions, confirmDialog } from "./actions.js";
+import { ApiError, api, clearToken, enc, getToken, setToken, takeTokenFromFragment } from "./api.js";
+import { h } from "./dom.js";
+import { EventStream } from "./stream.js";
+import { isActive } from "./states.js";
+import { renderJob, renderJobs, renderLoading, renderNodes, renderProblem, renderSignIn } from "./views.js";
+
+const POLL_MS = 5000; // while the event stream is down
+const SAFETY_MS = 15000; // while it is up: catch changes no event announces (e.g. health)
+const EVENTS_SHOWN = 12;
+
+const main = document.getElementById("main");
+const state = {
+  route: { page: "jobs" },
+  data: null, // what the current page shows
+  routeKey: "",
+  stream: "idle", // connecting | live | down | unsupported | idle
+  lastRefresh: 0,
+  inflight: false,
+  again: false,
+  timer: null,
+  busy: false, // an action is being sent
+  signInMessage: "",
+  jobEvents: [],
+};
+
+// ---------------------------------------------------------------- routing
+
+function parseRoute() {
+  const path = window.location.hash.replace(/^#\/?/, "");
+  const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
+  if (parts[0] === "nodes") return { page: "nodes" };
+  if (parts[0] === "jobs" && parts[1]) return { page: "job", name: parts[1] };
+  return { page: "jobs" };
+}
+
+function keyOf(route) {
+  return route.page === "job" ? `job/${route.name}` : route.page;
+}
+
+function onRouteChange() {
+  state.route = parseRoute();
+  state.routeKey = keyOf(state.route);
+  state.data = null;
+  state.jobEvents = [];
+  for (const link of document.querySelectorAll("[data-nav]")) {
+    const current = link.dataset.nav === (state.route.page === "nodes" ? "nodes" : "jobs");
+    if (current) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
+  }
+  document.title = state.route.page === "job" ? `${state.route.name} · Fleetwave` : state.route.page === "nodes" ? "Nodes · Fleetwave" : "Jobs · Fleetwave";
+  if (!getToken()) return showSignIn("");
+  main.replaceChildren(renderLoading(state.route.page === "nodes" ? "nodes" : state.route.page === "job" ? state.route.name : "jobs"));
+  refreshNow();
+}
+
+// ---------------------------------------------------------------- sign-in and connection
+
+function showSignIn(message) {
+  stream.stop();
+  setConn("idle");
+  document.getElementById("signout").hidden = true;
+  setBanner("");
+  main.replaceChildren(
+    renderSignIn(message, async (token) => {
+      if (!token.trim()) return;
+      setToken(token);
+      try {
+        await api("/v1/nodes");
+      } catch (err) {
+        clearToken();
+        return showSignIn(err instanceof ApiError ? err.message : String(err));
+      }
+      signedIn();
+    }),
+  );
+}
+
+function signedIn() {
+  document.getElementById("signout").hidden = false;
+  stream.start();
+  onRouteChange();
+}
+
+function setConn(mode) {
+  state.stream = mode;
+  const conn = document.getElementById("conn");
+  const text = {
+    idle: "Not signed in",
+    connecting: "Connecting…",
+    live: "Live",
+    down: "Reconnecting · polling every 5 s",
+    unsupported: "Polling every 5 s",
+    offline: "Coordinator unreachable",
+  }[mode];
+  conn.dataset.state = mode;
+  document.getElementById("conn-text").textContent = text;
+  conn.title = mode === "live" ? "Updates arrive as they happen (server-sent events)." : "The event stream is not connected; the page refreshes every 5 seconds.";
+}
+
+function setBanner(message, tone = "bad") {
+  const banner = document.getElementById("banner");
+  banner.hidden = !message;
+  banner.className = `banner tone-${tone}`;
+  banner.textContent = message;
+}
+
+function toast(message, tone = "ok") {
+  const box = document.getElementById("toasts");
+  const el = h("div", { class: `toast tone-${tone}`, role: tone === "bad" ? "alert" : "status" }, message);
+  box.append(el);
+  setTimeout(() => el.remove(), tone === "bad" ? 9000 : 4500);
+}
+
+// ---------------------------------------------------------------- data
+
+async function load(route) {
+  if (route.page === "jobs") return { jobs: (await api("/v1/jobs")).jobs };
+  if (route.page === "nodes") return { nodes: (await api("/v1/nodes")).nodes };
+  const base = `/v1/jobs/${enc(route.name)}`;
+  const [summary, view, events] = await Promise.all([
+    api(base),
+    api(`${base}/rollout`),
+    api(`/v1/events?job=${enc(route.name)}&limit=1000`).catch(() => null),
+  ]);
+  const list = events ? events.events.slice(-EVENTS_SHOWN) : state.jobEvents;
+  return { summary, view, events: list };
+}
+
+/** Refetch what the page shows; overlapping requests collapse into one more run. */
+async function refreshNow() {
+  if (!getToken()) return;
+  if (state.inflight) {
+    state.again = true;
+    return;
+  }
+  state.inflight = true;
+  const key = state.routeKey;
+  try {
+    const data = await load(state.route);
+    if (key !== state.routeKey) return;
+    state.data = data;
+    if (data.events) state.jobEvents = data.events;
+    if (state.stream === "offline") setConn("down");
+    setBanner("");
+    render();
+  } catch (err) {
+    if (key !== state.routeKey) return;
+    handleError(err);
+  } finally {
+    state.inflight = false;
+    state.lastRefresh = Date.now();
+    if (state.again) {
+      state.again = false;
+      scheduleRefresh();
+    }
+  }
+}
+
+function scheduleRefresh(delay = 120) {
+  clearTimeout(state.timer);
+  state.timer = setTimeout(refreshNow, delay);
+}
+
+function handleError(err) {
+  if (!(err instanceof ApiError)) {
+    console.error(err);
+    setBanner(`Unexpected error: ${err.message || err}`);
+    return;
+  }
+  if (err.kind === "unauthorized") {
+    clearToken();
+    showSignIn(err.message);
+    return;
+  }
+  if (err.kind === "down") {
+    setConn("offline");
+    setBanner(`${err.message} Showing the last data received.`);
+    if (!state.data) main.replaceChildren(renderProblem("Coordinator unreachable", err.message));
+    return;
+  }
+  if (err.status === 404 && state.route.page === "job") {
+    main.replaceChildren(renderProblem("Job not found", err.message, h("a", { class: "btn", href: "#/jobs" }, "Back to jobs")));
+    return;
+  }
+  setBanner(err.message);
+}
+
+// ---------------------------------------------------------------- rendering
+
+function render() {
+  const data = state.data;
+  if (!data) return;
+  let view;
+  if (state.route.page === "jobs") view = renderJobs(data.jobs);
+  else if (state.route.page === "nodes") view = renderNodes(data.nodes);
+  else view = renderJob(data, actionBar(data));
+  const focused = document.activeElement && document.activeElement.dataset ? document.activeElement.dataset.action : null;
+  main.replaceChildren(view);
+  if (focused) {
+    const again = main.querySelector(`[data-action="${focused}"]`);
+    if (again) again.focus();
+  }
+}
+
+function actionBar(data) {
+  const actions = availableActions(data.summary, data.view);
+  return h(
+    "div",
+    { class: "actions", role: "group", "aria-label": "Rollout actions" },
+    actions.map((a) =>
+      h(
+        "button",
+        {
+          type: "button",
+          class: `btn${a.primary ? " btn-primary" : ""}${a.danger ? " btn-danger-quiet" : ""}`,
+          disabled: !a.enabled || state.busy,
+          title: a.enabled ? "" : a.why,
+          "aria-label": `${a.label} the rollout of ${data.summary.name}`,
+          dataset: { action: a.id },
+          onclick: () => runAction(a.id),
+        },
+        a.label,
+      ),
+    ),
+  );
+}
+
+async function runAction(id) {
+  const data = state.data;
+  if (!data || !data.summary) return;
+  const desc = describeAction(id, data.summary, data.view);
+  if (!(await confirmDialog(desc))) return;
+  const req = desc.request();
+  state.busy = true;
+  render();
+  try {
+    await api(req.path, { method: req.method, body: req.body ?? {} });
+    toast(`${desc.confirm}: done.`);
+  } catch (err) {
+    if (err instanceof ApiError && err.kind === "http") toast(err.message, "bad");
+    else handleError(err);
+  } finally {
+    state.busy = false;
+    refreshNow();
+  }
+}
+
+// ---------------------------------------------------------------- live updates
+
+function onMessage(msg) {
+  const route = state.route;
+  let payload = null;
+  try {
+    payload = JSON.parse(msg.data);
+  } catch {
+    return;
+  }
+  const job = payload && payload.job;
+  if (msg.event !== "status" && route.page === "job" && job === route.name) {
+    state.jobEvents = [...state.jobEvents, payload].slice(-EVENTS_SHOWN);
+  }
+  const relevant =
+    route.page === "jobs"
+      ? Boolean(job)
+      : route.page === "nodes"
+        ? !job
+        : job === route.name || (!job && msg.event !== "status");
+  if (relevant) scheduleRefresh();
+}
+
+const stream = new EventStream({
+  onMessage,
+  onState: (mode) => {
+    const was = state.stream;
+    if (mode === "live" || state.stream !== "offline") setConn(mode);
+    // Status messages carry no id and are not replayed: catch up after (re)connecting.
+    if (mode === "live" && was !== "live") scheduleRefresh(0);
+  },
+  onUnauthorized: () => {
+    clearToken();
+    showSignIn("The coordinator refused the token (401). Sign in with the admin token.");
+  },
+});
+
+function tick() {
+  if (!getToken() || state.stream === "idle") return;
+  const since = Date.now() - state.lastRefresh;
+  const live = state.stream === "live";
+  if (!live && since >= POLL_MS) refreshNow();
+  else if (live && since >= SAFETY_MS && state.route.page === "job" && isActive(state.data && state.data.view)) refreshNow();
+}
+
+// ---------------------------------------------------------------- start
+
+function start() {
+  takeTokenFromFragment();
+  window.addEventListener("hashchange", () => {
+    if (takeTokenFromFragment()) return signedIn();
+    onRouteChange();
+  });
+  document.getElementById("signout").addEventListener("click", () => {
+    clearToken();
+    showSignIn("");
+  });
+  setInterval(tick, 1000);
+  if (getToken()) signedIn();
+  else onRouteChange();
+}
+
+start();

@@ -1,0 +1,395 @@
+// Pure render functions: data in, DOM out. The app swaps them into <main>.
+
+import { ago, bytes, clockTime, fullTime, h, isZeroTime, plural } from "./dom.js";
+import {
+  executionState,
+  isActive,
+  jobState,
+  nodeStatus,
+  phaseState,
+  resultLabel,
+  rolloutTypeLabel,
+} from "./states.js";
+
+export function badge(label, tone, extra = {}) {
+  return h("span", { class: `badge tone-${tone}`, ...extra }, h("span", { class: "dot", "aria-hidden": "true" }), label);
+}
+
+function pageHeader(title, ...rest) {
+  return h("div", { class: "page-head" }, h("h1", {}, title), ...rest);
+}
+
+export function renderLoading(what) {
+  return h("div", { class: "empty", role: "status" }, h("span", { class: "spinner", "aria-hidden": "true" }), `Loading ${what}…`);
+}
+
+export function renderProblem(title, message, action) {
+  return h("section", { class: "card problem", role: "alert" }, h("h2", {}, title), h("p", {}, message), action || null);
+}
+
+export function renderSignIn(message, onSubmit) {
+  const input = h("input", {
+    id: "token",
+    name: "token",
+    type: "password",
+    autocomplete: "current-password",
+    required: true,
+    spellcheck: "false",
+    placeholder: "fwa_…",
+  });
+  const form = h(
+    "form",
+    {
+      class: "card signin",
+      "aria-labelledby": "signin-title",
+      onsubmit: (event) => {
+        event.preventDefault();
+        onSubmit(input.value);
+      },
+    },
+    h("h1", { id: "signin-title" }, "Sign in to Fleetwave"),
+    h("p", { class: "muted" }, "The dashboard uses the coordinator's admin token. It is kept in this browser tab only."),
+    message ? h("p", { class: "form-error", role: "alert" }, message) : null,
+    h("label", { for: "token" }, "Admin token"),
+    input,
+    h(
+      "p",
+      { class: "hint" },
+      "Find it in ",
+      h("code", {}, "<data-dir>/admin.token"),
+      " or the ",
+      h("code", {}, "FLEETWAVE_ADMIN_TOKEN"),
+      " the coordinator was started with.",
+    ),
+    h("button", { class: "btn btn-primary", type: "submit" }, "Sign in"),
+  );
+  queueMicrotask(() => input.focus());
+  return form;
+}
+
+// ---------------------------------------------------------------- jobs
+
+function progress(updated, failed, total, label) {
+  const pct = (n) => (total ? `${(100 * n) / total}%` : "0%");
+  return h(
+    "div",
+    {
+      class: "progress",
+      role: "progressbar",
+      "aria-valuemin": "0",
+      "aria-valuemax": String(total),
+      "aria-valuenow": String(updated),
+      "aria-label": label,
+    },
+    h("span", { class: "progress-ok", style: { width: pct(updated) } }),
+    h("span", { class: "progress-bad", style: { width: pct(failed) } }),
+  );
+}
+
+export function renderJobs(jobs) {
+  const head = pageHeader("Jobs", h("span", { class: "muted count" }, plural(jobs.length, "job")));
+  if (!jobs.length) {
+    return h(
+      "div",
+      {},
+      head,
+      h(
+        "section",
+        { class: "card empty" },
+        h("p", {}, "No jobs yet."),
+        h("p", { class: "muted" }, "Submit one with ", h("code", {}, "fleetwave job run FILE"), "."),
+      ),
+    );
+  }
+  const rows = jobs.map((job) => {
+    const s = job.status;
+    const [label, tone] = jobState(s);
+    const r = s.rollout;
+    const rolloutCell = r.type
+      ? h(
+          "div",
+          { class: "rollout-cell" },
+          progress(r.updated_nodes, r.failed_nodes, r.total_nodes, `${job.name} rollout progress`),
+          h(
+            "span",
+            { class: "muted small" },
+            `${rolloutTypeLabel(r.type)} · ${r.updated_nodes}/${r.total_nodes} updated`,
+            r.failed_nodes ? ` · ${r.failed_nodes} failed` : "",
+          ),
+        )
+      : h("span", { class: "muted" }, "—");
+    return h(
+      "tr",
+      { dataset: { job: job.name } },
+      h("td", {}, h("a", { class: "job-link", href: `#/jobs/${encodeURIComponent(job.name)}` }, job.name), h("div", { class: "muted small" }, job.type)),
+      h("td", {}, badge(label, tone)),
+      h("td", { class: "num" }, `v${s.version}`, job.stable_version && job.stable_version !== s.version ? h("div", { class: "muted small" }, `stable v${job.stable_version}`) : null),
+      h("td", {}, rolloutCell),
+      h("td", { class: "message" }, s.state.message || h("span", { class: "muted" }, "—")),
+      h("td", { class: "muted nowrap", title: fullTime(s.updated_at) }, ago(s.updated_at)),
+    );
+  });
+  return h(
+    "div",
+    {},
+    head,
+    h(
+      "section",
+      { class: "card table-card" },
+      h(
+        "table",
+        { class: "table", "aria-label": "Jobs" },
+        h("thead", {}, h("tr", {}, ["Job", "State", "Version", "Rollout", "Message", "Updated"].map((c) => h("th", { scope: "col" }, c)))),
+        h("tbody", {}, rows),
+      ),
+    ),
+  );
+}
+
+// ---------------------------------------------------------------- one job
+
+function nodeTile(node, view) {
+  const [execLabel, execTone] = executionState(node.execution);
+  let tone = execTone;
+  if (view.type === "rollback" && node.result === "in_progress") tone = "warn";
+  const down = node.node_status === "down" || node.node_status === "gone";
+  const version = node.running_version ?? node.assigned_version;
+  const detail = [node.reason, node.message].filter(Boolean).join(" — ");
+  const summary = [
+    `${node.name || node.id}`,
+    execLabel,
+    version ? `version ${version}` : null,
+    resultLabel(node.result),
+    down ? `node ${node.node_status}` : null,
+    detail || null,
+  ]
+    .filter(Boolean)
+    .join(", ");
+  return h(
+    "li",
+    {
+      class: `tile tone-${tone}${down ? " is-down" : ""}`,
+      title: summary,
+      "aria-label": summary,
+      dataset: { node: node.name || node.id, execution: node.execution || "none", result: node.result },
+    },
+    h(
+      "div",
+      { class: "tile-top" },
+      h("span", { class: "tile-name" }, node.name || node.id.slice(0, 8)),
+      version ? h("span", { class: "tile-version" }, `v${version}`) : null,
+    ),
+    h("div", { class: "tile-state" }, h("span", { class: "dot", "aria-hidden": "true" }), execLabel),
+    h(
+      "div",
+      { class: "tile-result" },
+      down ? `node ${node.node_status}` : resultLabel(node.result),
+      node.restarts ? ` · ${plural(node.restarts, "restart")}` : "",
+    ),
+    detail ? h("div", { class: "tile-reason" }, detail) : null,
+  );
+}
+
+function phaseSection(view, title, state, nodes, isCanary, index) {
+  const [label, tone] = phaseState(view, state, isCanary, index);
+  const updated = nodes.filter((n) => n.result === "updated").length;
+  return h(
+    "section",
+    { class: `phase tone-${tone}`, "aria-label": `${title}: ${label}`, dataset: { phase: isCanary ? "canary" : `wave-${index}` } },
+    h(
+      "header",
+      { class: "phase-head" },
+      h("span", { class: "phase-marker", "aria-hidden": "true" }),
+      h("h3", {}, title),
+      badge(label, tone, { class: `badge badge-small tone-${tone}` }),
+      h("span", { class: "muted small phase-count" }, `${updated}/${nodes.length} updated`),
+    ),
+    nodes.length
+      ? h("ul", { class: "tiles", role: "list" }, nodes.map((n) => nodeTile(n, view)))
+      : h("p", { class: "muted small" }, "No nodes in this phase."),
+  );
+}
+
+function canaryState(view) {
+  if (view.canary.state) return view.canary.state;
+  if (view.phase === "halted" && view.current_wave === 0) return "halted";
+  if (view.phase === "done") return "passed";
+  return "pending";
+}
+
+function gateNotice(view, status) {
+  if (view.gate === "canary") {
+    return ["paused", "Waiting for promotion", "The canary is healthy. Promote to continue with wave 1."];
+  }
+  if (view.gate === "wave") {
+    return ["paused", `Waiting at the gate after wave ${view.current_wave}`, "Promote (or resume) to start the next wave."];
+  }
+  if (view.gate === "operator") {
+    return ["paused", "Paused by an operator", "Resume to continue the rollout."];
+  }
+  if (view.phase === "halted" && view.halted_reason) {
+    return ["bad", "Rollout halted", view.halted_reason];
+  }
+  if (view.type === "rollback" && isActive(view)) {
+    return ["warn", `Rolling back to version ${view.target_version}`, view.cause || status.state.message];
+  }
+  if (view.next_wave_at && isActive(view)) {
+    return ["idle", "Next wave scheduled", `Wave ${view.current_wave + 1} starts at ${clockTime(view.next_wave_at)}.`];
+  }
+  return null;
+}
+
+function legend() {
+  const items = [
+    ["healthy", "ok"],
+    ["starting", "progress"],
+    ["pending", "idle"],
+    ["restarting", "warn"],
+    ["unhealthy / failed", "bad"],
+    ["not running", "none"],
+  ];
+  return h(
+    "ul",
+    { class: "legend", "aria-label": "Node colours" },
+    items.map(([label, tone]) => h("li", {}, h("span", { class: `swatch tone-${tone}`, "aria-hidden": "true" }), label)),
+  );
+}
+
+function describeEvent(event, names) {
+  const who = event.node ? names[event.node] || event.node.slice(0, 8) : "";
+  const change = event.old || event.new ? [event.old, event.new].filter(Boolean).join(" → ") : "";
+  return [event.kind.replaceAll("_", " "), who, change, event.reason].filter(Boolean).join(" · ");
+}
+
+function activity(events, names) {
+  return h(
+    "section",
+    { class: "card activity", "aria-labelledby": "activity-title" },
+    h("h2", { id: "activity-title" }, "Recent activity"),
+    events.length
+      ? h(
+          "ol",
+          { class: "events" },
+          [...events].reverse().map((e) =>
+            h("li", {}, h("time", { datetime: e.time, title: fullTime(e.time) }, clockTime(e.time)), h("span", {}, describeEvent(e, names))),
+          ),
+        )
+      : h("p", { class: "muted small" }, "No events recorded for this job yet."),
+  );
+}
+
+export function renderJob(model, actionBar) {
+  const { summary, view, events } = model;
+  const s = summary.status;
+  const [label, tone] = jobState(s);
+  const names = {};
+  const allNodes = view ? [...view.canary.nodes, ...view.waves.flatMap((w) => w.nodes)] : [];
+  for (const n of allNodes) names[n.id] = n.name;
+
+  const head = h(
+    "div",
+    { class: "job-head" },
+    h(
+      "div",
+      { class: "job-title" },
+      h("a", { class: "back", href: "#/jobs" }, "← Jobs"),
+      h("h1", {}, summary.name),
+      h("div", { class: "job-meta" }, badge(label, tone, { id: "job-state" }), h("span", { class: "chip" }, `v${s.version}`), h("span", { class: "chip" }, summary.type), h("span", { class: "muted small" }, `revision ${s.revision}`)),
+      s.state.message ? h("p", { class: "job-message" }, s.state.message) : null,
+    ),
+    actionBar,
+  );
+
+  if (!view || !view.type) {
+    return h("div", {}, head, h("section", { class: "card empty" }, h("p", {}, "No rollout yet."), h("p", { class: "muted" }, s.state.message || "")), activity(events, names));
+  }
+
+  const r = s.rollout;
+  const fromTo =
+    view.type === "rollback"
+      ? `v${view.rolled_back_from || view.from_version} → v${view.target_version}`
+      : view.from_version
+        ? `v${view.from_version} → v${view.target_version}`
+        : `v${view.target_version}`;
+  const notice = gateNotice(view, s);
+  const facts = [
+    ["Type", `${rolloutTypeLabel(view.type)} ${fromTo}`],
+    ["Nodes", `${r.updated_nodes} of ${r.total_nodes} updated`],
+    ["Failed", String(r.failed_nodes)],
+    ["Wave", view.current_wave === 0 ? "canary" : `${view.current_wave} of ${view.total_waves}`],
+    ["Started", ago(view.started_at)],
+    ["Finished", isZeroTime(view.completed_at) ? "—" : ago(view.completed_at)],
+  ];
+  const overview = h(
+    "section",
+    { class: "card overview", "aria-labelledby": "rollout-title" },
+    h("h2", { id: "rollout-title" }, "Rollout"),
+    h("dl", { class: "facts" }, facts.map(([k, v]) => h("div", {}, h("dt", {}, k), h("dd", {}, v)))),
+    progress(r.updated_nodes, r.failed_nodes, r.total_nodes, "Rollout progress"),
+    notice
+      ? h("div", { class: `notice tone-${notice[0]}`, role: "status", id: "rollout-notice" }, h("strong", {}, notice[1]), notice[2] ? h("span", {}, notice[2]) : null)
+      : null,
+  );
+
+  const phases = [];
+  if (view.canary.nodes.length) {
+    phases.push(phaseSection(view, "Canary", canaryState(view), view.canary.nodes, true, 0));
+  }
+  for (const wave of view.waves) {
+    phases.push(phaseSection(view, `Wave ${wave.wave}`, wave.state, wave.nodes, false, wave.wave));
+  }
+
+  return h(
+    "div",
+    {},
+    head,
+    overview,
+    h("section", { class: "card phases-card", "aria-labelledby": "phases-title" }, h("div", { class: "card-head" }, h("h2", { id: "phases-title" }, "Canary and waves"), legend()), h("div", { class: "phases" }, phases)),
+    activity(events, names),
+  );
+}
+
+// ---------------------------------------------------------------- nodes
+
+export function renderNodes(nodes) {
+  const ready = nodes.filter((n) => n.status === "ready").length;
+  const head = pageHeader("Nodes", h("span", { class: "muted count" }, `${ready} of ${plural(nodes.length, "node")} ready`));
+  if (!nodes.length) {
+    return h("div", {}, head, h("section", { class: "card empty" }, h("p", {}, "No nodes have registered yet."), h("p", { class: "muted" }, "Start ", h("code", {}, "fleetwave-agent"), " on a host with the join token.")));
+  }
+  const sorted = [...nodes].sort((a, b) => a.name.localeCompare(b.name, undefined, { numeric: true }));
+  const rows = sorted.map((n) => {
+    const [label, tone] = nodeStatus(n.status);
+    const scheduling = [];
+    if (n.drain) scheduling.push(badge("Draining", "warn"));
+    else if (n.eligibility === "ineligible") scheduling.push(badge("Ineligible", "idle"));
+    else scheduling.push(h("span", { class: "muted" }, "eligible"));
+    const res = n.resources || {};
+    return h(
+      "tr",
+      { dataset: { node: n.name } },
+      h("td", {}, h("strong", {}, n.name), h("div", { class: "muted small mono", title: n.id }, n.id.slice(0, 12))),
+      h("td", {}, badge(label, tone)),
+      h("td", {}, scheduling),
+      h("td", {}, h("div", { class: "labels" }, Object.entries(n.labels || {}).map(([k, v]) => h("span", { class: "chip" }, `${k}=${v}`)))),
+      h("td", { class: "muted small nowrap" }, [res.cpu_count ? `${res.cpu_count} CPU` : "", bytes(res.memory_bytes)].filter(Boolean).join(" · ")),
+      h("td", { class: "muted nowrap", title: fullTime(n.last_heartbeat) }, ago(n.last_heartbeat) || "never"),
+      h("td", { class: "muted small" }, n.agent_version || "—"),
+    );
+  });
+  return h(
+    "div",
+    {},
+    head,
+    h(
+      "section",
+      { class: "card table-card" },
+      h(
+        "table",
+        { class: "table", "aria-label": "Nodes" },
+        h("thead", {}, h("tr", {}, ["Node", "Status", "Scheduling", "Labels", "Resources", "Last heartbeat", "Agent"].map((c) => h("th", { scope: "col" }, c)))),
+        h("tbody", {}, rows),
+      ),
+    ),
+  );
+}
