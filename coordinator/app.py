@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 import structlog
 from aiohttp import web
 
-from coordinator.api import agent, events, jobs, nodes, rollouts, system, ui
+from coordinator.api import agent, docs, events, jobs, nodes, rollouts, system, ui
 from coordinator.api.deps import DEPS, PRINCIPAL, Deps, Principal, respond
 from coordinator.metrics import UNMATCHED_ROUTE
 from coordinator.tokens import hash_token, same_token
@@ -118,6 +118,7 @@ def create_app(deps: Deps) -> web.Application:
     )
     app[DEPS] = deps
     app.router.add_routes(system.routes)
+    app.router.add_routes(docs.routes)
     app.router.add_routes(jobs.routes)
     app.router.add_routes(rollouts.routes)
     app.router.add_routes(nodes.routes)

@@ -1,0 +1,433 @@
+"""What the OpenAPI document says about each route, keyed by (method, path).
+
+Every route the app serves needs an entry here and every entry needs a route:
+``tests/coordinator/test_openapi.py`` fails otherwise. Schemas come from the models named here.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+from coordinator.api.schemas import (
+    ActionResult,
+    DrainRequest,
+    EligibilityRequest,
+    EventPage,
+    JobDetail,
+    JobList,
+    JobNodeList,
+    NodeDetail,
+    NodeList,
+    PlanPreview,
+    ProbeStatus,
+    PromoteRequest,
+    RollbackRequest,
+    RolloutView,
+    SubmitResult,
+    VersionList,
+)
+from coordinator.openapi import Auth, Media, Param, Reply, RouteDoc, RouteKey, json_reply
+from coordinator.store.records import JobVersion
+from shared.nodes import Node
+from shared.protocol import (
+    AssignmentsResponse,
+    RegisterRequest,
+    RegisterResponse,
+    ReportRequest,
+    ReportResponse,
+)
+from shared.spec import JobSpec
+from shared.status import JobStatus
+
+TAGS = {
+    "jobs": "Submit job specs and read jobs, their versions, status and nodes.",
+    "rollouts": "Steer a job's rollout: pause, resume, promote, abort, retry, roll back, "
+    "restart, stop, delete; dry-run plans and the wave-by-wave view.",
+    "nodes": "The fleet: list nodes, drain them, change their eligibility.",
+    "events": "What happened, as a server-sent event stream or a JSON page.",
+    "agent": "The protocol agents speak: register, long-poll assignments, report.",
+    "system": "Open monitoring endpoints: liveness, readiness, Prometheus metrics.",
+    "docs": "This document and the page that renders it.",
+    "dashboard": "The operator dashboard's static files; its data comes from `/v1`.",
+}
+
+_JOB = Param(
+    "name", "path", "The job's name.", {"type": "string", "pattern": r"^[a-z0-9][a-z0-9-]{0,62}$"}
+)
+_NODE = Param("node", "path", "The node's id or name (a name resolves to its live node).")
+_INDEX = Param(
+    "index",
+    "query",
+    "Block until the index is above this value (from the last `X-Fleetwave-Index`).",
+    {"type": "integer", "minimum": 0},
+)
+_WAIT = Param(
+    "wait",
+    "query",
+    "How long to block at most: a duration such as `30s` (default), capped at 5m.",
+    {"type": "string", "pattern": r"^((\d+(\.\d+)?)(ms|s|m|h))+$|^0$", "default": "30s"},
+)
+_INDEX_HEADER = {"X-Fleetwave-Index": "The index to pass as `?index=` on the next call."}
+
+
+def _action(
+    summary: str,
+    description: str,
+    body: type[BaseModel] | None = None,
+    body_required: bool = True,
+) -> RouteDoc:
+    return RouteDoc(
+        summary=summary,
+        tag="rollouts",
+        description=description + " Answers with the job's status after the engine reacted.",
+        params=(_JOB,),
+        replies={200: json_reply("The action was applied.", ActionResult)},
+        body=body,
+        body_required=body_required,
+        errors=(409,),
+    )
+
+
+_STREAM = """\
+Server-sent events (`text/event-stream`) unless the request says `Accept: application/json`.
+
+Messages:
+
+- a stored transition: `id: <int>`, `event: <kind>`, `data: <Event JSON>` (`{id, time, job, \
+node, kind, old, new, reason}`); kinds include `rollout_started`, `rollout_paused`, \
+`rollout_resumed`, `rollout_promoted`, `rollout_aborted`, `rollback_started`, `job_stopped`, \
+`job_deleted`, `node_registered`, `node_status`, `node_drain`, `node_eligibility` and the \
+engine's wave and node transitions;
+- `event: status`, `data: {"job": NAME, "revision": R}` (no id) whenever a job's status \
+revision changes: refetch `/v1/jobs/{name}/status` or `/rollout`;
+- a comment `: keepalive` every 15 s.
+
+Browsers' `EventSource` cannot send the `Authorization` header: read the stream with \
+`fetch()` and a stream reader instead. With `Accept: application/json` the answer is one page \
+of stored events (`after`, `limit`)."""
+
+ROUTE_DOCS: dict[RouteKey, RouteDoc] = {
+    # --- system -------------------------------------------------------------------------
+    ("GET", "/healthz"): RouteDoc(
+        summary="Liveness",
+        tag="system",
+        auth=Auth.OPEN,
+        replies={200: json_reply("The process serves requests.", ProbeStatus)},
+    ),
+    ("GET", "/readyz"): RouteDoc(
+        summary="Readiness",
+        tag="system",
+        auth=Auth.OPEN,
+        description="Ready once the store is open and the engine runs.",
+        replies={
+            200: json_reply("Ready.", ProbeStatus),
+            503: json_reply("Starting or stopping.", ProbeStatus),
+        },
+    ),
+    ("GET", "/metrics"): RouteDoc(
+        summary="Prometheus metrics",
+        tag="system",
+        auth=Auth.OPEN,
+        description='Gauges `fleetwave_jobs{state="..."}` and `fleetwave_nodes{status="..."}`.',
+        replies={
+            200: Reply(
+                "Prometheus text exposition format.",
+                (Media("text/plain", schema={"type": "string"}),),
+            )
+        },
+    ),
+    # --- docs ---------------------------------------------------------------------------
+    ("GET", "/openapi.json"): RouteDoc(
+        summary="This OpenAPI document",
+        tag="docs",
+        auth=Auth.OPEN,
+        replies={
+            200: Reply(
+                "The OpenAPI 3.1 document, generated from the live routes.",
+                (Media(schema={"type": "object"}),),
+            )
+        },
+    ),
+    ("GET", "/docs"): RouteDoc(
+        summary="API reference page",
+        tag="docs",
+        auth=Auth.OPEN,
+        description="Renders `/openapi.json` in the browser; needs no network beyond the "
+        "coordinator.",
+        replies={200: Reply("An HTML page.", (Media("text/html", schema={"type": "string"}),))},
+    ),
+    ("GET", "/docs/assets/{name}"): RouteDoc(
+        summary="Asset of the reference page",
+        tag="docs",
+        auth=Auth.OPEN,
+        params=(Param("name", "path", "A file name such as `docs.css` or `docs.js`."),),
+        replies={
+            200: Reply(
+                "The file.",
+                (
+                    Media("text/css", schema={"type": "string"}),
+                    Media("text/javascript", schema={"type": "string"}),
+                ),
+            )
+        },
+    ),
+    # --- dashboard ----------------------------------------------------------------------
+    ("GET", "/ui"): RouteDoc(
+        summary="Dashboard (redirect)",
+        tag="dashboard",
+        auth=Auth.OPEN,
+        replies={302: Reply("Redirects to `/ui/`.", headers={"Location": "`/ui/`"})},
+    ),
+    ("GET", "/ui/"): RouteDoc(
+        summary="Dashboard page",
+        tag="dashboard",
+        auth=Auth.OPEN,
+        description="The page asks for the admin token and calls the `/v1` API with it.",
+        replies={
+            200: Reply("An HTML page.", (Media("text/html", schema={"type": "string"}),)),
+            304: Reply("Unchanged (`If-None-Match`)."),
+        },
+    ),
+    ("GET", "/ui/{path}"): RouteDoc(
+        summary="Dashboard file",
+        tag="dashboard",
+        auth=Auth.OPEN,
+        params=(Param("path", "path", "A file of the dashboard, e.g. `app.js`."),),
+        replies={
+            200: Reply(
+                "The file.",
+                (
+                    Media("text/javascript", schema={"type": "string"}),
+                    Media("text/css", schema={"type": "string"}),
+                    Media("image/svg+xml", schema={"type": "string"}),
+                ),
+            ),
+            304: Reply("Unchanged (`If-None-Match`)."),
+        },
+    ),
+    # --- jobs ---------------------------------------------------------------------------
+    ("PUT", "/v1/jobs/{name}"): RouteDoc(
+        summary="Create or update a job",
+        tag="jobs",
+        description="The body is the job spec; its `name` must equal the path's. An identical "
+        'resubmission changes nothing (`changed: false`). `If-Match: "<revision>"` makes the '
+        'write conditional; `"0"` means only if the job does not exist.',
+        params=(
+            _JOB,
+            Param("If-Match", "header", 'The revision the write expects, e.g. `"3"`.'),
+        ),
+        body=JobSpec,
+        replies={
+            200: json_reply("Updated, or unchanged.", SubmitResult),
+            201: json_reply("Created.", SubmitResult),
+        },
+        errors=(412,),
+    ),
+    ("GET", "/v1/jobs"): RouteDoc(
+        summary="List jobs",
+        tag="jobs",
+        description="By name; deleted jobs stay listed with state `deleted`.",
+        replies={200: json_reply("Every job.", JobList)},
+    ),
+    ("GET", "/v1/jobs/{name}"): RouteDoc(
+        summary="Read a job",
+        tag="jobs",
+        description="Its summary and its current spec with every default filled in.",
+        params=(_JOB,),
+        replies={200: json_reply("The job.", JobDetail, {"ETag": "The job's revision, quoted."})},
+    ),
+    ("GET", "/v1/jobs/{name}/status"): RouteDoc(
+        summary="Job status (blocking query)",
+        tag="jobs",
+        description="The `JobStatus` object. With `?index=R` the answer waits until the "
+        "revision is above `R` or `wait` has passed.",
+        params=(
+            _JOB,
+            _INDEX,
+            _WAIT,
+            Param(
+                "If-None-Match",
+                "header",
+                "A quoted revision; answers 304 while it is current (without `index`).",
+            ),
+        ),
+        replies={
+            200: json_reply(
+                "The status.",
+                JobStatus,
+                {
+                    "ETag": "The revision, quoted.",
+                    "X-Fleetwave-Index": "The revision: pass it as `?index=` to wait for a change.",
+                },
+            ),
+            304: Reply(
+                "The revision in `If-None-Match` is current.", headers={"ETag": "The revision."}
+            ),
+        },
+    ),
+    ("GET", "/v1/jobs/{name}/versions"): RouteDoc(
+        summary="List a job's versions",
+        tag="jobs",
+        params=(_JOB,),
+        replies={200: json_reply("Every stored version, oldest first.", VersionList)},
+    ),
+    ("GET", "/v1/jobs/{name}/versions/{version}"): RouteDoc(
+        summary="Read one version of a job",
+        tag="jobs",
+        params=(
+            _JOB,
+            Param("version", "path", "The version number.", {"type": "integer", "minimum": 1}),
+        ),
+        replies={200: json_reply("The version's spec.", JobVersion)},
+        errors=(400,),
+    ),
+    ("GET", "/v1/jobs/{name}/nodes"): RouteDoc(
+        summary="A job's nodes",
+        tag="jobs",
+        description="Nodes assigned the job or reporting it, with the agent's last report.",
+        params=(_JOB,),
+        replies={200: json_reply("The nodes.", JobNodeList)},
+    ),
+    # --- rollouts -----------------------------------------------------------------------
+    ("POST", "/v1/jobs/{name}/plan"): RouteDoc(
+        summary="Plan a submission (dry run)",
+        tag="rollouts",
+        description="The diff against the current version and the wave plan the spec in the "
+        "body would get. Stores nothing.",
+        params=(_JOB,),
+        body=JobSpec,
+        replies={200: json_reply("The plan.", PlanPreview)},
+    ),
+    ("GET", "/v1/jobs/{name}/rollout"): RouteDoc(
+        summary="The rollout, wave by wave",
+        tag="rollouts",
+        description="Target and stable version, gate and pause reason, and every canary and "
+        "wave node with its execution state and result.",
+        params=(_JOB,),
+        replies={200: json_reply("The latest rollout.", RolloutView)},
+    ),
+    ("POST", "/v1/jobs/{name}/rollout/pause"): _action(
+        "Pause the rollout", "No further node is moved until it is resumed."
+    ),
+    ("POST", "/v1/jobs/{name}/rollout/resume"): _action(
+        "Resume the rollout", "Continues a paused rollout (also opens a manual wave gate)."
+    ),
+    ("POST", "/v1/jobs/{name}/rollout/promote"): _action(
+        "Promote past the canary or a wave gate",
+        '`{"full": true}` also skips every later wave gate.',
+        body=PromoteRequest,
+        body_required=False,
+    ),
+    ("POST", "/v1/jobs/{name}/rollout/abort"): _action(
+        "Abort the rollout", "Halts it where it is; nothing is rolled back automatically."
+    ),
+    ("POST", "/v1/jobs/{name}/rollout/retry"): _action(
+        "Retry a halted rollout", "Starts the halted rollout again for the same version."
+    ),
+    ("POST", "/v1/jobs/{name}/rollback"): _action(
+        "Roll back",
+        "Returns to the stable version, or to `to_version`.",
+        body=RollbackRequest,
+        body_required=False,
+    ),
+    ("POST", "/v1/jobs/{name}/restart"): _action(
+        "Restart in waves", "Restarts the running version wave by wave, under the same policy."
+    ),
+    ("POST", "/v1/jobs/{name}/stop"): _action(
+        "Stop the job", "Every node stops it; it stays stored and can be resubmitted."
+    ),
+    ("DELETE", "/v1/jobs/{name}"): _action(
+        "Delete the job", "Stops it everywhere and leaves a tombstone; idempotent."
+    ),
+    # --- events -------------------------------------------------------------------------
+    ("GET", "/v1/events"): RouteDoc(
+        summary="Event stream",
+        tag="events",
+        description=_STREAM,
+        params=(
+            Param("job", "query", "Only this job's events (node events are left out then)."),
+            Param(
+                "after",
+                "query",
+                "Replay stored events with an id above this first (default: 0 for a page, "
+                "only new events for a stream).",
+                {"type": "integer", "minimum": 0},
+            ),
+            Param(
+                "limit",
+                "query",
+                "Page size for `Accept: application/json` (default 100).",
+                {"type": "integer", "minimum": 1, "maximum": 1000},
+            ),
+            Param("Last-Event-ID", "header", "Resume a stream after this id (overrides `after`)."),
+        ),
+        replies={
+            200: Reply(
+                "The stream, or with `Accept: application/json` one page of events.",
+                (
+                    Media("text/event-stream", schema={"type": "string"}),
+                    Media(model=EventPage),
+                ),
+            )
+        },
+    ),
+    # --- nodes --------------------------------------------------------------------------
+    ("GET", "/v1/nodes"): RouteDoc(
+        summary="List nodes",
+        tag="nodes",
+        description="`status`: `initializing` (registered, no report yet), `ready`, or `down` "
+        "(no heartbeat for 3 heartbeat intervals).",
+        replies={200: json_reply("Every node.", NodeList)},
+    ),
+    ("GET", "/v1/nodes/{node}"): RouteDoc(
+        summary="Read a node",
+        tag="nodes",
+        params=(_NODE,),
+        replies={200: json_reply("The node and its assignments.", NodeDetail)},
+    ),
+    ("POST", "/v1/nodes/{node}/drain"): RouteDoc(
+        summary="Drain a node",
+        tag="nodes",
+        description="A drained node's jobs stop and it gets no new ones; `enable: false` ends it.",
+        params=(_NODE,),
+        body=DrainRequest,
+        body_required=False,
+        replies={200: json_reply("The node.", Node)},
+    ),
+    ("POST", "/v1/nodes/{node}/eligibility"): RouteDoc(
+        summary="Set a node's eligibility",
+        tag="nodes",
+        description="An ineligible node keeps what it runs but gets no new version.",
+        params=(_NODE,),
+        body=EligibilityRequest,
+        replies={200: json_reply("The node.", Node)},
+    ),
+    # --- agent --------------------------------------------------------------------------
+    ("POST", "/v1/agent/register"): RouteDoc(
+        summary="Register a node",
+        tag="agent",
+        auth=Auth.JOIN,
+        description="Authenticated by the join token in the body (no header). The node token "
+        "in the answer is shown only once.",
+        body=RegisterRequest,
+        replies={201: json_reply("Registered.", RegisterResponse)},
+        errors=(401, 409),
+    ),
+    ("GET", "/v1/agent/assignments"): RouteDoc(
+        summary="The node's assignments (blocking query)",
+        tag="agent",
+        auth=Auth.NODE,
+        description="The node's complete desired state: a job not listed must not run. With "
+        "`?index=N` the answer waits until the node's assignment index is above `N`.",
+        params=(_INDEX, _WAIT),
+        replies={200: json_reply("The assignments.", AssignmentsResponse, _INDEX_HEADER)},
+    ),
+    ("POST", "/v1/agent/report"): RouteDoc(
+        summary="Heartbeat and execution report",
+        tag="agent",
+        auth=Auth.NODE,
+        description="A `seq` not above the last accepted one is ignored (`accepted: false`).",
+        body=ReportRequest,
+        replies={200: json_reply("Recorded (or ignored as a replay).", ReportResponse)},
+    ),
+}
