@@ -39,6 +39,8 @@ ENV_VARS: Mapping[str, str] = {
     "FLEETWAVE_LOG_LEVEL": "log_level",
     "FLEETWAVE_LOG_MAX_BYTES": "log_max_bytes",
     "FLEETWAVE_POLL_WAIT": "poll_wait",
+    "FLEETWAVE_ARTIFACT_KEEP": "artifact_keep",
+    "FLEETWAVE_ARTIFACT_MAX_BYTES": "artifact_max_bytes",
 }
 """Environment variable -> option; the first one set wins when two name the same option."""
 
@@ -62,6 +64,10 @@ class AgentSettings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     poll_wait: Duration = parse_duration("30s")
+    artifact_keep: int = Field(default=3, ge=1)
+    """Versions whose artifacts stay on disk per job (the most recently used ones)."""
+    artifact_max_bytes: int = Field(default=1 << 30, ge=1)
+    """Largest artifact download; an archive may unpack to 8 times this."""
 
     @classmethod
     def settings_customise_sources(

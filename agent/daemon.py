@@ -12,6 +12,7 @@ import aiohttp
 import structlog
 from aiohttp import web
 
+from agent.artifacts import ArtifactStore
 from agent.backoff import BackoffPolicy
 from agent.client import CoordinatorClient
 from agent.config import AgentSettings
@@ -126,6 +127,12 @@ class Agent:
             clock=self.clock,
             http=self._http,
             on_change=self._on_execution_change,
+            artifacts=ArtifactStore(
+                self.data_dir.artifacts,
+                self._http,
+                keep=settings.artifact_keep,
+                max_bytes=settings.artifact_max_bytes,
+            ),
         )
         sync = SyncLoop(
             session=session,

@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 import aiohttp
 import structlog
 
+from agent.artifacts import ArtifactStore
 from agent.executions import TERMINAL_STATES, ExecutionRecord, ExecutionStore
 from agent.paths import DataDir
 from agent.reconcile import (
@@ -39,6 +40,7 @@ class ExecutionManager:
         clock: Clock,
         http: aiohttp.ClientSession,
         on_change: Callable[[], None] = lambda: None,
+        artifacts: ArtifactStore | None = None,
     ) -> None:
         self._runtimes = dict(runtimes)
         self._data_dir = data_dir
@@ -46,6 +48,7 @@ class ExecutionManager:
         self._clock = clock
         self._http = http
         self._on_change = on_change
+        self._artifacts = artifacts or ArtifactStore(data_dir.artifacts, http)
         self.supervisors: dict[str, Supervisor] = {}
         self.finished: dict[str, ExecutionRecord] = {}
 
@@ -130,6 +133,7 @@ class ExecutionManager:
             clock=self._clock,
             http=self._http,
             on_change=self._changed,
+            artifacts=self._artifacts,
         )
         self.finished.pop(assignment.job, None)
         self.supervisors[assignment.job] = supervisor

@@ -18,6 +18,11 @@ class DataDir:
     def executions(self) -> Path:
         return self.root / "executions"
 
+    @property
+    def artifacts(self) -> Path:
+        """``artifacts/<job>/<version>/``: verified artifacts of recent versions."""
+        return self.root / "artifacts"
+
     def job_dir(self, job: str) -> Path:
         """The default working directory of ``job``."""
         return self.root / "jobs" / job
@@ -32,5 +37,5 @@ class DataDir:
     def ensure(self) -> None:
         """Create the directories the agent writes to, private to the agent's user."""
         ensure_private_dir(self.root)
-        for sub in ("executions", "jobs", "logs"):
+        for sub in ("executions", "jobs", "logs", "artifacts"):
             ensure_private_dir(self.root / sub)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import pwd
+import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -13,6 +14,8 @@ from pathlib import Path
 import aiohttp
 import structlog
 
+from agent.artifacts import ArtifactError, ArtifactStore
+from agent.backoff import BackoffPolicy, backoff_delay
 from agent.errors import LaunchError
 from agent.executions import ExecutionRecord
 from agent.health import HealthState, HealthVerdict
@@ -31,6 +34,11 @@ log = structlog.get_logger("agent.supervisor")
 _RUNNING_STATES = frozenset(
     {ExecutionState.STARTING, ExecutionState.HEALTHY, ExecutionState.UNHEALTHY}
 )
+ARTIFACT_ATTEMPTS = 5
+"""Downloads of a version's artifacts before a transient failure fails the execution."""
+ARTIFACT_BACKOFF = BackoffPolicy(base=1.0, cap=30.0)
+VERSION_DIR_ENV = "FLEETWAVE_VERSION_DIR"
+
 _FINAL_STATES = {
     RestartAction.GIVE_UP: ExecutionState.FAILED,
     RestartAction.COMPLETE: ExecutionState.COMPLETED,
@@ -55,8 +63,14 @@ class Prepared:
     checks: list[HealthCheck]
 
 
-def prepare(assignment: Assignment, node: NodeInfo, data_dir: DataDir) -> Prepared:
-    """Interpolate command, env and check targets; raise InterpolationError on a bad one."""
+def prepare(
+    assignment: Assignment, node: NodeInfo, data_dir: DataDir, version_dir: Path | None = None
+) -> Prepared:
+    """Interpolate command, env and check targets; raise InterpolationError on a bad one.
+
+    With artifacts, ``version_dir`` holds them: it is the default working directory and
+    ``$FLEETWAVE_VERSION_DIR`` names it.
+    """
     spec = assignment.spec
     variables = node_variables(
         node_id=node.node_id,
@@ -68,6 +82,8 @@ def prepare(assignment: Assignment, node: NodeInfo, data_dir: DataDir) -> Prepar
     task = spec.task
     command = [interpolate(arg, variables) for arg in task.command]
     job_env = {key: interpolate(value, variables) for key, value in task.env.items()}
+    if version_dir is not None:
+        job_env[VERSION_DIR_ENV] = str(version_dir)
     checks: list[HealthCheck] = []
     for check in spec.health.checks:
         if isinstance(check, HttpCheck):
@@ -79,7 +95,7 @@ def prepare(assignment: Assignment, node: NodeInfo, data_dir: DataDir) -> Prepar
             argv = [interpolate(arg, variables) for arg in check.command]
             checks.append(check.model_copy(update={"command": argv}))
     logs = data_dir.log_dir(assignment.job)
-    working_dir = data_dir.job_dir(assignment.job)
+    working_dir = version_dir or data_dir.job_dir(assignment.job)
     launch = LaunchSpec(
         job=assignment.job,
         version=assignment.version,
@@ -106,6 +122,8 @@ class Supervisor:
         clock: Clock,
         http: aiohttp.ClientSession,
         on_change: Callable[[Supervisor], None],
+        artifacts: ArtifactStore | None = None,
+        rand: Callable[[], float] = random.random,
     ) -> None:
         self.assignment = assignment
         self.job = assignment.job
@@ -121,6 +139,8 @@ class Supervisor:
         self._clock = clock
         self._http = http
         self._on_change = on_change
+        self._artifacts = artifacts
+        self._rand = rand
         self._handle: ProcessHandle | None = None
         self._task: asyncio.Task[None] | None = None
         self._log = log.bind(job=self.job, version=assignment.version)
@@ -166,8 +186,13 @@ class Supervisor:
             driver = self.assignment.spec.task.driver
             self._set(ExecutionState.FAILED, f"{driver} driver not available yet")
             return False
+        version_dir: Path | None = None
+        if self.assignment.spec.task.artifacts:
+            version_dir = await self._fetch_artifacts()
+            if version_dir is None:
+                return False
         try:
-            prepared = prepare(self.assignment, self._node, self._data_dir)
+            prepared = prepare(self.assignment, self._node, self._data_dir, version_dir)
             self._ensure_working_dir(prepared.launch)
             handle = await self._runtime.start(prepared.launch)
         except (InterpolationError, LaunchError) as exc:
@@ -201,6 +226,45 @@ class Supervisor:
         self._set(ExecutionState.RESTARTING, decision.message)
         await self._clock.sleep(decision.delay)
         return True
+
+    async def _fetch_artifacts(self) -> Path | None:
+        """The version dir with verified artifacts, or None once the execution has failed.
+
+        A cached version needs no network. Transient failures (network, 5xx, a cut
+        transfer) are retried with backoff up to ARTIFACT_ATTEMPTS times, but not past the
+        rollout's healthy_deadline, by when the coordinator fails the node anyway. A
+        checksum mismatch, a 4xx or an unsafe archive fails at once: the same bytes again
+        cannot help.
+        """
+        store = self._artifacts
+        spec = self.assignment.spec
+        if store is None:
+            self._set(ExecutionState.FAILED, "artifacts are not supported by this agent")
+            return None
+        job, version = self.job, self.assignment.version
+        budget = spec.rollout.healthy_deadline.total_seconds()
+        started = self._clock.monotonic()
+        attempt = 0
+        while True:
+            if not store.is_installed(job, version, spec.task.artifacts):
+                self._set(ExecutionState.PENDING, "fetching artifacts")
+            try:
+                return await store.ensure(job, version, spec.task.artifacts)
+            except ArtifactError as exc:
+                error = exc
+            except OSError as exc:
+                error = ArtifactError(f"artifact install failed: {exc}", transient=False)
+            delay = backoff_delay(attempt, ARTIFACT_BACKOFF, self._rand)
+            attempt += 1
+            elapsed = self._clock.monotonic() - started
+            if not error.transient or attempt >= ARTIFACT_ATTEMPTS or elapsed + delay > budget:
+                self._log.warning("artifacts_failed", error=error.message, attempts=attempt)
+                self._set(ExecutionState.FAILED, error.message)
+                return None
+            self._log.info("artifacts_retry", error=error.message, retry_in=round(delay, 3))
+            message = f"{error.message} (attempt {attempt}; retrying in {delay:.0f}s)"
+            self._set(ExecutionState.PENDING, message)
+            await self._clock.sleep(delay)
 
     async def stop(self) -> None:
         """Stop the process (SIGTERM, SIGKILL after kill_timeout); the state becomes STOPPED."""
