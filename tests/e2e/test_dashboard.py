@@ -1,0 +1,190 @@
+"""The dashboard in headless Chromium against a real coordinator and real agents.
+
+Uses Debian's ``chromium`` through Playwright (no browser download). Screenshots go to
+``$FLEETWAVE_TEST_ARTIFACTS`` (default ``<repo>/.artifacts/``) for a human to look at.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from coordinator.demo.fleet import ADMIN_TOKEN, LocalFleet, free_port
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+REPO = Path(__file__).resolve().parents[2]
+UI_TIMEOUT_MS = 60_000
+
+if not CHROMIUM.exists():
+    pytest.skip(
+        "needs Chromium at /usr/bin/chromium: install the Debian package `chromium`",
+        allow_module_level=True,
+    )
+
+sync_api = pytest.importorskip("playwright.sync_api")
+expect = sync_api.expect
+
+
+def artifacts_dir() -> Path:
+    path = Path(os.environ.get("FLEETWAVE_TEST_ARTIFACTS") or REPO / ".artifacts")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def job_spec(greeting: str, **rollout: Any) -> dict[str, Any]:
+    """The demo HTTP service with a health check; a canary, then waves spread by zone."""
+    return {
+        "name": "web",
+        "task": {
+            "command": [
+                sys.executable,
+                "-m",
+                "coordinator.demo.service",
+                "--port",
+                "${node.label.port}",
+                "--version",
+                "${job.version}",
+            ],
+            "env": {"GREETING": greeting},
+            "kill_timeout": "3s",
+        },
+        "health": {
+            "checks": [
+                {
+                    "type": "http",
+                    "url": "http://127.0.0.1:${node.label.port}/",
+                    "interval": "200ms",
+                    "timeout": "1s",
+                    "failure_threshold": 2,
+                }
+            ]
+        },
+        "rollout": {
+            "canary": 1,
+            "waves": 2,
+            "spread_by": "zone",
+            "min_healthy_time": "500ms",
+            "healthy_deadline": "15s",
+            "progress_deadline": "1m",
+            **rollout,
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFleet]:
+    """A coordinator and five agents over three zones, running v1 of ``web``."""
+    fleet = LocalFleet(tmp_path_factory.mktemp("dashboard"), heartbeat_interval="1s")
+    try:
+        fleet.start_coordinator()
+        for i in range(1, 6):
+            fleet.start_agent(f"node-{i}", {"port": str(free_port()), "zone": f"zone-{i % 3}"})
+        fleet.wait_nodes_ready(5)
+        fleet.api.request("PUT", "/v1/jobs/web", job_spec("v1"))
+        fleet.wait_state("web", "running", timeout=60)
+        yield fleet
+    finally:
+        fleet.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(UI_TIMEOUT_MS)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        yield page
+    finally:
+        context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+def test_sign_in_refuses_a_wrong_token_then_lists_jobs(fleet: LocalFleet, page: Any) -> None:
+    """The sign-in form names a 401 for a wrong token and shows the job list for the right one."""
+    page.goto(f"{fleet.url}/ui")
+    page.get_by_label("Admin token").fill("fwa_not-the-token")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("alert")).to_contain_text("refused the token (401)")
+    page.get_by_label("Admin token").fill(ADMIN_TOKEN)
+    page.get_by_role("button", name="Sign in").click()
+    row = page.locator('tr[data-job="web"]')
+    expect(row).to_contain_text("Running")
+    expect(row).to_contain_text("v1")
+    page.screenshot(path=str(artifacts_dir() / "dashboard-jobs.png"), full_page=True)
+
+
+def test_nodes_page_lists_every_node(fleet: LocalFleet, page: Any) -> None:
+    """The node list shows every registered node with its status and labels."""
+    page.goto(f"{fleet.url}/ui/#token={ADMIN_TOKEN}")
+    page.get_by_role("link", name="Nodes").click()
+    expect(page.locator("tr[data-node]")).to_have_count(5)
+    expect(page.locator('tr[data-node="node-1"]')).to_contain_text("Ready")
+    expect(page.locator('tr[data-node="node-1"]')).to_contain_text("zone=zone-1")
+    page.screenshot(path=str(artifacts_dir() / "dashboard-nodes.png"), full_page=True)
+
+
+def test_promote_moves_a_gated_rollout_on_live(fleet: LocalFleet, page: Any) -> None:
+    """A v2 rollout shows up live at its canary gate; Promote (confirmed) moves it on to running."""
+    page.goto(f"{fleet.url}/ui/#token={ADMIN_TOKEN}")
+    expect(page).not_to_have_url(f"{fleet.url}/ui/#token={ADMIN_TOKEN}")  # the token is dropped
+    page.locator('a.job-link:text-is("web")').click()
+    expect(page.locator("#job-state")).to_have_text("Running")
+    expect(page.locator("#conn-text")).to_have_text("Live")
+    page.evaluate("window.__sameDocument = true")
+
+    fleet.api.request("PUT", "/v1/jobs/web", job_spec("v2", auto_promote=False))
+    canary = page.locator('[data-phase="canary"]')
+    expect(canary.locator(".phase-head .badge")).to_have_text("Waiting for promotion")
+    expect(page.locator("#job-state")).to_have_text("Paused")
+    expect(canary.locator(".tile")).to_have_count(1)
+    expect(canary.locator(".tile")).to_contain_text("v2")
+    expect(canary.locator(".tile")).to_contain_text("healthy")
+    expect(page.locator('[data-phase="wave-1"] .phase-head .badge')).to_have_text("Pending")
+    page.screenshot(path=str(artifacts_dir() / "dashboard-canary-gate.png"), full_page=True)
+
+    page.get_by_role("button", name="Promote the rollout of web").click()
+    dialog = page.get_by_role("dialog")
+    expect(dialog).to_contain_text("Promote the rollout of web?")
+    expect(dialog).to_contain_text("wave 1")
+    page.screenshot(path=str(artifacts_dir() / "dashboard-confirm.png"))
+    dialog.get_by_role("button", name="Promote").click()
+
+    expect(canary.locator(".phase-head .badge")).to_have_text("Passed")
+    expect(page.locator("#job-state")).to_have_text("Running")
+    expect(page.locator(".tile")).to_have_count(5)
+    expect(page.locator('.tile[data-result="updated"]')).to_have_count(5)
+    expect(page.locator(".overview")).to_contain_text("5 of 5 updated")
+    assert page.evaluate("window.__sameDocument") is True  # updated without a reload
+    page.screenshot(path=str(artifacts_dir() / "dashboard-rollout.png"), full_page=True)
+    assert fleet.status("web")["rollout"]["canary_promoted"] is True
