@@ -20,7 +20,14 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from agent.artifacts import MANIFEST, ArtifactError, ArtifactStore
-from shared.spec import Artifact
+from agent.paths import DataDir
+from agent.runtime.exec import ExecRuntime
+from agent.supervisor import NodeInfo, Supervisor
+from shared.clock import Clock, FakeClock, SystemClock
+from shared.protocol import ExecutionState
+from shared.spec import Artifact, JobSpec
+from tests.agent.factories import PYTHON, assignment, job_spec
+from tests.helpers import eventually
 
 
 @dataclass
@@ -358,3 +365,82 @@ class TestArchives:
         assert leftovers(store, "web") == []
         assert files_below(tmp_path) == []
         assert files_below(Path("/tmp"), "fleetwave-test-evil*") == []
+
+
+class TestExecution:
+    """A Supervisor with the real exec runtime; FakeClock only paces the retry backoff."""
+
+    def supervisor(
+        self, tmp_path: Path, http: aiohttp.ClientSession, spec: JobSpec, clock: Clock
+    ) -> Supervisor:
+        data_dir = DataDir(tmp_path / "data")
+        data_dir.ensure()
+        sup = Supervisor(
+            assignment(spec),
+            node=NodeInfo(node_id="n-1", name="node-1"),
+            runtime=ExecRuntime(clock),
+            data_dir=data_dir,
+            clock=clock,
+            http=http,
+            on_change=lambda s: None,
+            artifacts=ArtifactStore(data_dir.artifacts, http),
+            rand=lambda: 1.0,
+        )
+        sup.start()
+        return sup
+
+    async def test_runs_in_the_version_dir(
+        self, files: FileServer, tmp_path: Path, http: aiohttp.ClientSession
+    ) -> None:
+        """The workload starts in its version dir with FLEETWAVE_VERSION_DIR naming it."""
+        out = tmp_path / "seen.txt"
+        script = (
+            "import os, pathlib, time\n"
+            f"pathlib.Path({str(out)!r}).write_text("
+            "os.environ['FLEETWAVE_VERSION_DIR'] + '|' + os.getcwd())\n"
+            "time.sleep(60)\n"
+        )
+        artifact = files.add("app.py", script.encode())
+        spec = job_spec(
+            command=[PYTHON, "app.py"],
+            task={"artifacts": [artifact.model_dump()], "kill_timeout": "2s"},
+        )
+        sup = self.supervisor(tmp_path, http, spec, SystemClock())
+        try:
+            await eventually(out.exists)
+            version_dir = tmp_path / "data" / "artifacts" / "web" / "1"
+            assert out.read_text() == f"{version_dir}|{version_dir}"
+            assert sup.state is ExecutionState.HEALTHY
+        finally:
+            await sup.stop()
+
+    async def test_sha_mismatch_fails_without_starting(
+        self, files: FileServer, tmp_path: Path, http: aiohttp.ClientSession
+    ) -> None:
+        """A checksum mismatch fails the execution at once with the reason, nothing started."""
+        files.files["app.py"] = b"print('tampered')"
+        artifact = {"url": files.url("/files/app.py"), "sha256": sha(b"print('original')")}
+        spec = job_spec(command=[PYTHON, "app.py"], task={"artifacts": [artifact]})
+        sup = self.supervisor(tmp_path, http, spec, FakeClock())
+        await eventually(lambda: sup.state is ExecutionState.FAILED)
+        assert sup.message.startswith(f"artifact {artifact['url']} sha256 mismatch (expected ")
+        assert sup.report().pid is None
+        assert files.hits["/files/app.py"] == 1
+
+    async def test_transient_failures_are_retried_then_fail(
+        self, files: FileServer, tmp_path: Path, http: aiohttp.ClientSession
+    ) -> None:
+        """A 503 is retried with backoff (PENDING, reason shown), then fails after 5 tries."""
+        clock = FakeClock()
+        artifact = {"url": files.url("/fail"), "sha256": "0" * 64}
+        spec = job_spec(command=[PYTHON, "app.py"], task={"artifacts": [artifact]})
+        sup = self.supervisor(tmp_path, http, spec, clock)
+        for attempt in range(1, 5):
+            await eventually(lambda: files.hits.get("/fail", 0) == attempt)  # noqa: B023
+            await eventually(lambda: f"attempt {attempt};" in sup.message)  # noqa: B023
+            assert sup.state is ExecutionState.PENDING
+            assert sup.message.startswith("artifact download failed: ")
+            clock.advance(30)
+        await eventually(lambda: sup.state is ExecutionState.FAILED)
+        assert files.hits["/fail"] == 5
+        assert "HTTP 503" in sup.message
