@@ -24,7 +24,10 @@ def parse_duration(text: str) -> timedelta:
             " e.g. '500ms', '10s', '1h30m'"
         )
     seconds = sum(float(num) * _UNITS[unit] for num, unit in _PART.findall(cleaned))
-    return timedelta(seconds=seconds)
+    try:
+        return timedelta(seconds=seconds)
+    except OverflowError:  # past timedelta's range (~2.7 million years): bad input, not a crash
+        raise ValueError(f"duration {text!r} is too long") from None
 
 
 def format_duration(value: timedelta) -> str:

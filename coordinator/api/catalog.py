@@ -128,7 +128,8 @@ ROUTE_DOCS: dict[RouteKey, RouteDoc] = {
         summary="Prometheus metrics",
         tag="system",
         auth=Auth.OPEN,
-        description='Gauges `fleetwave_jobs{state="..."}` and `fleetwave_nodes{status="..."}`.',
+        description="Jobs and nodes by state, per-job rollout progress, HTTP latency by route "
+        "template, engine timings; every metric is listed in `docs/metrics.md`.",
         replies={
             200: Reply(
                 "Prometheus text exposition format.",
