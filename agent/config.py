@@ -41,6 +41,7 @@ ENV_VARS: Mapping[str, str] = {
     "FLEETWAVE_POLL_WAIT": "poll_wait",
     "FLEETWAVE_ARTIFACT_KEEP": "artifact_keep",
     "FLEETWAVE_ARTIFACT_MAX_BYTES": "artifact_max_bytes",
+    "FLEETWAVE_ON_STOP": "on_stop",
 }
 """Environment variable -> option; the first one set wins when two name the same option."""
 
@@ -68,6 +69,8 @@ class AgentSettings(BaseSettings):
     """Versions whose artifacts stay on disk per job (the most recently used ones)."""
     artifact_max_bytes: int = Field(default=1 << 30, ge=1)
     """Largest artifact download; an archive may unpack to 8 times this."""
+    on_stop: Literal["stop-workloads", "keep-workloads"] = "stop-workloads"
+    """On SIGTERM: stop every workload, or leave them running for the next agent to adopt."""
 
     @classmethod
     def settings_customise_sources(

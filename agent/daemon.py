@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections import Counter
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -29,10 +30,14 @@ from agent.runtime import Runtime
 from agent.runtime.exec import ExecRuntime
 from agent.session import NodeSession
 from agent.sync import SyncLoop
+from agent.waiting import sleep_or_event
 from shared.clock import Clock, SystemClock
 from shared.spec import Driver
 
 log = structlog.get_logger("agent.daemon")
+
+STATUS_INTERVAL = 2.0
+"""Seconds between checks for a changed systemd STATUS= line (and the longest watchdog tick)."""
 
 
 @dataclass(frozen=True)
@@ -166,10 +171,9 @@ class Agent:
         self._spawn("sync", sync.run())
         self._spawn("report", reporter.run())
         self._spawn("log_rotation", rotator.run())
-        if self._notifier.watchdog_interval:
-            self._spawn("watchdog", self._watchdog(self._notifier.watchdog_interval))
+        if self._notifier.enabled:
+            self._spawn("systemd_notify", self._systemd_notify())
         self._ready = True
-        self._notifier.notify("READY=1")
         log.info(
             "agent_started",
             name=settings.name,
@@ -184,7 +188,9 @@ class Agent:
         With ``stop_workloads=False`` the workloads keep running and their records stay in
         ``executions/``; the next start finds them by pid and start time.
         """
-        self._notifier.notify("STOPPING=1")
+        self._notifier.stopping(
+            "stopping workloads" if stop_workloads else "stopping; workloads keep running"
+        )
         log.info("agent_stopping", stop_workloads=stop_workloads)
         for task in self._tasks:
             task.cancel()
@@ -272,14 +278,53 @@ class Agent:
         log.error("agent_loop_ended", loop=task.get_name(), error=repr(task.exception()))
         self.failed.set()
 
-    async def _watchdog(self, interval: float) -> None:
+    async def _systemd_notify(self) -> None:
+        """READY=1 once the first sync was attempted; WATCHDOG=1 and STATUS= changes after.
+
+        It runs on the event loop, so a blocked loop stops the pings and systemd's watchdog
+        restarts the agent.
+        """
+        interval = self._notifier.watchdog_interval
+        tick = min(interval, STATUS_INTERVAL) if interval else STATUS_INTERVAL
+        ready = False
+        status = ""
         while True:
-            self._notifier.notify("WATCHDOG=1")
-            await self.clock.sleep(interval)
+            if interval:
+                self._notifier.watchdog()
+            if not ready and self.sync.attempted.is_set():
+                ready = True
+                status = self.status_line()
+                self._notifier.ready(status)
+            elif ready and (line := self.status_line()) != status:
+                status = line
+                self._notifier.status(status)
+            if ready:
+                await self.clock.sleep(tick)
+            else:
+                await sleep_or_event(self.clock, tick, self.sync.attempted)
+
+    def status_line(self) -> str:
+        """One line for ``systemctl status``: identity, sync health and executions."""
+        identity = self.session.identity
+        who = f"node {identity.node_id}" if identity else "not registered"
+        sync = (
+            f"sync failing ({self.sync.failures} attempts in a row)"
+            if self.sync.failures
+            else f"synced at index {self.session.index}"
+        )
+        counts = Counter(str(report.state) for report in self.manager.reports())
+        jobs = ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "no jobs"
+        return f"{who}; {sync}; {jobs}"
 
 
-async def run_until_stopped(agent: Agent, stop: asyncio.Event) -> None:
-    """Run ``agent`` until ``stop`` is set (a signal) or one of its loops died."""
+async def run_until_stopped(
+    agent: Agent, stop: asyncio.Event, *, stop_workloads: bool = True
+) -> bool:
+    """Run ``agent`` until ``stop`` is set (a signal) or one of its loops died.
+
+    Returns False when a loop died (``main`` then exits non-zero, so systemd restarts it).
+    ``stop_workloads`` is passed on to :meth:`Agent.shutdown`.
+    """
     await agent.start()
     try:
         stopped = asyncio.ensure_future(stop.wait())
@@ -291,4 +336,5 @@ async def run_until_stopped(agent: Agent, stop: asyncio.Event) -> None:
                 waiter.cancel()
             await asyncio.wait([stopped, failed])
     finally:
-        await agent.shutdown()
+        await agent.shutdown(stop_workloads=stop_workloads)
+    return not agent.failed.is_set()

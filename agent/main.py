@@ -15,6 +15,7 @@ from agent.config import AgentSettings, load_settings, resolve_join_token
 from agent.daemon import Agent, run_until_stopped
 from agent.errors import ConfigError
 from agent.identity import IdentityStore
+from agent.notify import SystemdNotifier, unset_systemd_environment
 from shared.logsetup import configure_logging
 
 log = structlog.get_logger("agent.main")
@@ -90,11 +91,11 @@ def cli(**flags: Any) -> None:
     )
     configure_logging(json=json_logs, level=settings.log_level)
     try:
-        asyncio.run(serve(settings, join_token))
+        clean = asyncio.run(serve(settings, join_token))
     except OSError as exc:
         log.error("agent_start_failed", error=str(exc))
         sys.exit(1)
-    sys.exit(0)
+    sys.exit(0 if clean else 1)
 
 
 def check_can_register(settings: AgentSettings, join_token: str) -> None:
@@ -106,13 +107,20 @@ def check_can_register(settings: AgentSettings, join_token: str) -> None:
         )
 
 
-async def serve(settings: AgentSettings, join_token: str) -> None:
-    """Run the agent until SIGTERM or SIGINT; the handlers only set an event."""
+async def serve(settings: AgentSettings, join_token: str) -> bool:
+    """Run the agent until SIGTERM or SIGINT; the handlers only set an event.
+
+    Returns False when the agent stopped because one of its loops died.
+    """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await run_until_stopped(Agent(settings, join_token=join_token), stop)
+    # The notifier keeps systemd's variables; workloads and checks must never see them.
+    notifier = SystemdNotifier()
+    unset_systemd_environment()
+    agent = Agent(settings, join_token=join_token, notifier=notifier)
+    return await run_until_stopped(agent, stop, stop_workloads=settings.on_stop == "stop-workloads")
 
 
 def main() -> None:

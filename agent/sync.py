@@ -44,6 +44,8 @@ class SyncLoop:
         self.failures = 0
         self.synced = asyncio.Event()
         """Set once the first assignments have been applied."""
+        self.attempted = asyncio.Event()
+        """Set once the first poll was answered or failed (systemd readiness waits for it)."""
 
     async def run(self) -> None:
         while True:
@@ -65,6 +67,7 @@ class SyncLoop:
             await self._failed("sync_step_crashed", exc)
             return
         self.failures = 0
+        self.attempted.set()
 
     async def apply(self, response: AssignmentsResponse) -> None:
         """Record the index and reconcile local executions to the complete desired state."""
@@ -84,8 +87,11 @@ class SyncLoop:
         session = self._session
         identity = await session.ensure_identity()
         session.repoll.clear()
+        # The first poll does not block, so a starting agent reconciles (and reports ready)
+        # at once even when the node's assignments have not changed.
+        wait = self._poll_wait if self.attempted.is_set() else 0.0
         poll = asyncio.ensure_future(
-            self._client.assignments(identity.node_token, session.index, self._poll_wait)
+            self._client.assignments(identity.node_token, session.index, wait)
         )
         repoll = asyncio.ensure_future(session.repoll.wait())
         try:
@@ -106,5 +112,6 @@ class SyncLoop:
     async def _failed(self, event: str, exc: Exception) -> None:
         delay = backoff_delay(self.failures, self._backoff, self._rand)
         self.failures += 1
+        self.attempted.set()
         log.warning(event, error=str(exc), retry_in=round(delay, 3), failures=self.failures)
         await sleep_or_event(self._clock, delay, self._session.repoll)
