@@ -36,6 +36,9 @@ from shared.spec import Driver
 
 log = structlog.get_logger("agent.daemon")
 
+READY_CONTACT_INTERVALS = 3
+"""/readyz needs a coordinator answer within this many heartbeat intervals."""
+
 STATUS_INTERVAL = 2.0
 """Seconds between checks for a changed systemd STATUS= line (and the longest watchdog tick)."""
 
@@ -225,6 +228,14 @@ class Agent:
             report_failures=self.reporter.failures,
             executions=self.manager.reports(),
         )
+
+    def connected_recently(self) -> bool:
+        """Whether a coordinator answered within READY_CONTACT_INTERVALS heartbeats."""
+        if self._parts is None:
+            return False
+        session = self._parts.session
+        window = READY_CONTACT_INTERVALS * session.heartbeat_interval
+        return session.connected_within(self.clock.monotonic(), window)
 
     def _on_execution_change(self) -> None:
         if self._parts is not None:

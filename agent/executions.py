@@ -9,7 +9,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agent.fsutil import atomic_write
-from shared.protocol import ExecutionReport, ExecutionState
+from shared.protocol import Assignment, ExecutionReport, ExecutionState
 
 log = structlog.get_logger("agent.executions")
 
@@ -33,6 +33,10 @@ class ExecutionRecord(BaseModel):
     start_time: float | None = Field(default=None, description="process start, epoch seconds")
     driver: str = "exec"
     kill_timeout: float = 10.0
+    unit: str | None = Field(default=None, description="the systemd unit, for that driver")
+    assignment: Assignment | None = Field(
+        default=None, description="what is running, so a restarted agent can supervise it"
+    )
 
     def report(self) -> ExecutionReport:
         """The record as the coordinator sees it."""

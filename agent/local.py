@@ -29,6 +29,10 @@ class AgentSnapshot:
 class SnapshotSource(Protocol):
     def snapshot(self) -> AgentSnapshot: ...
 
+    def connected_recently(self) -> bool:
+        """Whether a coordinator answered within the last few heartbeat intervals."""
+        ...
+
 
 SOURCE_KEY = web.AppKey("snapshot_source", SnapshotSource)
 
@@ -80,14 +84,23 @@ async def handle_healthz(request: web.Request) -> web.Response:
 
 
 async def handle_readyz(request: web.Request) -> web.Response:
-    snap = request.app[SOURCE_KEY].snapshot()
+    """Ready: state loaded and a coordinator answered recently (within 3 heartbeats).
+
+    An agent that lost its coordinators keeps running its workloads, but is not ready:
+    it cannot take new assignments. /healthz stays 200 (the process is alive).
+    """
+    source = request.app[SOURCE_KEY]
+    snap = source.snapshot()
+    connected = snap.ready and source.connected_recently()
     body = {
-        "ready": snap.ready,
+        "ready": snap.ready and connected,
+        "loaded": snap.ready,
+        "connected": connected,
         "registered": snap.registered,
         "synced": snap.synced,
         "node_id": snap.node_id,
     }
-    return web.json_response(body, status=200 if snap.ready else 503)
+    return web.json_response(body, status=200 if body["ready"] else 503)
 
 
 async def handle_metrics(request: web.Request) -> web.Response:

@@ -19,13 +19,16 @@ from agent.reconcile import (
     StartJob,
     StopJob,
 )
-from agent.runtime import Runtime
+from agent.runtime import Discovered, ProcessHandle, Runtime
 from agent.supervisor import NodeInfo, Supervisor
 from shared.clock import Clock
 from shared.protocol import Assignment, ExecutionReport
 from shared.spec import Driver
 
 log = structlog.get_logger("agent.manager")
+
+STOP_TIMEOUT = 10.0
+"""Seconds a duplicate or unwanted leftover workload gets between SIGTERM and SIGKILL."""
 
 
 class ExecutionManager:
@@ -51,6 +54,8 @@ class ExecutionManager:
         self._artifacts = artifacts or ArtifactStore(data_dir.artifacts, http)
         self.supervisors: dict[str, Supervisor] = {}
         self.finished: dict[str, ExecutionRecord] = {}
+        self.unclaimed: dict[str, Discovered] = {}
+        """Live workloads found without a usable record, until the first sync settles them."""
 
     def current(self) -> dict[str, CurrentExecution]:
         """Every job this node runs or remembers, as reconcile sees it."""
@@ -68,19 +73,103 @@ class ExecutionManager:
         reports.update({job: sup.report() for job, sup in self.supervisors.items()})
         return [reports[job] for job in sorted(reports)]
 
-    async def restore(self) -> None:
-        """Load records left by a previous agent run.
+    async def restore(self, node: NodeInfo) -> None:
+        """Take over what a previous agent run left: adopt live workloads, remember results.
 
-        Finished executions (failed, completed) are remembered so they are not run again
-        for the same version. Processes that were still running are stopped: adopting
-        them instead is the seam for keeping workloads across agent restarts.
+        Each job ends up with at most one live workload: the one its record names (same pid
+        and start time, or the same unit), else one found by the marker its runtime left on
+        it; any other copy is stopped. A record whose workload is gone is dropped, so the
+        next sync starts that job exactly once. A workload found without a usable record
+        waits for the first sync: kept if it is what the coordinator assigns, else stopped.
         """
-        for record in self._store.load_all():
-            if record.state in TERMINAL_STATES:
-                self.finished[record.job] = record
+        records = {record.job: record for record in self._store.load_all()}
+        found = await self._discover()
+        for job in sorted(records.keys() | found.keys()):
+            record = records.get(job)
+            live = found.get(job, [])
+            if record is not None and record.state in TERMINAL_STATES:
+                self.finished[job] = record
+                await self._stop_copies(live, keep=None)
                 continue
-            await self._stop_orphan(record)
-            self._store.delete(record.job)
+            picked = await self._pick(record, live)
+            await self._stop_copies(live, keep=picked.handle if picked else None)
+            if picked is None:
+                if record is not None:
+                    log.info("workload_gone", job=job, version=record.version, pid=record.pid)
+                    self._store.delete(job)
+                continue
+            same = record is not None and (record.version, record.generation) == (
+                picked.version,
+                picked.generation,
+            )
+            if same and record is not None and record.assignment is not None:
+                log.info("workload_adopted", job=job, version=picked.version, pid=picked.handle.pid)
+                self._supervise(record.assignment, node, adopted=picked.handle, restored=record)
+            else:
+                log.info(
+                    "workload_found_without_record",
+                    job=job,
+                    version=picked.version,
+                    pid=picked.handle.pid,
+                )
+                self.unclaimed[job] = picked
+                if record is not None:
+                    self._store.delete(job)
+
+    async def claim(self, desired: Sequence[Assignment], node: NodeInfo) -> None:
+        """Settle workloads found without a record against the coordinator's assignments:
+        one that runs exactly the assigned version and generation is supervised from now on,
+        any other is stopped (reconcile then starts the assigned one)."""
+        wanted = {assignment.job: assignment for assignment in desired}
+        for job, found in list(self.unclaimed.items()):
+            del self.unclaimed[job]
+            assignment = wanted.get(job)
+            if assignment is not None and (assignment.version, assignment.generation) == (
+                found.version,
+                found.generation,
+            ):
+                log.info("workload_adopted", job=job, version=found.version, pid=found.handle.pid)
+                self._supervise(assignment, node, adopted=found.handle)
+            else:
+                await self._stop_copies([found], keep=None)
+
+    async def _discover(self) -> dict[str, list[Discovered]]:
+        found: dict[str, list[Discovered]] = {}
+        for driver, runtime in self._runtimes.items():
+            try:
+                discovered = await runtime.discover(self._data_dir.instance)
+            except OSError as exc:
+                log.warning("workload_discovery_failed", driver=str(driver), error=str(exc))
+                continue
+            for item in discovered:
+                found.setdefault(item.job, []).append(item)
+        return found
+
+    async def _pick(
+        self, record: ExecutionRecord | None, live: Sequence[Discovered]
+    ) -> Discovered | None:
+        """The one workload to keep for a job: the record's own, else the newest found."""
+        if record is not None:
+            runtime = self._runtime_for(record.driver)
+            handle = await runtime.adopt(record) if runtime is not None else None
+            if handle is not None:
+                return Discovered(record.job, record.version, record.generation, handle)
+            for item in live:
+                if (item.version, item.generation) == (record.version, record.generation):
+                    return item
+        return max(live, key=lambda item: (item.version, item.generation), default=None)
+
+    async def _stop_copies(self, live: Sequence[Discovered], keep: ProcessHandle | None) -> None:
+        for item in live:
+            handle = item.handle
+            if keep is not None and (handle.pid, handle.unit) == (keep.pid, keep.unit):
+                continue
+            log.info("duplicate_workload_stopping", job=item.job, pid=handle.pid, unit=handle.unit)
+            await handle.stop(STOP_TIMEOUT)
+
+    def _runtime_for(self, driver: str) -> Runtime | None:
+        drivers = {d.value: d for d in Driver}
+        return self._runtimes.get(drivers[driver]) if driver in drivers else None
 
     async def apply(self, actions: Sequence[Action], node: NodeInfo) -> None:
         """Apply reconcile actions; jobs are handled concurrently, each job's steps in order."""
@@ -125,6 +214,16 @@ class ExecutionManager:
             version=assignment.version,
             generation=assignment.generation,
         )
+        self._supervise(assignment, node)
+
+    def _supervise(
+        self,
+        assignment: Assignment,
+        node: NodeInfo,
+        *,
+        adopted: ProcessHandle | None = None,
+        restored: ExecutionRecord | None = None,
+    ) -> None:
         supervisor = Supervisor(
             assignment,
             node=node,
@@ -134,6 +233,8 @@ class ExecutionManager:
             http=self._http,
             on_change=self._changed,
             artifacts=self._artifacts,
+            adopted=adopted,
+            restored=restored,
         )
         self.finished.pop(assignment.job, None)
         self.supervisors[assignment.job] = supervisor
@@ -159,13 +260,3 @@ class ExecutionManager:
         except OSError as exc:
             log.warning("execution_record_write_failed", job=supervisor.job, error=str(exc))
         self._on_change()
-
-    async def _stop_orphan(self, record: ExecutionRecord) -> None:
-        drivers = {driver.value: driver for driver in Driver}
-        runtime = self._runtimes.get(drivers[record.driver]) if record.driver in drivers else None
-        if runtime is None or record.pid is None or record.start_time is None:
-            return
-        handle = await runtime.adopt(record.pid, record.start_time)
-        if handle is not None:
-            log.info("orphan_stopping", job=record.job, pid=record.pid)
-            await handle.stop(record.kill_timeout)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +14,17 @@ class DataDir:
     """``identity.json``, ``report_seq.json``, ``executions/``, ``jobs/<job>/``, ``logs/<job>/``."""
 
     root: Path
+
+    @property
+    def instance(self) -> str:
+        """A stable id of this agent installation (its data dir), marking its workloads.
+
+        Exec workloads carry it in ``FLEETWAVE_AGENT_INSTANCE`` and systemd units in their
+        names, so a restarted agent finds its own workloads even without its records, and
+        several agents on one machine never take each other's.
+        """
+        digest = hashlib.sha256(str(self.root.resolve()).encode()).hexdigest()
+        return digest[:10]
 
     @property
     def executions(self) -> Path:

@@ -25,7 +25,14 @@ MAX_RESENDS = 3
 
 
 class ReportLoop:
-    """Sends ``ReportRequest``s with a per-node sequence number persisted in the data dir."""
+    """Sends ``ReportRequest``s with a per-node sequence number persisted in the data dir.
+
+    Nothing is queued while no coordinator answers: every report is built when it is sent
+    and carries the current state of every job, so an outage of any length buffers at most
+    one pending report (the latest state per job) and never replays stale intermediate
+    states. Seqs are reserved on disk before sending, so they only grow, across outages,
+    lost answers and agent restarts alike.
+    """
 
     def __init__(
         self,
@@ -97,6 +104,10 @@ class ReportLoop:
                 resources=self._host.resources(),
                 executions=self._manager.reports(),
             )
+            # Reserve the seq first: a report whose answer got lost is never resent with the
+            # same seq, so the coordinator never has to reject a replay.
+            self._last_seq = request.seq
+            self._store.save_seq(request.seq)
             try:
                 response = await self._client.report(identity.node_token, request)
             except TokenRejected:
@@ -104,13 +115,13 @@ class ReportLoop:
                 self._seq_node, self._last_seq = identity.node_id, 0
                 continue
             if response.accepted:
-                self._last_seq = request.seq
-                self._store.save_seq(self._last_seq)
                 break
             log.info("report_seq_behind", seq=request.seq, last_seq=response.last_seq)
-            self._last_seq = response.last_seq
+            self._last_seq = max(self._last_seq, response.last_seq)
+            self._store.save_seq(self._last_seq)
         if response is None:
             raise CoordinatorUnavailable("the node token was rejected again after registering")
+        session.mark_contact(self._clock.monotonic())
         self.sent += 1
         self.last_response = response
         if response.index > session.index:
@@ -121,5 +132,8 @@ class ReportLoop:
         delay = backoff_delay(self.failures, self._backoff, self._rand)
         self.failures += 1
         log.warning(event, error=str(exc), retry_in=round(delay, 3), failures=self.failures)
+        if isinstance(exc, CoordinatorUnavailable):
+            self._session.mark_unreachable(self._clock.monotonic())
         self.notify()  # whatever failed to go out goes out right after the backoff
-        await self._clock.sleep(delay)
+        # ... or as soon as the sync loop finds a coordinator again.
+        await sleep_or_event(self._clock, delay, self._session.reconnected)

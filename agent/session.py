@@ -48,6 +48,32 @@ class NodeSession:
         self.heartbeat_interval = DEFAULT_HEARTBEAT
         self.repoll = asyncio.Event()
         """Set when the assignments should be fetched again at once."""
+        self.last_contact: float | None = None
+        """Monotonic time a coordinator last answered (None: not since the agent started)."""
+        self.offline_since: float | None = None
+        """Monotonic time of the first failed call since the last answer; None when online."""
+        self.reconnected = asyncio.Event()
+        """Set when a coordinator answers again after an outage; cuts other loops' backoff."""
+
+    def mark_contact(self, now: float) -> None:
+        """A coordinator answered: if it was an outage, wake every loop to catch up at once."""
+        self.last_contact = now
+        if self.offline_since is not None:
+            log.info("coordinator_reconnected", offline_seconds=round(now - self.offline_since, 3))
+            self.offline_since = None
+            self.reconnected.set()
+            self.repoll.set()
+
+    def mark_unreachable(self, now: float) -> None:
+        """No configured coordinator answered; workloads keep running as they are."""
+        if self.offline_since is None:
+            log.warning("coordinator_unreachable", running_jobs_kept=True)
+            self.offline_since = now
+        self.reconnected.clear()
+
+    def connected_within(self, now: float, seconds: float) -> bool:
+        """Whether a coordinator answered in the last ``seconds``."""
+        return self.last_contact is not None and now - self.last_contact <= seconds
 
     def node_info(self) -> NodeInfo:
         node_id = self.identity.node_id if self.identity else ""

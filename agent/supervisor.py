@@ -99,6 +99,9 @@ def prepare(
     launch = LaunchSpec(
         job=assignment.job,
         version=assignment.version,
+        generation=assignment.generation,
+        instance=data_dir.instance,
+        kill_timeout=task.kill_timeout.total_seconds(),
         command=command,
         env=child_environment(job_env, user=task.user),
         working_dir=working_dir if task.working_dir is None else Path(task.working_dir),
@@ -124,12 +127,14 @@ class Supervisor:
         on_change: Callable[[Supervisor], None],
         artifacts: ArtifactStore | None = None,
         rand: Callable[[], float] = random.random,
+        adopted: ProcessHandle | None = None,
+        restored: ExecutionRecord | None = None,
     ) -> None:
         self.assignment = assignment
         self.job = assignment.job
         self.state = ExecutionState.PENDING
         self.message = ""
-        self.restarts = 0
+        self.restarts = restored.restarts if restored else 0
         self.exit_code: int | None = None
         self.history: list[datetime] = []
         self.last_exit = ""
@@ -143,6 +148,11 @@ class Supervisor:
         self._rand = rand
         self._handle: ProcessHandle | None = None
         self._task: asyncio.Task[None] | None = None
+        # A workload a previous agent run started: supervised from where it was, not restarted.
+        self._adopted = adopted
+        self._handle = adopted
+        if adopted is not None and restored is not None and restored.state in _RUNNING_STATES:
+            self.state, self.message = restored.state, restored.message
         self._log = log.bind(job=self.job, version=assignment.version)
 
     def record(self) -> ExecutionRecord:
@@ -160,6 +170,8 @@ class Supervisor:
             start_time=handle.start_time if handle else None,
             driver=str(self.assignment.spec.task.driver),
             kill_timeout=self.assignment.spec.task.kill_timeout.total_seconds(),
+            unit=handle.unit if handle else None,
+            assignment=self.assignment,
         )
 
     def report(self) -> ExecutionReport:
@@ -193,8 +205,12 @@ class Supervisor:
                 return False
         try:
             prepared = prepare(self.assignment, self._node, self._data_dir, version_dir)
-            self._ensure_working_dir(prepared.launch)
-            handle = await self._runtime.start(prepared.launch)
+            handle, self._adopted = self._adopted, None
+            if handle is None:
+                self._ensure_working_dir(prepared.launch)
+                handle = await self._runtime.start(prepared.launch)
+            else:
+                self._log.info("process_adopted", pid=handle.pid, unit=handle.unit)
         except (InterpolationError, LaunchError) as exc:
             self._set(ExecutionState.FAILED, str(exc))
             return False
@@ -296,7 +312,9 @@ class Supervisor:
         if not checks:
             self._set(ExecutionState.HEALTHY, self._running("running"))
             return None
-        self._set(ExecutionState.STARTING, self._running("waiting for health checks to pass"))
+        if self.state is not ExecutionState.HEALTHY:
+            # An adopted healthy workload stays healthy until its checks say otherwise.
+            self._set(ExecutionState.STARTING, self._running("waiting for health checks to pass"))
         monitor = HealthMonitor(
             checks,
             clock=self._clock,
@@ -308,6 +326,8 @@ class Supervisor:
         return asyncio.create_task(monitor.run(), name=f"health-{self.job}")
 
     def _on_health(self, verdict: HealthVerdict) -> None:
+        if verdict.state is HealthState.STARTING and self.state is ExecutionState.HEALTHY:
+            return  # checks of an adopted workload have not settled yet; keep what was known
         if self.state in _RUNNING_STATES:
             state = {
                 HealthState.STARTING: ExecutionState.STARTING,

@@ -9,7 +9,7 @@ import structlog
 
 from agent.backoff import BackoffPolicy, backoff_delay
 from agent.client import CoordinatorClient
-from agent.errors import CoordinatorError, TokenRejected
+from agent.errors import CoordinatorError, CoordinatorUnavailable, TokenRejected
 from agent.manager import ExecutionManager
 from agent.reconcile import reconcile
 from agent.session import NodeSession
@@ -56,6 +56,7 @@ class SyncLoop:
         try:
             response = await self._poll()
             if response is not None:
+                self._session.mark_contact(self._clock.monotonic())
                 await self.apply(response)
         except asyncio.CancelledError:
             raise
@@ -110,6 +111,9 @@ class SyncLoop:
             return None
 
     async def _failed(self, event: str, exc: Exception) -> None:
+        if isinstance(exc, CoordinatorUnavailable):
+            # Workloads keep running untouched; only the polling backs off.
+            self._session.mark_unreachable(self._clock.monotonic())
         delay = backoff_delay(self.failures, self._backoff, self._rand)
         self.failures += 1
         self.attempted.set()

@@ -1,16 +1,22 @@
-"""Runtimes: the drivers that start, watch and stop workload processes (exec now, systemd later).
+"""Runtimes: the drivers that start, watch and stop workloads (exec processes, systemd units).
 
-Runs inside the agent. The supervisor talks to a driver only through these Protocols, so a
-systemd driver (transient units) can be added without touching the supervision logic.
+Runs inside the agent. The supervisor talks to a driver only through these Protocols; the
+manager uses ``adopt``/``discover`` to take over workloads a previous agent run left running.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from agent.restart import ExitStatus
+
+if TYPE_CHECKING:
+    from agent.executions import ExecutionRecord
+
+INSTANCE_ENV = "FLEETWAVE_AGENT_INSTANCE"
+"""Set in every exec workload's environment to the agent's instance id (see DataDir.instance)."""
 
 
 @dataclass(frozen=True)
@@ -20,6 +26,10 @@ class LaunchSpec:
     job: str
     version: int
     command: list[str]
+    generation: int = 0
+    instance: str = ""
+    """The agent's instance id: exec marks the process with it, systemd names the unit."""
+    kill_timeout: float = 10.0
     env: dict[str, str] = field(default_factory=dict)
     working_dir: Path | None = None
     user: str | None = None
@@ -32,6 +42,11 @@ class ProcessHandle(Protocol):
 
     @property
     def pid(self) -> int: ...
+
+    @property
+    def unit(self) -> str | None:
+        """The systemd unit running the workload (None for the exec driver)."""
+        ...
 
     @property
     def start_time(self) -> float:
@@ -54,6 +69,20 @@ class Runtime(Protocol):
         """Start the workload; raise LaunchError with a clear message when it cannot."""
         ...
 
-    async def adopt(self, pid: int, start_time: float) -> ProcessHandle | None:
-        """A handle for a still running workload started earlier, or None if it is gone."""
+    async def adopt(self, record: ExecutionRecord) -> ProcessHandle | None:
+        """A handle for the still running workload ``record`` names, or None if it is gone."""
         ...
+
+    async def discover(self, instance: str) -> list[Discovered]:
+        """Every live workload this agent instance started, found without any records."""
+        ...
+
+
+@dataclass(frozen=True)
+class Discovered:
+    """A live workload found by its marker: which execution it is, and a handle on it."""
+
+    job: str
+    version: int
+    generation: int
+    handle: ProcessHandle

@@ -7,7 +7,8 @@ import contextlib
 import os
 import pwd
 import signal
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
+from typing import TYPE_CHECKING
 
 import psutil
 import structlog
@@ -15,7 +16,10 @@ import structlog
 from agent.errors import LaunchError
 from agent.logs import open_log
 from agent.restart import ExitStatus
-from agent.runtime import LaunchSpec
+from agent.runtime import INSTANCE_ENV, Discovered, LaunchSpec
+
+if TYPE_CHECKING:
+    from agent.executions import ExecutionRecord
 from shared.clock import Clock
 
 log = structlog.get_logger("agent.runtime.exec")
@@ -69,6 +73,10 @@ class _GroupHandle:
     @property
     def start_time(self) -> float:
         return self._start_time
+
+    @property
+    def unit(self) -> str | None:
+        return None
 
     async def wait(self) -> ExitStatus:
         status = await self._wait_leader()
@@ -163,7 +171,7 @@ class ExecRuntime:
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=stdout,
                 stderr=stderr,
-                env=spec.env,
+                env=_marked(spec),
                 cwd=spec.working_dir,
                 user=spec.user,
                 start_new_session=True,
@@ -184,7 +192,54 @@ class ExecRuntime:
         log.info("process_started", job=spec.job, version=spec.version, pid=proc.pid)
         return ExecHandle(proc, start_time, self._clock)
 
-    async def adopt(self, pid: int, start_time: float) -> AdoptedHandle | None:
-        if not _same_process(pid, start_time):
+    async def adopt(self, record: ExecutionRecord) -> AdoptedHandle | None:
+        """The process the record names, if it still runs: same pid *and* start time, so a
+        reused pid is never mistaken for the workload."""
+        if record.pid is None or record.start_time is None:
             return None
-        return AdoptedHandle(pid, start_time, self._clock)
+        if not _same_process(record.pid, record.start_time):
+            return None
+        return AdoptedHandle(record.pid, record.start_time, self._clock)
+
+    async def discover(self, instance: str) -> list[Discovered]:
+        """Session leaders whose environment carries this instance's marker."""
+        found = []
+        for proc in psutil.process_iter():
+            try:
+                if os.getsid(proc.pid) != proc.pid or proc.status() == psutil.STATUS_ZOMBIE:
+                    continue
+                env = proc.environ()
+                if env.get(INSTANCE_ENV) != instance:
+                    continue
+                marker = _parse_marker(env)
+                if marker is None:
+                    continue
+                handle = AdoptedHandle(proc.pid, proc.create_time(), self._clock)
+            except (OSError, psutil.Error):
+                continue  # gone meanwhile, or not ours to read
+            found.append(Discovered(*marker, handle=handle))
+        return found
+
+
+def _marked(spec: LaunchSpec) -> dict[str, str]:
+    """The job's environment plus the variables naming its execution (and the marker)."""
+    if not spec.instance:
+        return spec.env
+    return {
+        **spec.env,
+        "FLEETWAVE_JOB": spec.job,
+        "FLEETWAVE_JOB_VERSION": str(spec.version),
+        "FLEETWAVE_JOB_GENERATION": str(spec.generation),
+        INSTANCE_ENV: spec.instance,
+    }
+
+
+def _parse_marker(env: Mapping[str, str]) -> tuple[str, int, int] | None:
+    try:
+        return (
+            env["FLEETWAVE_JOB"],
+            int(env["FLEETWAVE_JOB_VERSION"]),
+            int(env["FLEETWAVE_JOB_GENERATION"]),
+        )
+    except (KeyError, ValueError):
+        return None

@@ -11,10 +11,12 @@ import psutil
 import pytest
 
 from agent.errors import LaunchError
+from agent.executions import ExecutionRecord
 from agent.runtime import LaunchSpec
 from agent.runtime.environment import child_environment
 from agent.runtime.exec import ExecHandle, ExecRuntime, check_user, group_alive
 from shared.clock import SystemClock
+from shared.protocol import ExecutionState
 from tests.agent.factories import PYTHON
 from tests.helpers import eventually
 
@@ -169,7 +171,7 @@ class TestAdopt:
         """A process started earlier is found by pid + start time and can be stopped."""
         handle = await runtime.start(launch(tmp_path, ["sleep", "300"]))
         assert isinstance(handle, ExecHandle)
-        adopted = await runtime.adopt(handle.pid, handle.start_time)
+        adopted = await runtime.adopt(record(handle.pid, handle.start_time))
         assert adopted is not None
         await adopted.stop(2.0)
         await handle.wait()
@@ -178,6 +180,27 @@ class TestAdopt:
     async def test_adopt_gone_or_reused_pid(self, runtime: ExecRuntime, tmp_path: Path) -> None:
         """A pid whose start time does not match is not adopted."""
         handle = await runtime.start(launch(tmp_path, ["sleep", "300"]))
-        assert await runtime.adopt(handle.pid, handle.start_time - 100) is None
+        assert await runtime.adopt(record(handle.pid, handle.start_time - 100)) is None
         await handle.stop(2.0)
-        assert await runtime.adopt(handle.pid, handle.start_time) is None
+        assert await runtime.adopt(record(handle.pid, handle.start_time)) is None
+
+    async def test_discover_finds_only_this_instances_leaders(
+        self, runtime: ExecRuntime, tmp_path: Path
+    ) -> None:
+        """Workloads are found by their instance marker; another instance's are not."""
+        ours = await runtime.start(launch(tmp_path, ["sleep", "300"], instance="aaa"))
+        theirs = await runtime.start(launch(tmp_path, ["sleep", "300"], instance="bbb"))
+        try:
+            found = await runtime.discover("aaa")
+            assert [(d.job, d.version, d.generation, d.handle.pid) for d in found] == [
+                ("web", 1, 0, ours.pid)
+            ]
+        finally:
+            await ours.stop(2.0)
+            await theirs.stop(2.0)
+
+
+def record(pid: int, start_time: float) -> ExecutionRecord:
+    return ExecutionRecord(
+        job="web", version=1, state=ExecutionState.HEALTHY, pid=pid, start_time=start_time
+    )
