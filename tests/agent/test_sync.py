@@ -257,13 +257,13 @@ class TestSyncLoop:
         assert [(r.job, r.state) for r in reports] == [("once", ExecutionState.COMPLETED)]
         assert marker.read_text() == "run\n"
 
-    async def test_workloads_left_running_are_cleaned_up_on_next_start(
+    async def test_workloads_left_running_are_adopted_on_next_start(
         self,
         coordinator: tuple[FakeCoordinator, str],
         make_agent: Callable[..., Awaitable[Agent]],
     ) -> None:
-        """A workload left running by shutdown(stop_workloads=False) is found by its record on
-        the next start, stopped (adoption is not enabled yet) and started again."""
+        """A workload left running by shutdown(stop_workloads=False) is adopted by the next
+        agent run: same pid, still running, never started a second time."""
         coord, url = coordinator
         first = await make_agent(url)
         await eventually(lambda: coord.node("node-1") is not None)
@@ -273,9 +273,11 @@ class TestSyncLoop:
         await first.shutdown(stop_workloads=False)
         assert is_running(old_pid)
         second = await make_agent(url)
-        assert not is_running(old_pid)
-        await eventually(lambda: "sleeper" in second.manager.supervisors)
-        await eventually(lambda: second.manager.reports()[0].pid not in (None, old_pid))
+        assert is_running(old_pid)
+        assert second.manager.reports()[0].pid == old_pid
+        await eventually(lambda: second.sync.synced.is_set())
+        assert [r.pid for r in second.manager.reports()] == [old_pid]
+        await eventually(lambda: execution(coord, "sleeper").pid == old_pid)  # type: ignore[union-attr]
 
     async def test_rotates_past_dead_coordinator(
         self,
