@@ -70,6 +70,7 @@ export function describeAction(id, summary, view) {
         title: `Pause the rollout of ${name}?`,
         lines: [`No further node is given version ${target} until you resume.`, "Nodes that are already updating finish their update."],
         confirm: "Pause rollout",
+    done: `Paused the rollout of ${name}.`,
         request: () => ({ method: "POST", path: `${base}/rollout/pause` }),
       };
     case "resume": {
@@ -82,6 +83,7 @@ export function describeAction(id, summary, view) {
             : `The rollout of version ${target} continues where it was paused.`,
         ],
         confirm: "Resume rollout",
+    done: `Resumed the rollout of ${name}.`,
         request: () => ({ method: "POST", path: `${base}/rollout/resume` }),
       };
     }
@@ -100,6 +102,7 @@ export function describeAction(id, summary, view) {
           "You can retry the rollout later.",
         ],
         confirm: "Abort rollout",
+    done: `Aborted the rollout of ${name}.`,
         danger: true,
         request: () => ({ method: "POST", path: `${base}/rollout/abort` }),
       };
@@ -108,6 +111,7 @@ export function describeAction(id, summary, view) {
         title: `Retry the rollout of ${name}?`,
         lines: [`The failed rollout of version ${summary.status.version} runs again from its first unfinished wave.`],
         confirm: "Retry rollout",
+    done: `Retrying the rollout of ${name}.`,
         request: () => ({ method: "POST", path: `${base}/rollout/retry` }),
       };
     case "rollback":
@@ -149,6 +153,7 @@ function describePromote(name, base, view, target) {
     lines,
     control,
     confirm: "Promote",
+    done: `Promoted the rollout of ${name}.`,
     request: () => ({ method: "POST", path: `${base}/rollout/promote`, body: { full: forceFull || full.checked } }),
   };
 }
@@ -170,6 +175,7 @@ function describeRollback(name, base, summary, view, target) {
     ],
     control,
     confirm: "Roll back",
+    done: `Rolling back ${name}.`,
     danger: true,
     request: () => ({
       method: "POST",

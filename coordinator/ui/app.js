@@ -239,7 +239,7 @@ async function runAction(id) {
   render();
   try {
     await api(req.path, { method: req.method, body: req.body ?? {} });
-    toast(`${desc.confirm}: done.`);
+    toast(desc.done);
   } catch (err) {
     if (err instanceof ApiError && err.kind === "http") toast(err.message, "bad");
     else handleError(err);
@@ -279,6 +279,8 @@ const stream = new EventStream({
     if (mode === "live" || state.stream !== "offline") setConn(mode);
     // Status messages carry no id and are not replayed: catch up after (re)connecting.
     if (mode === "live" && was !== "live") scheduleRefresh(0);
+    // A lost stream may mean a lost coordinator: find out now rather than at the next poll.
+    if (mode === "down" && was === "live") scheduleRefresh(0);
   },
   onUnauthorized: () => {
     clearToken();

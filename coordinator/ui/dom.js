@@ -46,7 +46,7 @@ export function ago(value, now = Date.now()) {
 
 export function clockTime(value) {
   if (isZeroTime(value)) return "";
-  return new Date(value).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+  return new Date(value).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23" });
 }
 
 export function fullTime(value) {

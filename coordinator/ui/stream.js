@@ -23,9 +23,12 @@ export class SseParser {
   }
 
   push(chunk) {
-    this.buffer += chunk;
-    const lines = this.buffer.split(/\r\n|\r|\n/);
-    this.buffer = lines.pop();
+    let text = this.buffer + chunk;
+    // A trailing CR may be the first half of a CRLF split across chunks: decide next time.
+    const held = text.endsWith("\r") ? "\r" : "";
+    if (held) text = text.slice(0, -1);
+    const lines = text.split(/\r\n|\r|\n/);
+    this.buffer = lines.pop() + held;
     for (const line of lines) this.line(line);
   }
 

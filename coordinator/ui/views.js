@@ -11,6 +11,13 @@ import {
   rolloutTypeLabel,
 } from "./states.js";
 
+/** Coordinator messages quote commands in backticks; show those as code. */
+export function richText(text) {
+  return String(text)
+    .split("`")
+    .map((part, i) => (i % 2 ? h("code", {}, part) : part));
+}
+
 export function badge(label, tone, extra = {}) {
   return h("span", { class: `badge tone-${tone}`, ...extra }, h("span", { class: "dot", "aria-hidden": "true" }), label);
 }
@@ -87,7 +94,18 @@ function progress(updated, failed, total, label) {
 }
 
 export function renderJobs(jobs) {
-  const head = pageHeader("Jobs", h("span", { class: "muted count" }, plural(jobs.length, "job")));
+  const tally = new Map();
+  for (const job of jobs) {
+    const [label, tone] = jobState(job.status);
+    const entry = tally.get(label) || { tone, count: 0 };
+    entry.count += 1;
+    tally.set(label, entry);
+  }
+  const head = pageHeader(
+    "Jobs",
+    h("span", { class: "muted count" }, plural(jobs.length, "job")),
+    h("div", { class: "tally", "aria-label": "Jobs by state" }, [...tally].map(([label, { tone, count }]) => badge(`${count} ${label.toLowerCase()}`, tone))),
+  );
   if (!jobs.length) {
     return h(
       "div",
@@ -125,7 +143,7 @@ export function renderJobs(jobs) {
       h("td", {}, badge(label, tone)),
       h("td", { class: "num" }, `v${s.version}`, job.stable_version && job.stable_version !== s.version ? h("div", { class: "muted small" }, `stable v${job.stable_version}`) : null),
       h("td", {}, rolloutCell),
-      h("td", { class: "message" }, s.state.message || h("span", { class: "muted" }, "—")),
+      h("td", { class: "message" }, s.state.message ? richText(s.state.message) : h("span", { class: "muted" }, "—")),
       h("td", { class: "muted nowrap", title: fullTime(s.updated_at) }, ago(s.updated_at)),
     );
   });
@@ -139,7 +157,7 @@ export function renderJobs(jobs) {
       h(
         "table",
         { class: "table", "aria-label": "Jobs" },
-        h("thead", {}, h("tr", {}, ["Job", "State", "Version", "Rollout", "Message", "Updated"].map((c) => h("th", { scope: "col" }, c)))),
+        h("thead", {}, h("tr", {}, ["Job", "State", "Version", "Rollout", "Message", "Updated"].map((c) => h("th", { scope: "col", class: `col-${c.toLowerCase()}` }, c)))),
         h("tbody", {}, rows),
       ),
     ),
@@ -154,14 +172,17 @@ function nodeTile(node, view) {
   if (view.type === "rollback" && node.result === "in_progress") tone = "warn";
   const down = node.node_status === "down" || node.node_status === "gone";
   const version = node.running_version ?? node.assigned_version;
-  const detail = [node.reason, node.message].filter(Boolean).join(" — ");
+  const onTarget = version === view.target_version;
+  // A healthy execution's message ("health checks passing") adds nothing; problems do.
+  const quiet = node.execution === "healthy" || node.execution === "completed";
+  const note = node.reason || (quiet ? "" : node.message);
   const summary = [
     `${node.name || node.id}`,
     execLabel,
     version ? `version ${version}` : null,
     resultLabel(node.result),
     down ? `node ${node.node_status}` : null,
-    detail || null,
+    note || null,
   ]
     .filter(Boolean)
     .join(", ");
@@ -177,7 +198,7 @@ function nodeTile(node, view) {
       "div",
       { class: "tile-top" },
       h("span", { class: "tile-name" }, node.name || node.id.slice(0, 8)),
-      version ? h("span", { class: "tile-version" }, `v${version}`) : null,
+      version ? h("span", { class: `tile-version${onTarget ? " is-target" : ""}` }, `v${version}`) : null,
     ),
     h("div", { class: "tile-state" }, h("span", { class: "dot", "aria-hidden": "true" }), execLabel),
     h(
@@ -186,7 +207,7 @@ function nodeTile(node, view) {
       down ? `node ${node.node_status}` : resultLabel(node.result),
       node.restarts ? ` · ${plural(node.restarts, "restart")}` : "",
     ),
-    detail ? h("div", { class: "tile-reason" }, detail) : null,
+    note ? h("div", { class: `tile-note${node.result === "failed" ? " is-bad" : ""}` }, note) : null,
   );
 }
 
@@ -255,10 +276,17 @@ function legend() {
   );
 }
 
-function describeEvent(event, names) {
+function eventLine(event, names) {
   const who = event.node ? names[event.node] || event.node.slice(0, 8) : "";
-  const change = event.old || event.new ? [event.old, event.new].filter(Boolean).join(" → ") : "";
-  return [event.kind.replaceAll("_", " "), who, change, event.reason].filter(Boolean).join(" · ");
+  // In node transitions a bare number is a job version.
+  const value = (v) => (event.node && /^\d+$/.test(v) ? `v${v}` : v.replaceAll("_", " "));
+  const change = [event.old, event.new].filter(Boolean).map(value).join(" → ");
+  return [
+    h("span", { class: "ev-kind" }, event.kind.replaceAll("_", " ")),
+    who ? h("span", { class: "ev-node" }, who) : null,
+    change ? h("span", {}, change) : null,
+    event.reason ? h("span", { class: "muted" }, richText(event.reason)) : null,
+  ];
 }
 
 function activity(events, names) {
@@ -271,7 +299,7 @@ function activity(events, names) {
           "ol",
           { class: "events" },
           [...events].reverse().map((e) =>
-            h("li", {}, h("time", { datetime: e.time, title: fullTime(e.time) }, clockTime(e.time)), h("span", {}, describeEvent(e, names))),
+            h("li", {}, h("time", { datetime: e.time, title: fullTime(e.time) }, clockTime(e.time)), h("span", { class: "ev" }, eventLine(e, names))),
           ),
         )
       : h("p", { class: "muted small" }, "No events recorded for this job yet."),
@@ -291,13 +319,24 @@ export function renderJob(model, actionBar) {
     { class: "job-head" },
     h(
       "div",
-      { class: "job-title" },
-      h("a", { class: "back", href: "#/jobs" }, "← Jobs"),
-      h("h1", {}, summary.name),
-      h("div", { class: "job-meta" }, badge(label, tone, { id: "job-state" }), h("span", { class: "chip" }, `v${s.version}`), h("span", { class: "chip" }, summary.type), h("span", { class: "muted small" }, `revision ${s.revision}`)),
-      s.state.message ? h("p", { class: "job-message" }, s.state.message) : null,
+      { class: "job-title-row" },
+      h(
+        "div",
+        { class: "job-title" },
+        h("a", { class: "back", href: "#/jobs" }, "← Jobs"),
+        h(
+          "div",
+          { class: "job-name-row" },
+          h("h1", {}, summary.name),
+          badge(label, tone, { id: "job-state" }),
+          h("span", { class: "chip" }, `v${s.version}`),
+          h("span", { class: "chip" }, summary.type),
+          h("span", { class: "muted small" }, `revision ${s.revision}`),
+        ),
+      ),
+      actionBar,
     ),
-    actionBar,
+    s.state.message ? h("p", { class: "job-message" }, richText(s.state.message)) : null,
   );
 
   if (!view || !view.type) {
@@ -327,7 +366,7 @@ export function renderJob(model, actionBar) {
     h("dl", { class: "facts" }, facts.map(([k, v]) => h("div", {}, h("dt", {}, k), h("dd", {}, v)))),
     progress(r.updated_nodes, r.failed_nodes, r.total_nodes, "Rollout progress"),
     notice
-      ? h("div", { class: `notice tone-${notice[0]}`, role: "status", id: "rollout-notice" }, h("strong", {}, notice[1]), notice[2] ? h("span", {}, notice[2]) : null)
+      ? h("div", { class: `notice tone-${notice[0]}`, role: "status", id: "rollout-notice" }, h("strong", {}, notice[1]), notice[2] ? h("span", {}, richText(notice[2])) : null)
       : null,
   );
 
@@ -372,7 +411,7 @@ export function renderNodes(nodes) {
       h("td", {}, badge(label, tone)),
       h("td", {}, scheduling),
       h("td", {}, h("div", { class: "labels" }, Object.entries(n.labels || {}).map(([k, v]) => h("span", { class: "chip" }, `${k}=${v}`)))),
-      h("td", { class: "muted small nowrap" }, [res.cpu_count ? `${res.cpu_count} CPU` : "", bytes(res.memory_bytes)].filter(Boolean).join(" · ")),
+      h("td", { class: "muted small nowrap" }, [res.cpu_count ? `${res.cpu_count} CPU` : "", bytes(res.memory_bytes), n.load && n.load.load1 ? `load ${n.load.load1.toFixed(2)}` : ""].filter(Boolean).join(" · ")),
       h("td", { class: "muted nowrap", title: fullTime(n.last_heartbeat) }, ago(n.last_heartbeat) || "never"),
       h("td", { class: "muted small" }, n.agent_version || "—"),
     );

@@ -40,6 +40,7 @@ if not CHROMIUM.exists():
 
 sync_api = pytest.importorskip("playwright.sync_api")
 expect = sync_api.expect
+expect.set_options(timeout=UI_TIMEOUT_MS)
 
 
 def artifacts_dir() -> Path:
@@ -154,6 +155,29 @@ def test_nodes_page_lists_every_node(fleet: LocalFleet, page: Any) -> None:
     page.screenshot(path=str(artifacts_dir() / "dashboard-nodes.png"), full_page=True)
 
 
+SSE_PARSER_PROBE = """
+async () => {
+  const { SseParser } = await import("/ui/stream.js");
+  const seen = [];
+  const parser = new SseParser((msg) => seen.push(msg));
+  const text = "retry: 2000\\n\\n: keepalive\\n\\nid: 7\\r\\nevent: node_status\\r\\n"
+    + "data: {\\"a\\":\\n"
+    + "data: 1}\\r\\n\\r\\nevent: status\\ndata:{\\"job\\":\\"web\\"}\\n\\n";
+  for (let i = 0; i < text.length; i += 3) parser.push(text.slice(i, i + 3));
+  return seen;
+}
+"""
+
+
+def test_event_stream_parser_reassembles_split_messages(fleet: LocalFleet, page: Any) -> None:
+    """The SSE parser joins chunks split anywhere, CRLF or LF, multi-line data, skips comments."""
+    page.goto(f"{fleet.url}/ui/")
+    assert page.evaluate(SSE_PARSER_PROBE) == [
+        {"id": "7", "event": "node_status", "data": '{"a":\n1}'},
+        {"id": None, "event": "status", "data": '{"job":"web"}'},
+    ]
+
+
 def test_promote_moves_a_gated_rollout_on_live(fleet: LocalFleet, page: Any) -> None:
     """A v2 rollout shows up live at its canary gate; Promote (confirmed) moves it on to running."""
     page.goto(f"{fleet.url}/ui/#token={ADMIN_TOKEN}")
@@ -188,3 +212,26 @@ def test_promote_moves_a_gated_rollout_on_live(fleet: LocalFleet, page: Any) -> 
     assert page.evaluate("window.__sameDocument") is True  # updated without a reload
     page.screenshot(path=str(artifacts_dir() / "dashboard-rollout.png"), full_page=True)
     assert fleet.status("web")["rollout"]["canary_promoted"] is True
+    page.set_viewport_size({"width": 390, "height": 844})
+    expect(page.get_by_role("button", name="Roll back the rollout of web")).to_be_visible()
+    page.screenshot(path=str(artifacts_dir() / "dashboard-narrow.png"), full_page=True)
+
+
+def test_a_stopped_coordinator_is_named_and_the_page_recovers(tmp_path: Path, page: Any) -> None:
+    """When the coordinator stops the page says it is unreachable; when it returns, it is live."""
+    fleet = LocalFleet(tmp_path, heartbeat_interval="1s")
+    try:
+        fleet.start_coordinator()
+        page.goto(f"{fleet.url}/ui/#token={ADMIN_TOKEN}")
+        expect(page.get_by_text("No jobs yet.")).to_be_visible()
+        expect(page.locator("#conn-text")).to_have_text("Live")
+        assert fleet.coordinator is not None
+        fleet.stop(fleet.coordinator)
+        expect(page.locator("#conn-text")).to_have_text("Coordinator unreachable")
+        expect(page.locator("#banner")).to_contain_text("The coordinator does not answer")
+        page.screenshot(path=str(artifacts_dir() / "dashboard-unreachable.png"))
+        fleet.start_coordinator()
+        expect(page.locator("#conn-text")).to_have_text("Live")
+        expect(page.locator("#banner")).to_be_hidden()
+    finally:
+        fleet.close()
