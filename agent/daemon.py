@@ -28,6 +28,7 @@ from agent.paths import DataDir
 from agent.report import ReportLoop
 from agent.runtime import Runtime
 from agent.runtime.exec import ExecRuntime
+from agent.runtime.systemd import SystemdRuntime
 from agent.session import NodeSession
 from agent.sync import SyncLoop
 from agent.waiting import sleep_or_event
@@ -129,7 +130,8 @@ class Agent:
             host=host,
         )
         manager = ExecutionManager(
-            runtimes=self._runtimes or {Driver.EXEC: ExecRuntime(self.clock)},
+            runtimes=self._runtimes
+            or {Driver.EXEC: ExecRuntime(self.clock), Driver.SYSTEMD: SystemdRuntime(self.clock)},
             data_dir=self.data_dir,
             store=ExecutionStore(self.data_dir.executions),
             clock=self.clock,
@@ -169,7 +171,7 @@ class Agent:
             clock=self.clock,
             interval=self._rotate_interval,
         )
-        await manager.restore()
+        await manager.restore(session.node_info())
         await self._start_local_endpoints()
         self._spawn("sync", sync.run())
         self._spawn("report", reporter.run())

@@ -77,6 +77,7 @@ class SyncLoop:
             log.info("assignments_received", index=response.index, jobs=len(response.assignments))
         session.index = response.index
         session.heartbeat_interval = response.heartbeat_interval or session.heartbeat_interval
+        await self._manager.claim(response.assignments, session.node_info())
         actions = reconcile(response.assignments, self._manager.current())
         if actions:
             log.info("reconciling", actions=[type(a).__name__ for a in actions])

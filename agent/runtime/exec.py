@@ -171,7 +171,7 @@ class ExecRuntime:
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=stdout,
                 stderr=stderr,
-                env=_marked(spec),
+                env=marked_environment(spec),
                 cwd=spec.working_dir,
                 user=spec.user,
                 start_new_session=True,
@@ -221,7 +221,7 @@ class ExecRuntime:
         return found
 
 
-def _marked(spec: LaunchSpec) -> dict[str, str]:
+def marked_environment(spec: LaunchSpec) -> dict[str, str]:
     """The job's environment plus the variables naming its execution (and the marker)."""
     if not spec.instance:
         return spec.env
