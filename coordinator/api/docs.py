@@ -24,6 +24,15 @@ ASSETS = files("coordinator") / "docs_assets"
 PAGE = "index.html"
 _CONTENT_TYPES = {".css": "text/css", ".js": "text/javascript"}
 
+# The browser enforces "nothing from elsewhere": every fetch, script and style is same-origin.
+_HEADERS = {
+    "Cache-Control": "no-cache",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; base-uri 'none'; "
+    "form-action 'none'; frame-ancestors 'none'",
+}
+
 
 def live_routes(app: web.Application) -> tuple[LiveRoute, ...]:
     """The app's routes; the HEAD that aiohttp adds beside every GET is implied, not listed."""
@@ -64,7 +73,10 @@ async def handle_openapi(request: web.Request) -> web.Response:
 @routes.get("/docs")
 async def handle_docs_page(request: web.Request) -> web.Response:
     return web.Response(
-        text=ASSETS.joinpath(PAGE).read_text("utf-8"), content_type="text/html", charset="utf-8"
+        text=ASSETS.joinpath(PAGE).read_text("utf-8"),
+        content_type="text/html",
+        charset="utf-8",
+        headers=_HEADERS,
     )
 
 
@@ -79,5 +91,5 @@ async def handle_docs_asset(request: web.Request) -> web.Response:
         body=ASSETS.joinpath(name).read_bytes(),
         content_type=_CONTENT_TYPES[suffix],
         charset="utf-8",
-        headers={"Cache-Control": "no-cache"},
+        headers=_HEADERS,
     )

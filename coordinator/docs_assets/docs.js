@@ -27,12 +27,14 @@
   // ---- a small Markdown subset: paragraphs, "- " lists, `code`, **bold** ------------------
   function inline(text) {
     const out = [];
-    const re = /`([^`]+)`|\*\*([^*]+)\*\*/g;
+    // ``code`` (as pydantic docstrings write it), `code` and **bold**.
+    const re = /``([^`]+)``|`([^`]+)`|\*\*([^*]+)\*\*/g;
     let last = 0;
     let m;
     while ((m = re.exec(text)) !== null) {
       if (m.index > last) out.push(text.slice(last, m.index));
-      out.push(m[1] !== undefined ? el("code", null, m[1]) : el("strong", null, m[2]));
+      const code = m[1] !== undefined ? m[1] : m[2];
+      out.push(code !== undefined ? el("code", null, code) : el("strong", null, m[3]));
       last = re.lastIndex;
     }
     if (last < text.length) out.push(text.slice(last));
@@ -283,6 +285,8 @@
     const origin = window.location.origin;
     const parts = ["curl -s"];
     if (method !== "get") parts.push("-X " + method.toUpperCase());
+    const ok = resolve((op.responses || {})["200"] || {});
+    if (ok.content && ok.content["text/event-stream"]) parts.push("-N");
     const schemes = authOf(op);
     if (schemes.includes("adminToken")) parts.push('-H "Authorization: Bearer $FLEETWAVE_TOKEN"');
     else if (schemes.includes("nodeToken")) parts.push('-H "Authorization: Bearer $NODE_TOKEN"');
@@ -421,7 +425,7 @@
       const section = el("section", { class: "tag", id },
         el("h2", null, group.tag.name),
         group.tag.description ? el("p", { class: "about" }, inline(group.tag.description)) : null);
-      nav.append(el("h3", null, el("a", { href: "#" + id }, group.tag.name)));
+      nav.append(el("h3", { "data-section": id }, el("a", { href: "#" + id }, group.tag.name)));
       for (const { method, path, op } of group.ops) {
         section.append(operationView(method, path, op));
         nav.append(el("a", { href: "#" + opId(method, path, op), "data-for": opId(method, path, op), title: method.toUpperCase() + " " + path },
@@ -431,7 +435,7 @@
       main.append(section);
     }
     main.append(modelsSection());
-    nav.append(el("h3", null, el("a", { href: "#models" }, "models")));
+    nav.append(el("h3", { "data-section": "models" }, el("a", { href: "#models" }, "models")));
     openFromHash();
   }
 
@@ -440,6 +444,10 @@
     if (!id) return;
     const target = document.getElementById(id);
     if (target && target.tagName === "DETAILS") {
+      if (target.hidden) {  // a link to something the filter hides: show everything again
+        document.getElementById("filter").value = "";
+        applyFilter("");
+      }
       target.open = true;
       target.scrollIntoView({ block: "start" });
     }
@@ -457,6 +465,10 @@
     for (const section of document.querySelectorAll("section.tag")) {
       const items = section.querySelectorAll("[data-search]");
       section.hidden = items.length > 0 && [...items].every((i) => i.hidden);
+    }
+    for (const heading of document.querySelectorAll("#nav h3[data-section]")) {
+      const section = document.getElementById(heading.dataset.section);
+      heading.hidden = Boolean(section && section.hidden);
     }
   }
 

@@ -289,6 +289,7 @@ class TestDocsPage:
         assert resp.content_type == "text/html"
         page = await resp.text()
         assert not URL.search(page)
+        assert "default-src 'self'" in resp.headers["Content-Security-Policy"]
         parser = _Links()
         parser.feed(page)
         assets = [link for link in parser.links if link.startswith("/docs/assets/")]
