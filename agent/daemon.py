@@ -23,6 +23,7 @@ from agent.identity import IdentityStore
 from agent.local import AgentSnapshot, create_local_app
 from agent.logs import LogRotator
 from agent.manager import ExecutionManager
+from agent.metrics import AgentMetrics
 from agent.notify import SystemdNotifier
 from agent.paths import DataDir
 from agent.report import ReportLoop
@@ -96,6 +97,7 @@ class Agent:
         self._ready = False
         self._parts: AgentParts | None = None
         self.local_port: int | None = None
+        self.metrics = AgentMetrics()
         self.failed = asyncio.Event()
         """Set when a loop ended unexpectedly; ``main`` then shuts down."""
 
@@ -137,6 +139,7 @@ class Agent:
             clock=self.clock,
             http=self._http,
             on_change=self._on_execution_change,
+            metrics=self.metrics,
             artifacts=ArtifactStore(
                 self.data_dir.artifacts,
                 self._http,
@@ -152,6 +155,7 @@ class Agent:
             rand=self._rand,
             poll_wait=settings.poll_wait.total_seconds(),
             backoff=self._backoff,
+            metrics=self.metrics,
         )
         reporter = ReportLoop(
             session=session,
@@ -163,6 +167,7 @@ class Agent:
             rand=self._rand,
             debounce=self._report_debounce,
             backoff=self._backoff,
+            metrics=self.metrics,
         )
         self._parts = AgentParts(client, session, manager, sync, reporter)
         rotator = LogRotator(

@@ -10,6 +10,7 @@ import structlog
 
 from agent.artifacts import ArtifactStore
 from agent.executions import TERMINAL_STATES, ExecutionRecord, ExecutionStore
+from agent.metrics import AgentMetrics
 from agent.paths import DataDir
 from agent.reconcile import (
     Action,
@@ -44,6 +45,7 @@ class ExecutionManager:
         http: aiohttp.ClientSession,
         on_change: Callable[[], None] = lambda: None,
         artifacts: ArtifactStore | None = None,
+        metrics: AgentMetrics | None = None,
     ) -> None:
         self._runtimes = dict(runtimes)
         self._data_dir = data_dir
@@ -52,6 +54,7 @@ class ExecutionManager:
         self._http = http
         self._on_change = on_change
         self._artifacts = artifacts or ArtifactStore(data_dir.artifacts, http)
+        self._metrics = metrics or AgentMetrics()
         self.supervisors: dict[str, Supervisor] = {}
         self.finished: dict[str, ExecutionRecord] = {}
         self.unclaimed: dict[str, Discovered] = {}
@@ -232,6 +235,7 @@ class ExecutionManager:
             clock=self._clock,
             http=self._http,
             on_change=self._changed,
+            metrics=self._metrics,
             artifacts=self._artifacts,
             adopted=adopted,
             restored=restored,

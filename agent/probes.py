@@ -13,6 +13,7 @@ import aiohttp
 import structlog
 
 from agent.health import CheckCounts, HealthState, HealthVerdict, evaluate_health
+from agent.metrics import AgentMetrics
 from shared.clock import Clock
 from shared.spec import ExecCheck, HealthCheck, HttpCheck, TcpCheck
 
@@ -96,6 +97,8 @@ class HealthMonitor:
         env: Mapping[str, str],
         cwd: str | None,
         on_change: Callable[[HealthVerdict], None],
+        metrics: AgentMetrics | None = None,
+        job: str = "",
     ) -> None:
         self.checks = list(checks)
         self.counts = [CheckCounts() for _ in self.checks]
@@ -105,6 +108,8 @@ class HealthMonitor:
         self._env = dict(env)
         self._cwd = cwd
         self._on_change = on_change
+        self._metrics = metrics or AgentMetrics()
+        self._job = job
 
     async def probe(self, check: HealthCheck) -> ProbeResult:
         """Run one probe of ``check``."""
@@ -116,7 +121,13 @@ class HealthMonitor:
 
     async def step(self, index: int) -> HealthVerdict:
         """Probe check ``index`` once, record the result and re-evaluate the verdict."""
-        result = await self.probe(self.checks[index])
+        check = self.checks[index]
+        started = self._clock.monotonic()
+        result = await self.probe(check)
+        elapsed = self._clock.monotonic() - started
+        self._metrics.check_duration.labels(self._job, check.type).observe(elapsed)
+        outcome = "pass" if result.ok else "fail"
+        self._metrics.check_results.labels(self._job, check.type, outcome).inc()
         self.counts[index] = self.counts[index].record(result.ok, result.error)
         verdict = evaluate_health(self.counts, self.checks, self.verdict.state)
         if verdict != self.verdict:

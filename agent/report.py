@@ -13,6 +13,7 @@ from agent.errors import CoordinatorError, CoordinatorUnavailable, TokenRejected
 from agent.host import HostProbe
 from agent.identity import IdentityStore
 from agent.manager import ExecutionManager
+from agent.metrics import AgentMetrics, error_kind
 from agent.session import NodeSession
 from agent.waiting import sleep_or_event
 from shared.clock import Clock
@@ -46,6 +47,7 @@ class ReportLoop:
         rand: Callable[[], float],
         debounce: float = 0.1,
         backoff: BackoffPolicy | None = None,
+        metrics: AgentMetrics | None = None,
     ) -> None:
         self._session = session
         self._client = client
@@ -56,6 +58,7 @@ class ReportLoop:
         self._rand = rand
         self._debounce = debounce
         self._backoff = backoff or BackoffPolicy()
+        self._metrics = metrics or AgentMetrics()
         self._changed = asyncio.Event()
         self._changed.set()  # report right after start
         self._last_seq = store.load_seq()
@@ -110,7 +113,8 @@ class ReportLoop:
             self._store.save_seq(request.seq)
             try:
                 response = await self._client.report(identity.node_token, request)
-            except TokenRejected:
+            except TokenRejected as exc:
+                self._metrics.sync_errors.labels("report", error_kind(exc)).inc()
                 identity = await session.reregister(identity)
                 self._seq_node, self._last_seq = identity.node_id, 0
                 continue
@@ -131,6 +135,7 @@ class ReportLoop:
     async def _failed(self, event: str, exc: Exception) -> None:
         delay = backoff_delay(self.failures, self._backoff, self._rand)
         self.failures += 1
+        self._metrics.sync_errors.labels("report", error_kind(exc)).inc()
         log.warning(event, error=str(exc), retry_in=round(delay, 3), failures=self.failures)
         if isinstance(exc, CoordinatorUnavailable):
             self._session.mark_unreachable(self._clock.monotonic())

@@ -19,6 +19,7 @@ from agent.backoff import BackoffPolicy, backoff_delay
 from agent.errors import LaunchError
 from agent.executions import ExecutionRecord
 from agent.health import HealthState, HealthVerdict
+from agent.metrics import AgentMetrics
 from agent.paths import DataDir
 from agent.probes import HealthMonitor
 from agent.restart import RestartAction, decide_restart
@@ -129,6 +130,7 @@ class Supervisor:
         rand: Callable[[], float] = random.random,
         adopted: ProcessHandle | None = None,
         restored: ExecutionRecord | None = None,
+        metrics: AgentMetrics | None = None,
     ) -> None:
         self.assignment = assignment
         self.job = assignment.job
@@ -146,6 +148,7 @@ class Supervisor:
         self._on_change = on_change
         self._artifacts = artifacts
         self._rand = rand
+        self._metrics = metrics or AgentMetrics()
         self._handle: ProcessHandle | None = None
         self._task: asyncio.Task[None] | None = None
         # A workload a previous agent run started: supervised from where it was, not restarted.
@@ -239,6 +242,7 @@ class Supervisor:
             return False
         self.history.append(now)
         self.restarts += 1
+        self._metrics.restarts.labels(self.job).inc()
         self._set(ExecutionState.RESTARTING, decision.message)
         await self._clock.sleep(decision.delay)
         return True
@@ -322,6 +326,8 @@ class Supervisor:
             env=prepared.launch.env,
             cwd=str(prepared.launch.working_dir) if prepared.launch.working_dir else None,
             on_change=self._on_health,
+            metrics=self._metrics,
+            job=self.job,
         )
         return asyncio.create_task(monitor.run(), name=f"health-{self.job}")
 

@@ -11,6 +11,7 @@ from agent.backoff import BackoffPolicy, backoff_delay
 from agent.client import CoordinatorClient
 from agent.errors import CoordinatorError, CoordinatorUnavailable, TokenRejected
 from agent.manager import ExecutionManager
+from agent.metrics import AgentMetrics, error_kind
 from agent.reconcile import reconcile
 from agent.session import NodeSession
 from agent.waiting import sleep_or_event
@@ -33,6 +34,7 @@ class SyncLoop:
         rand: Callable[[], float],
         poll_wait: float,
         backoff: BackoffPolicy | None = None,
+        metrics: AgentMetrics | None = None,
     ) -> None:
         self._session = session
         self._client = client
@@ -41,6 +43,7 @@ class SyncLoop:
         self._rand = rand
         self._poll_wait = poll_wait
         self._backoff = backoff or BackoffPolicy()
+        self._metrics = metrics or AgentMetrics()
         self.failures = 0
         self.synced = asyncio.Event()
         """Set once the first assignments have been applied."""
@@ -58,6 +61,7 @@ class SyncLoop:
             if response is not None:
                 self._session.mark_contact(self._clock.monotonic())
                 await self.apply(response)
+                self._metrics.last_sync.set(self._clock.now().timestamp())
         except asyncio.CancelledError:
             raise
         except CoordinatorError as exc:
@@ -107,7 +111,8 @@ class SyncLoop:
             return None
         try:
             return poll.result()
-        except TokenRejected:
+        except TokenRejected as exc:
+            self._metrics.sync_errors.labels("assignments", error_kind(exc)).inc()
             await session.reregister(identity)
             return None
 
@@ -118,5 +123,6 @@ class SyncLoop:
         delay = backoff_delay(self.failures, self._backoff, self._rand)
         self.failures += 1
         self.attempted.set()
+        self._metrics.sync_errors.labels("assignments", error_kind(exc)).inc()
         log.warning(event, error=str(exc), retry_in=round(delay, 3), failures=self.failures)
         await sleep_or_event(self._clock, delay, self._session.repoll)

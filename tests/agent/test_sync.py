@@ -309,5 +309,5 @@ class TestSyncLoop:
                 assert (r.status, body["registered"], body["node_id"]) == (200, True, "node-1")
             async with http.get(base + "/metrics") as r:
                 text = await r.text()
-        assert "fleetwave_agent_registered 1" in text
-        assert 'fleetwave_agent_executions{state="healthy"} 0' in text
+        assert "fleetwave_agent_registered 1.0" in text
+        assert 'fleetwave_agent_executions{state="healthy"} 0.0' in text
