@@ -23,6 +23,7 @@ from coordinator.tokens import LoadedToken, load_or_create
 from coordinator.watch import Watches
 from shared.clock import Clock, SystemClock
 from shared.errors import FieldError, ValidationFailed
+from shared.sdnotify import SystemdNotifier, feed_watchdog
 
 log = structlog.get_logger("fleetwave.coordinator")
 
@@ -84,11 +85,13 @@ async def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     tasks = []
+    notifier = SystemdNotifier()  # Type=notify under systemd; a no-op elsewhere
     try:
         await site.start()
         tasks = [
             asyncio.create_task(driver.run(), name="rollout-driver"),
             asyncio.create_task(monitor.run(), name="node-monitor"),
+            asyncio.create_task(feed_watchdog(notifier, clock), name="sd-watchdog"),
         ]
         deps.started = True
         log.info(
@@ -97,7 +100,9 @@ async def serve(
             database=config.database_url,
             pid=os.getpid(),
         )
+        notifier.ready(f"listening on {config.listen}")
         await stop.wait()
+        notifier.stopping("stopping")
         log.info("coordinator_stopping")
     finally:
         deps.started = False
