@@ -69,8 +69,9 @@ class AgentSettings(BaseSettings):
     """Versions whose artifacts stay on disk per job (the most recently used ones)."""
     artifact_max_bytes: int = Field(default=1 << 30, ge=1)
     """Largest artifact download; an archive may unpack to 8 times this."""
-    on_stop: Literal["stop-workloads", "keep-workloads"] = "stop-workloads"
-    """On SIGTERM: stop every workload, or leave them running for the next agent to adopt."""
+    on_stop: Literal["stop-workloads", "keep-workloads"] = "keep-workloads"
+    """On SIGTERM: leave workloads running for the next agent run to adopt (the default, so
+    an agent restart or upgrade never disrupts them), or stop every workload first."""
 
     @classmethod
     def settings_customise_sources(

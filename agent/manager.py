@@ -97,7 +97,12 @@ class ExecutionManager:
             picked = await self._pick(record, live)
             await self._stop_copies(live, keep=picked.handle if picked else None)
             if picked is None:
-                if record is not None:
+                if record is not None and record.assignment is not None:
+                    # It died while no agent watched it: start it again now (exactly once),
+                    # without waiting for a coordinator that may be unreachable.
+                    log.info("workload_gone_restarting", job=job, version=record.version)
+                    self._supervise(record.assignment, node, restored=record)
+                elif record is not None:
                     log.info("workload_gone", job=job, version=record.version, pid=record.pid)
                     self._store.delete(job)
                 continue

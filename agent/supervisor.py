@@ -202,7 +202,11 @@ class Supervisor:
             self._set(ExecutionState.FAILED, f"{driver} driver not available yet")
             return False
         version_dir: Path | None = None
-        if self.assignment.spec.task.artifacts:
+        if self.assignment.spec.task.artifacts and self._adopted is not None:
+            # Already running from its version dir: nothing to fetch, whatever the cache holds.
+            if self._artifacts is not None:
+                version_dir = self._artifacts.version_dir(self.job, self.assignment.version)
+        elif self.assignment.spec.task.artifacts:
             version_dir = await self._fetch_artifacts()
             if version_dir is None:
                 return False

@@ -140,7 +140,9 @@ class LocalFleet:
 
         wait_for("the coordinator to be ready", ready, timeout)
 
-    def start_agent(self, name: str, labels: dict[str, str] | None = None) -> Proc:
+    def start_agent(
+        self, name: str, labels: dict[str, str] | None = None, *, on_stop: str = "stop-workloads"
+    ) -> Proc:
         if labels is not None:
             self.labels[name] = labels
         argv = [
@@ -162,7 +164,9 @@ class LocalFleet:
         ]
         for key, value in sorted(self.labels.get(name, {}).items()):
             argv += ["--label", f"{key}={value}"]
-        proc = self._spawn(f"agent-{name}", argv, self._env())
+        # A local fleet is thrown away with its agents: they stop their workloads on SIGTERM.
+        env = self._env() | {"FLEETWAVE_ON_STOP": on_stop}
+        proc = self._spawn(f"agent-{name}", argv, env)
         self.agents[name] = proc
         return proc
 

@@ -204,7 +204,8 @@ class TestAdoption:
     async def test_reused_pid_is_not_mistaken_for_the_workload(
         self, tmp_path: Path, http: aiohttp.ClientSession
     ) -> None:
-        """A record whose pid now belongs to another process adopts nothing and kills nothing."""
+        """A record whose pid now belongs to another process adopts nothing and kills nothing;
+        the workload itself is started again."""
         other = await asyncio.create_subprocess_exec("sleep", "300")
         try:
             manager, store = manager_for(tmp_path, http, ExecRuntime(SystemClock()))
@@ -220,9 +221,11 @@ class TestAdoption:
                 )
             )
             await manager.restore(NODE)
-            assert manager.reports() == []
-            assert store.load_all() == []
             assert alive(other.pid)
+            # The recorded workload is gone, so it is started again: one new process.
+            await eventually(lambda: manager.reports()[0].state == ExecutionState.HEALTHY)
+            assert manager.reports()[0].pid not in (None, other.pid)
+            await manager.stop_all()
         finally:
             other.kill()
             await other.wait()
