@@ -16,6 +16,15 @@ from aiohttp.test_utils import TestServer
 
 from agent.backoff import BackoffPolicy
 from agent.daemon import Agent
+from agent.errors import (
+    BadResponse,
+    CoordinatorUnavailable,
+    JoinTokenRejected,
+    NameConflict,
+    RequestRejected,
+    TokenRejected,
+)
+from agent.metrics import error_kind
 from shared.protocol import ExecutionState
 from tests.agent.factories import PYTHON, assignment, free_port, job_spec, settings
 from tests.agent.fake_coordinator import FakeCoordinator
@@ -186,3 +195,21 @@ class TestDocs:
             assert m.helps[name], name
             shown = name + "_total" if m.types[name] == "counter" else name
             assert f"`{shown}`" in doc, shown
+
+
+class TestErrorKind:
+    @pytest.mark.parametrize(
+        ("exc", "kind"),
+        [
+            (CoordinatorUnavailable("down"), "unavailable"),
+            (TokenRejected("401"), "token_rejected"),
+            (JoinTokenRejected("401"), "join_token_rejected"),
+            (NameConflict("409"), "name_conflict"),
+            (RequestRejected("400", status=400), "rejected"),
+            (BadResponse("junk"), "bad_response"),
+            (ValueError("bug"), "internal"),
+        ],
+    )
+    def test_each_error_maps_to_one_bounded_kind(self, exc: Exception, kind: str) -> None:
+        """Every coordinator error class has its own label value; anything else is internal."""
+        assert error_kind(exc) == kind
