@@ -3,7 +3,7 @@
 
 import { describeAction, availableActions, confirmDialog } from "./actions.js";
 import { ApiError, api, clearToken, enc, getToken, setToken, takeTokenFromFragment } from "./api.js";
-import { h } from "./dom.js";
+import { ago, h } from "./dom.js";
 import { EventStream } from "./stream.js";
 import { isActive } from "./states.js";
 import { renderJob, renderJobs, renderLoading, renderNodes, renderProblem, renderSignIn } from "./views.js";
@@ -118,7 +118,10 @@ function toast(message, tone = "ok") {
 // ---------------------------------------------------------------- data
 
 async function load(route) {
-  if (route.page === "jobs") return { jobs: (await api("/v1/jobs")).jobs };
+  if (route.page === "jobs") {
+    const [jobs, nodes] = await Promise.all([api("/v1/jobs"), api("/v1/nodes").catch(() => ({ nodes: [] }))]);
+    return { jobs: jobs.jobs, names: Object.fromEntries(nodes.nodes.map((n) => [n.id, n.name])) };
+  }
   if (route.page === "nodes") return { nodes: (await api("/v1/nodes")).nodes };
   const base = `/v1/jobs/${enc(route.name)}`;
   const [summary, view, events] = await Promise.all([
@@ -145,6 +148,7 @@ async function refreshNow() {
     state.data = data;
     if (data.events) state.jobEvents = data.events;
     if (state.stream === "offline") setConn("down");
+    if (state.stream === "down") stream.retryNow();
     setBanner("");
     render();
   } catch (err) {
@@ -195,7 +199,7 @@ function render() {
   const data = state.data;
   if (!data) return;
   let view;
-  if (state.route.page === "jobs") view = renderJobs(data.jobs);
+  if (state.route.page === "jobs") view = renderJobs(data.jobs, data.names);
   else if (state.route.page === "nodes") view = renderNodes(data.nodes);
   else view = renderJob(data, actionBar(data));
   const focused = document.activeElement && document.activeElement.dataset ? document.activeElement.dataset.action : null;
@@ -288,8 +292,18 @@ const stream = new EventStream({
   },
 });
 
+/** Keep "12s ago" labels current between refreshes without re-rendering the page. */
+function refreshTimes() {
+  const now = Date.now();
+  for (const el of main.querySelectorAll("time[data-ago]")) {
+    const text = ago(el.dataset.ago, now);
+    if (text && el.textContent !== text) el.textContent = text;
+  }
+}
+
 function tick() {
   if (!getToken() || state.stream === "idle") return;
+  refreshTimes();
   const since = Date.now() - state.lastRefresh;
   const live = state.stream === "live";
   if (!live && since >= POLL_MS) refreshNow();

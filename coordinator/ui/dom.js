@@ -37,7 +37,7 @@ export function isZeroTime(value) {
 export function ago(value, now = Date.now()) {
   if (isZeroTime(value)) return "";
   const seconds = Math.max(0, Math.round((now - Date.parse(value)) / 1000));
-  if (seconds < 5) return "just now";
+  if (seconds < 2) return "just now";
   if (seconds < 60) return `${seconds}s ago`;
   if (seconds < 3600) return `${Math.floor(seconds / 60)}m ago`;
   if (seconds < 86400) return `${Math.floor(seconds / 3600)}h ago`;

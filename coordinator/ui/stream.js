@@ -60,6 +60,7 @@ export class EventStream {
     this.stopped = true;
     this.controller = null;
     this.backoff = MIN_BACKOFF_MS;
+    this.wake = null;
   }
 
   start() {
@@ -92,8 +93,21 @@ export class EventStream {
         this.backoff = Math.min(this.backoff * 2, MAX_BACKOFF_MS);
       }
       if (this.stopped) return;
-      await new Promise((resolve) => setTimeout(resolve, wait));
+      await new Promise((resolve) => {
+        const timer = setTimeout(resolve, wait);
+        this.wake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      this.wake = null;
     }
+  }
+
+  /** Skip the rest of the backoff, e.g. once a plain request shows the coordinator is back. */
+  retryNow() {
+    this.backoff = MIN_BACKOFF_MS;
+    if (this.wake) this.wake();
   }
 
   async connectOnce() {

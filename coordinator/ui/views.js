@@ -11,11 +11,19 @@ import {
   rolloutTypeLabel,
 } from "./states.js";
 
-/** Coordinator messages quote commands in backticks; show those as code. */
-export function richText(text) {
-  return String(text)
-    .split("`")
-    .map((part, i) => (i % 2 ? h("code", {}, part) : part));
+/** Coordinator messages quote commands in backticks (shown as code) and name nodes by id
+ * (shown by name when ``names`` knows it). */
+export function richText(text, names = {}) {
+  let plain = String(text);
+  for (const [id, name] of Object.entries(names)) {
+    if (name) plain = plain.replaceAll(id, name);
+  }
+  return plain.split("`").map((part, i) => (i % 2 ? h("code", {}, part) : part));
+}
+
+/** A relative time that the app keeps current (see ``refreshTimes``). */
+export function since(value, fallback = "") {
+  return h("time", { datetime: value, title: fullTime(value), "data-ago": value }, ago(value) || fallback);
 }
 
 export function badge(label, tone, extra = {}) {
@@ -93,7 +101,7 @@ function progress(updated, failed, total, label) {
   );
 }
 
-export function renderJobs(jobs) {
+export function renderJobs(jobs, names = {}) {
   const tally = new Map();
   for (const job of jobs) {
     const [label, tone] = jobState(job.status);
@@ -143,8 +151,8 @@ export function renderJobs(jobs) {
       h("td", {}, badge(label, tone)),
       h("td", { class: "num" }, `v${s.version}`, job.stable_version && job.stable_version !== s.version ? h("div", { class: "muted small" }, `stable v${job.stable_version}`) : null),
       h("td", {}, rolloutCell),
-      h("td", { class: "message" }, s.state.message ? richText(s.state.message) : h("span", { class: "muted" }, "—")),
-      h("td", { class: "muted nowrap", title: fullTime(s.updated_at) }, ago(s.updated_at)),
+      h("td", { class: "message" }, s.state.message ? h("span", { class: "clamp", title: s.state.message }, richText(s.state.message, names)) : h("span", { class: "muted" }, "—")),
+      h("td", { class: "muted nowrap" }, since(s.updated_at)),
     );
   });
   return h(
@@ -167,10 +175,9 @@ export function renderJobs(jobs) {
 // ---------------------------------------------------------------- one job
 
 function nodeTile(node, view) {
-  const [execLabel, execTone] = executionState(node.execution);
-  let tone = execTone;
-  if (view.type === "rollback" && node.result === "in_progress") tone = "warn";
   const down = node.node_status === "down" || node.node_status === "gone";
+  // An unreachable node's execution state is only its last report: show it as unknown.
+  const [execLabel, tone] = down ? ["unreachable", "idle"] : executionState(node.execution);
   const version = node.running_version ?? node.assigned_version;
   const onTarget = version === view.target_version;
   // A healthy execution's message ("health checks passing") adds nothing; problems do.
@@ -181,7 +188,7 @@ function nodeTile(node, view) {
     execLabel,
     version ? `version ${version}` : null,
     resultLabel(node.result),
-    down ? `node ${node.node_status}` : null,
+    down ? `node ${node.node_status}, last seen ${node.execution || "not running"}` : null,
     note || null,
   ]
     .filter(Boolean)
@@ -204,7 +211,7 @@ function nodeTile(node, view) {
     h(
       "div",
       { class: "tile-result" },
-      down ? `node ${node.node_status}` : resultLabel(node.result),
+      down && node.execution ? `last seen ${node.execution}` : resultLabel(node.result),
       node.restarts ? ` · ${plural(node.restarts, "restart")}` : "",
     ),
     note ? h("div", { class: `tile-note${node.result === "failed" ? " is-bad" : ""}` }, note) : null,
@@ -248,11 +255,18 @@ function gateNotice(view, status) {
   if (view.gate === "operator") {
     return ["paused", "Paused by an operator", "Resume to continue the rollout."];
   }
+  if (status.state.state_type === "rollout_failed" && view.type === "rollback") {
+    return [
+      "bad",
+      `Version ${view.rolled_back_from} failed; the fleet is back on version ${view.target_version}`,
+      "Fix the job and submit a new version, or Retry to try this one again.",
+    ];
+  }
   if (view.phase === "halted" && view.halted_reason) {
     return ["bad", "Rollout halted", view.halted_reason];
   }
   if (view.type === "rollback" && isActive(view)) {
-    return ["warn", `Rolling back to version ${view.target_version}`, view.cause || status.state.message];
+    return ["warn", `Rolling back to version ${view.target_version}`, view.cause];
   }
   if (view.next_wave_at && isActive(view)) {
     return ["idle", "Next wave scheduled", `Wave ${view.current_wave + 1} starts at ${clockTime(view.next_wave_at)}.`];
@@ -285,7 +299,7 @@ function eventLine(event, names) {
     h("span", { class: "ev-kind" }, event.kind.replaceAll("_", " ")),
     who ? h("span", { class: "ev-node" }, who) : null,
     change ? h("span", {}, change) : null,
-    event.reason ? h("span", { class: "muted" }, richText(event.reason)) : null,
+    event.reason ? h("span", { class: "muted" }, richText(event.reason, names)) : null,
   ];
 }
 
@@ -336,7 +350,7 @@ export function renderJob(model, actionBar) {
       ),
       actionBar,
     ),
-    s.state.message ? h("p", { class: "job-message" }, richText(s.state.message)) : null,
+    s.state.message ? h("p", { class: "job-message" }, richText(s.state.message, names)) : null,
   );
 
   if (!view || !view.type) {
@@ -356,8 +370,8 @@ export function renderJob(model, actionBar) {
     ["Nodes", `${r.updated_nodes} of ${r.total_nodes} updated`],
     ["Failed", String(r.failed_nodes)],
     ["Wave", view.current_wave === 0 ? "canary" : `${view.current_wave} of ${view.total_waves}`],
-    ["Started", ago(view.started_at)],
-    ["Finished", isZeroTime(view.completed_at) ? "—" : ago(view.completed_at)],
+    ["Started", since(view.started_at)],
+    ["Finished", isZeroTime(view.completed_at) ? "—" : since(view.completed_at)],
   ];
   const overview = h(
     "section",
@@ -366,7 +380,7 @@ export function renderJob(model, actionBar) {
     h("dl", { class: "facts" }, facts.map(([k, v]) => h("div", {}, h("dt", {}, k), h("dd", {}, v)))),
     progress(r.updated_nodes, r.failed_nodes, r.total_nodes, "Rollout progress"),
     notice
-      ? h("div", { class: `notice tone-${notice[0]}`, role: "status", id: "rollout-notice" }, h("strong", {}, notice[1]), notice[2] ? h("span", {}, richText(notice[2])) : null)
+      ? h("div", { class: `notice tone-${notice[0]}`, role: "status", id: "rollout-notice" }, h("strong", {}, notice[1]), notice[2] ? h("span", {}, richText(notice[2], names)) : null)
       : null,
   );
 
@@ -412,7 +426,7 @@ export function renderNodes(nodes) {
       h("td", {}, scheduling),
       h("td", {}, h("div", { class: "labels" }, Object.entries(n.labels || {}).map(([k, v]) => h("span", { class: "chip" }, `${k}=${v}`)))),
       h("td", { class: "muted small nowrap" }, [res.cpu_count ? `${res.cpu_count} CPU` : "", bytes(res.memory_bytes), n.load && n.load.load1 ? `load ${n.load.load1.toFixed(2)}` : ""].filter(Boolean).join(" · ")),
-      h("td", { class: "muted nowrap", title: fullTime(n.last_heartbeat) }, ago(n.last_heartbeat) || "never"),
+      h("td", { class: "muted nowrap" }, since(n.last_heartbeat, "never")),
       h("td", { class: "muted small" }, n.agent_version || "—"),
     );
   });
