@@ -43,13 +43,13 @@ async def handle_register(request: web.Request) -> web.Response:
     body = await parse_body(request, RegisterRequest)
     if not same_token(body.join_token, d.join_token):
         raise Unauthorized("invalid join token")
-    for other in await d.store.list_nodes():
-        if other.name == body.name and other.status != NodeStatus.DOWN:
-            raise Conflict(
-                f"node name {body.name!r} is held by live node {other.id}; pick another name"
-                " or stop that agent first",
-                {"name": body.name, "node_id": other.id},
-            )
+    other = await d.store.find_node(body.name)  # the live holder of the name, if any
+    if other is not None and other.name == body.name and other.status != NodeStatus.DOWN:
+        raise Conflict(
+            f"node name {body.name!r} is held by live node {other.id}; pick another name"
+            " or stop that agent first",
+            {"name": body.name, "node_id": other.id},
+        )
     token = new_token("fwn")
     now = d.clock.now()
     node = NodeRecord(

@@ -70,6 +70,7 @@ class RolloutDriver:
     async def run(self) -> None:
         while True:
             await self._wait()
+            started = self._clock.monotonic()
             try:
                 await self.step()
             except asyncio.CancelledError:
@@ -78,6 +79,10 @@ class RolloutDriver:
                 log.exception("engine_step_failed")
                 self._metrics.engine_step_errors.inc()
                 await self._clock.sleep(1.0)
+            # Planning a large fleet holds the event loop; under a stream of kicks give the
+            # agents' requests at least as much time as the step took (the engine never
+            # takes more than half the loop), and let the kicks meanwhile coalesce.
+            await self._clock.sleep(self._clock.monotonic() - started)
 
     async def _wait(self) -> None:
         if self._wakeup.is_set():

@@ -304,8 +304,9 @@ def _evaluate_nodes(step: _Step, rs: RolloutState) -> RolloutState:
     """Sort started nodes into updated and failed; both stick for the rest of the rollout."""
     policy = step.job.spec.rollout
     updated, failed = list(rs.updated), dict(rs.failed)
+    already = set(updated)  # a set: fleets have thousands of nodes
     for node_id in rs.started:
-        if node_id in failed or node_id in updated:
+        if node_id in failed or node_id in already:
             continue
         node = step.nodes.get(node_id)
         if node is None or node.drain:

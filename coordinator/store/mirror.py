@@ -10,6 +10,7 @@ coordinator never mutates (it derives new ones with ``model_copy``), so they are
 
 from __future__ import annotations
 
+import bisect
 from collections import defaultdict
 from typing import Generic, TypeVar
 
@@ -33,7 +34,7 @@ class Mirror:
         self.versions: dict[tuple[str, int], JobVersion] = {}
         self._node_by_token: dict[str, str] = {}
         self._nodes_by_name: defaultdict[str, set[str]] = defaultdict(set)
-        self._node_order: list[str] | None = None
+        self._node_order: list[tuple[str, str]] = []  # (name, id), sorted
         self._assignments = _Pairs[AssignmentRecord]()
         self._executions = _Pairs[ExecutionRecord]()
 
@@ -51,9 +52,10 @@ class Mirror:
         old = self.nodes.get(node.id)
         if old is not None and old.name != node.name:
             self._nodes_by_name[old.name].discard(node.id)
+            self._node_order.remove((old.name, node.id))
         if old is None or old.name != node.name:
             self._nodes_by_name[node.name].add(node.id)
-            self._node_order = None
+            bisect.insort(self._node_order, (node.name, node.id))
         if old is not None and old.token_hash != node.token_hash:
             self._node_by_token.pop(old.token_hash, None)
         self._node_by_token[node.token_hash] = node.id
@@ -67,11 +69,9 @@ class Mirror:
         return [self.nodes[i] for i in self._nodes_by_name.get(name, ())]
 
     def listed_nodes(self) -> list[NodeRecord]:
-        """Every node ordered by name, then id (the order is kept until a node joins)."""
-        if self._node_order is None:
-            ordered = sorted(self.nodes.values(), key=lambda n: (n.name, n.id))
-            self._node_order = [n.id for n in ordered]
-        return [self.nodes[i] for i in self._node_order]
+        """Every node ordered by name, then id."""
+        nodes = self.nodes
+        return [nodes[i] for _, i in self._node_order]
 
     # assignments and executions
 
