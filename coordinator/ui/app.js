@@ -23,6 +23,7 @@ const state = {
   again: false,
   timer: null,
   busy: false, // an action is being sent
+  actionBar: null, // the job page's buttons, kept across re-renders
   signInMessage: "",
   jobEvents: [],
 };
@@ -202,35 +203,44 @@ function render() {
   if (state.route.page === "jobs") view = renderJobs(data.jobs, data.names);
   else if (state.route.page === "nodes") view = renderNodes(data.nodes);
   else view = renderJob(data, actionBar(data));
-  const focused = document.activeElement && document.activeElement.dataset ? document.activeElement.dataset.action : null;
+  const focused = document.activeElement;
   main.replaceChildren(view);
-  if (focused) {
-    const again = main.querySelector(`[data-action="${focused}"]`);
-    if (again) again.focus();
+  // Moving the persistent action bar drops focus; give it back.
+  if (focused && focused !== document.body && main.contains(focused) && document.activeElement !== focused) {
+    focused.focus();
   }
 }
 
+/** The action buttons persist across re-renders (only their state changes), so a click that
+ * lands while a live update redraws the page is never lost. */
 function actionBar(data) {
   const actions = availableActions(data.summary, data.view);
-  return h(
-    "div",
-    { class: "actions", role: "group", "aria-label": "Rollout actions" },
-    actions.map((a) =>
-      h(
-        "button",
-        {
-          type: "button",
-          class: `btn${a.primary ? " btn-primary" : ""}${a.danger ? " btn-danger-quiet" : ""}`,
-          disabled: !a.enabled || state.busy,
-          title: a.enabled ? "" : a.why,
-          "aria-label": `${a.label} the rollout of ${data.summary.name}`,
-          dataset: { action: a.id },
-          onclick: () => runAction(a.id),
-        },
-        a.label,
+  const name = data.summary.name;
+  if (!state.actionBar || state.actionBar.dataset.job !== name) {
+    state.actionBar = h(
+      "div",
+      { class: "actions", role: "group", "aria-label": "Rollout actions", dataset: { job: name } },
+      actions.map((a) =>
+        h(
+          "button",
+          {
+            type: "button",
+            "aria-label": `${a.label} the rollout of ${name}`,
+            dataset: { action: a.id },
+            onclick: () => runAction(a.id),
+          },
+          a.label,
+        ),
       ),
-    ),
-  );
+    );
+  }
+  for (const a of actions) {
+    const button = state.actionBar.querySelector(`[data-action="${a.id}"]`);
+    button.className = `btn${a.primary ? " btn-primary" : ""}${a.danger ? " btn-danger-quiet" : ""}`;
+    button.disabled = !a.enabled || state.busy;
+    button.title = a.enabled ? "" : a.why;
+  }
+  return state.actionBar;
 }
 
 async function runAction(id) {
