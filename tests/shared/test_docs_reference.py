@@ -251,7 +251,7 @@ REASONS = {
     "rejected: ": "agent/artifacts.py",
     "needs systemd as the init system": "agent/runtime/systemd.py",
     "needs the agent to run as root": "agent/runtime/systemd.py",
-    "systemd-run could not start": "agent/runtime/systemd.py",
+    "could not start ": "agent/runtime/systemd.py",
     "internal agent error": "agent/supervisor.py",
     "fetching artifacts": "agent/supervisor.py",
     "stopped by the agent": "agent/supervisor.py",
