@@ -1,25 +1,33 @@
-"""The ``fleetwave`` command: the coordinator daemon, operator commands and the demo."""
+"""The ``fleetwave`` command: the coordinator daemon, operator commands and the demo.
+
+Exit codes (DESIGN §2): 0 success, 1 the operation ran but the rollout failed or was rolled
+back, 2 usage or API error. Read commands take ``--json`` (the API's body, for scripts).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import json
 import os
 import sys
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn, Protocol
+from typing import Any, NoReturn
 
 import click
+from click.core import ParameterSource
+from click.shell_completion import CompletionItem, get_completion_class
 
 from coordinator.client import ApiClient, ApiError
+from coordinator.follow import progress_line
 from coordinator.specfile import SpecFileError, load_spec_file
 
 EXIT_OK, EXIT_ROLLOUT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_INTERRUPTED = 130
 DEFAULT_ADDR = "http://127.0.0.1:7400"
-SUCCESS_STATES = {"running", "completed"}
-FAILURE_STATES = {"failed", "rollout_failed", "degraded", "stopped", "deleted"}
+EVENTS_PAGE = 1000  # the API's largest page of stored events
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
@@ -27,35 +35,72 @@ def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
     sys.exit(code)
 
 
-def api_error(exc: ApiError) -> NoReturn:
+def explain(exc: ApiError, token_given: bool = True) -> str:
+    """The API error as an operator reads it: what went wrong, then what to do."""
     lines = [exc.message]
     for item in exc.details.get("errors", []):
         lines.append(f"  - {item.get('field')}: {item.get('message')}")
     if exc.status == 401:
-        lines.append("  Set FLEETWAVE_TOKEN (or --token) to the coordinator's admin token.")
-    fail("\n".join(lines))
+        lines[0] = (
+            f"the coordinator refused the token ({exc.message})"
+            if token_given
+            else "no token given: the coordinator needs its admin token"
+        )
+        lines.append(
+            "  Set FLEETWAVE_TOKEN (or --token) to the admin token, or point --token-file /"
+            " FLEETWAVE_TOKEN_FILE at the coordinator's admin.token file"
+            " (<data-dir>/admin.token, default /var/lib/fleetwave/admin.token)."
+        )
+    elif exc.status == 404 and "version" in exc.details:
+        job = exc.details.get("job", "")
+        lines[0] = f"{exc.message}; see `fleetwave job history {job}`"
+    elif exc.status == 404 and "job" in exc.details:
+        lines[0] = f"no job named {exc.details['job']}; see `fleetwave job list`"
+    elif exc.status == 404 and "node" in exc.details:
+        lines[0] = f"no node named {exc.details['node']}; see `fleetwave node list`"
+    return "\n".join(lines)
+
+
+def resolve_token(
+    token: str | None,
+    token_file: str | None,
+    token_explicit: bool = False,
+    file_explicit: bool = False,
+) -> str | None:
+    """A flag beats an environment variable; with both from the same source the token wins."""
+    if token and token_explicit:
+        return token
+    if token_file and (file_explicit or not token):
+        try:
+            return Path(token_file).read_text().strip()
+        except OSError as exc:
+            fail(f"cannot read token file {token_file}: {exc.strerror}")
+    return token
 
 
 class Ctx:
-    def __init__(self, addr: str, token: str | None) -> None:
-        self.client = ApiClient(addr, token)
+    """The operator commands' connection; the token is read when the first call needs it."""
+
+    def __init__(self, addr: str, token: Callable[[], str | None]) -> None:
+        self.addr = addr
+        self._token = token
+        self._client: ApiClient | None = None
+
+    @property
+    def client(self) -> ApiClient:
+        if self._client is None:
+            self._client = ApiClient(self.addr, self._token())
+        return self._client
 
     def call(self, method: str, path: str, body: Any = None, **kw: Any) -> Any:
         try:
             return self.client.request(method, path, body, **kw)
         except ApiError as exc:
-            api_error(exc)
+            fail(explain(exc, bool(self.client.token)))
 
 
-def _token(token: str | None, token_file: str | None) -> str | None:
-    if token:
-        return token
-    if token_file:
-        try:
-            return Path(token_file).read_text().strip()
-        except OSError as exc:
-            fail(f"cannot read token file {token_file}: {exc.strerror}")
-    return None
+def _explicit(ctx: click.Context, name: str) -> bool:
+    return ctx.get_parameter_source(name) in {ParameterSource.COMMANDLINE, ParameterSource.PROMPT}
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -76,12 +121,81 @@ def _token(token: str | None, token_file: str | None) -> str | None:
     "--token-file",
     envvar="FLEETWAVE_TOKEN_FILE",
     default=None,
-    help="Read the operator token from this file (env FLEETWAVE_TOKEN_FILE).",
+    help="Read the operator token from this file, e.g. the coordinator's"
+    " <data-dir>/admin.token (env FLEETWAVE_TOKEN_FILE; the flag beats FLEETWAVE_TOKEN).",
 )
 @click.pass_context
 def cli(ctx: click.Context, addr: str, token: str | None, token_file: str | None) -> None:
-    """Fleetwave: roll out versioned jobs to a fleet of hosts, safely."""
-    ctx.obj = Ctx(addr, _token(token, token_file))
+    """Fleetwave: roll out versioned jobs to a fleet of hosts, safely.
+
+    Exit status: 0 success, 1 the rollout failed or was rolled back, 2 usage or API error.
+    """
+    explicit = _explicit(ctx, "token"), _explicit(ctx, "token_file")
+    ctx.obj = Ctx(addr, lambda: resolve_token(token, token_file, *explicit))
+
+
+def _completion_client(ctx: click.Context) -> ApiClient:
+    params = ctx.find_root().params
+    addr = params.get("addr") or os.environ.get("FLEETWAVE_ADDR") or DEFAULT_ADDR
+    token = params.get("token") or os.environ.get("FLEETWAVE_TOKEN")
+    token_file = params.get("token_file") or os.environ.get("FLEETWAVE_TOKEN_FILE")
+    if token_file and not params.get("token"):
+        with contextlib.suppress(OSError):
+            token = Path(token_file).read_text().strip()
+    return ApiClient(addr, token, timeout=2)
+
+
+def complete_jobs(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+    """Job names from the API, when it answers in time (else no suggestions)."""
+    try:
+        jobs = _completion_client(ctx).request("GET", "/v1/jobs").body["jobs"]
+    except (ApiError, KeyError, TypeError):
+        return []
+    return [CompletionItem(j["name"]) for j in jobs if j["name"].startswith(incomplete)]
+
+
+def complete_nodes(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+    """Node names (and ids) from the API, when it answers in time."""
+    try:
+        nodes = _completion_client(ctx).request("GET", "/v1/nodes").body["nodes"]
+    except (ApiError, KeyError, TypeError):
+        return []
+    keys = [n["name"] for n in nodes] + [n["id"] for n in nodes]
+    return [CompletionItem(k) for k in keys if k.startswith(incomplete)]
+
+
+def job_argument(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.argument("name", shell_complete=complete_jobs)(f)
+
+
+def node_argument(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.argument("node_id", metavar="NODE", shell_complete=complete_nodes)(f)
+
+
+def json_option(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option(
+        "--json",
+        "as_json",
+        is_flag=True,
+        help=f"Print {what} as JSON (the API's response body; no colours, stable keys).",
+    )
+
+
+def print_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2))
+
+
+@cli.command("completion")
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion(shell: str) -> None:
+    """Print the shell completion script for SHELL (bash, zsh or fish).
+
+    Load it in your shell's startup file, e.g. ``eval "$(fleetwave completion bash)"``;
+    job and node names complete from the coordinator when it is reachable.
+    """
+    cls = get_completion_class(shell)
+    assert cls is not None  # click.Choice admits only shells click supports
+    click.echo(cls(cli, {}, "fleetwave", "_FLEETWAVE_COMPLETE").source())
 
 
 # -- the daemon ---------------------------------------------------------------
@@ -154,6 +268,17 @@ def job() -> None:
     """Submit, inspect and watch jobs."""
 
 
+def _load(file: Path) -> tuple[str, dict[str, Any]]:
+    try:
+        spec = load_spec_file(file)
+    except SpecFileError as exc:
+        fail(str(exc))
+    name = spec.get("name")
+    if not isinstance(name, str) or not name:
+        fail(f"{file} has no 'name'")
+    return name, spec
+
+
 @job.command("run")
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option(
@@ -165,26 +290,22 @@ def job() -> None:
 @click.option("--detach", is_flag=True, help="Submit and return without watching the rollout.")
 @click.option(
     "--timeout",
+    type=float,
     default=900.0,
     show_default=True,
-    help="Stop watching after this many seconds (exit 1).",
+    help="Stop watching after this many seconds (exit 1; the rollout goes on).",
 )
 @click.pass_obj
 def job_run(obj: Ctx, file: Path, check_revision: int | None, detach: bool, timeout: float) -> None:
     """Create or update the job in FILE (TOML, YAML or JSON) and watch its rollout.
 
-    Exit status: 0 the rollout succeeded, 1 it failed or was rolled back, 2 usage or API error.
+    On a terminal the rollout is shown live (canary, waves, each node, failures); otherwise
+    one line per change. Exit status: 0 the rollout succeeded, 1 it failed or was rolled
+    back, 2 usage or API error.
     """
-    try:
-        spec = load_spec_file(file)
-    except SpecFileError as exc:
-        fail(str(exc))
-    name = spec.get("name")
-    if not isinstance(name, str) or not name:
-        fail(f"{file} has no 'name'")
+    name, spec = _load(file)
     headers = {"If-Match": f'"{check_revision}"'} if check_revision is not None else None
-    resp = obj.call("PUT", f"/v1/jobs/{name}", spec, headers=headers)
-    body = resp.body
+    body = obj.call("PUT", f"/v1/jobs/{name}", spec, headers=headers).body
     if body["changed"]:
         click.echo(
             f"Job {name!r}: version {body['version']} submitted (revision {body['revision']})."
@@ -193,65 +314,76 @@ def job_run(obj: Ctx, file: Path, check_revision: int | None, detach: bool, time
         click.echo(f"Job {name!r}: unchanged, still version {body['version']}.")
     if detach:
         return
-    sys.exit(watch_rollout(obj, name, body["status"], timeout))
+    sys.exit(watch(obj, name, timeout=timeout))
 
 
-class Caller(Protocol):
-    def call(self, method: str, path: str, body: Any = None, **kw: Any) -> Any: ...
+def watch(obj: Ctx, name: str, *, timeout: float | None = None, until_end: bool = True) -> int:
+    """Show the rollout live until it settles; Ctrl-C stops watching, not the rollout."""
+    from coordinator.liveview import UntilRolloutEnds, follow_rollout, until_settled
 
-
-def watch_rollout(obj: Caller, name: str, status: dict[str, Any], timeout: float) -> int:
-    """Follow the status with blocking queries until the rollout ends; return the exit code."""
-    deadline = time.monotonic() + timeout
-    last_line = ""
-    while True:
-        state = status["state"]["state_type"]
-        line = _progress_line(status)
-        if line != last_line:
-            click.echo(line)
-            last_line = line
-        if state in SUCCESS_STATES:
-            return EXIT_OK
-        if state in FAILURE_STATES:
-            for key, value in sorted(status["state"]["details"].items()):
-                click.echo(f"  {key}: {value}")
-            return EXIT_ROLLOUT_FAILED
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            click.echo(f"Stopped watching after {timeout:.0f}s; the rollout goes on.", err=True)
-            return EXIT_ROLLOUT_FAILED
-        wait = max(1, min(30, int(remaining)))
-        status = obj.call(
-            "GET",
-            f"/v1/jobs/{name}/status",
-            query={"index": str(status["revision"]), "wait": f"{wait}s"},
-            timeout=wait + 10,
-        ).body
-
-
-def _progress_line(status: dict[str, Any]) -> str:
-    state = status["state"]
-    ro = status["rollout"]
-    text = f"[{state['state_type'] or '-'}] {state['message']}"
-    if ro["type"]:
-        text += (
-            f"  ({ro['type']}: {ro['updated_nodes']}/{ro['total_nodes']} updated,"
-            f" {ro['failed_nodes']} failed, wave {ro['current_wave']}/{ro['total_waves']})"
+    try:
+        return follow_rollout(
+            obj.client,
+            name,
+            stop=until_settled if until_end else UntilRolloutEnds(),
+            timeout=timeout,
         )
-    return text
+    except ApiError as exc:
+        fail(explain(exc, bool(obj.client.token)))
+    except KeyboardInterrupt:
+        click.echo(
+            f"\nStopped watching; the rollout goes on (`fleetwave job status {name} --watch`).",
+            err=True,
+        )
+        return EXIT_INTERRUPTED
 
 
 @job.command("status")
-@click.argument("name")
-@click.option("--json", "as_json", is_flag=True, help="Print the JobStatus object as JSON.")
+@job_argument
+@json_option("the JobStatus object (with --watch: one object per line, on every change)")
+@click.option(
+    "--watch",
+    is_flag=True,
+    help="Follow the job live until its current (or next) rollout ends, or Ctrl-C.",
+)
 @click.pass_obj
-def job_status(obj: Ctx, name: str, as_json: bool) -> None:
-    """Show a job's JobStatus."""
+def job_status(obj: Ctx, name: str, as_json: bool, watch: bool) -> None:
+    """Show a job's JobStatus (exactly the API's object with --json).
+
+    With --watch the exit status is that of `job run` once the rollout ends; Ctrl-C exits 0.
+    """
+    if watch:
+        sys.exit(_watch_status(obj, name, as_json))
     status = obj.call("GET", f"/v1/jobs/{name}/status").body
     if as_json:
-        click.echo(json.dumps(status, indent=2))
+        print_json(status)
         return
     click.echo(render_status(name, status))
+
+
+def _watch_status(obj: Ctx, name: str, as_json: bool) -> int:
+    obj.call("GET", f"/v1/jobs/{name}/status")  # a clear error for a missing job, at once
+    if not as_json:
+        code = watch(obj, name, until_end=False)
+        return EXIT_OK if code == EXIT_INTERRUPTED else code
+    from coordinator.follow import RolloutFollower
+    from coordinator.liveview import UntilRolloutEnds
+
+    stop, revision = UntilRolloutEnds(), -1
+    try:
+        with RolloutFollower(obj.client, name) as follower:
+            for snap in follower.snapshots():
+                if snap.status["revision"] != revision:
+                    click.echo(json.dumps(snap.status, separators=(",", ":")))
+                    revision = snap.status["revision"]
+                done = stop(snap)
+                if done is not None:
+                    return done
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except ApiError as exc:
+        fail(explain(exc, bool(obj.client.token)))
+    return EXIT_OK
 
 
 def render_status(name: str, status: dict[str, Any]) -> str:
@@ -264,9 +396,11 @@ def render_status(name: str, status: dict[str, Any]) -> str:
     ]
     lines += [f"  {k}: {v}" for k, v in sorted(state["details"].items())]
     if ro["type"]:
+        previous = "" if state["state_type"] != "pending" else "  (the previous rollout)"
         lines += [
             f"Rollout:   {ro['type']}  wave {ro['current_wave']}/{ro['total_waves']}"
-            f"  updated {ro['updated_nodes']}/{ro['total_nodes']}  failed {ro['failed_nodes']}",
+            f"  updated {ro['updated_nodes']}/{ro['total_nodes']}  failed {ro['failed_nodes']}"
+            + previous,
             f"Canaries:  {', '.join(ro['canary_nodes']) or '-'}"
             f"  (promoted: {'yes' if ro['canary_promoted'] else 'no'})",
             f"Started:   {ro['started_at']}",
@@ -291,14 +425,15 @@ def table(rows: Sequence[Sequence[str]], headers: Sequence[str]) -> str:
 
 
 @job.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
+@json_option('the list ({"jobs": [...]})')
 @click.pass_obj
 def job_list(obj: Ctx, as_json: bool) -> None:
     """List jobs with their version and state."""
-    jobs = obj.call("GET", "/v1/jobs").body["jobs"]
+    body = obj.call("GET", "/v1/jobs").body
     if as_json:
-        click.echo(json.dumps(jobs, indent=2))
+        print_json(body)
         return
+    jobs = body["jobs"]
     if not jobs:
         click.echo("No jobs. Submit one with: fleetwave job run FILE")
         return
@@ -316,22 +451,22 @@ def job_list(obj: Ctx, as_json: bool) -> None:
 
 
 @job.command("history")
-@click.argument("name")
-@click.option("--json", "as_json", is_flag=True, help="Print the versions as JSON.")
+@job_argument
+@json_option('the versions ({"versions": [...]}, oldest first)')
 @click.pass_obj
 def job_history(obj: Ctx, name: str, as_json: bool) -> None:
-    """List a job's versions, newest first."""
-    versions = obj.call("GET", f"/v1/jobs/{name}/versions").body["versions"]
-    status = obj.call("GET", f"/v1/jobs/{name}").body
+    """List a job's versions, newest first, marking the current and the stable one."""
+    body = obj.call("GET", f"/v1/jobs/{name}/versions").body
     if as_json:
-        click.echo(json.dumps(versions, indent=2))
+        print_json(body)
         return
+    job = obj.call("GET", f"/v1/jobs/{name}").body
     rows = []
-    for v in reversed(versions):
+    for v in reversed(body["versions"]):
         marks = []
-        if v["version"] == status["status"]["version"]:
+        if v["version"] == job["status"]["version"]:
             marks.append("current")
-        if v["version"] == status["stable_version"]:
+        if v["version"] == job["stable_version"]:
             marks.append("stable")
         task = v["spec"]["task"]
         rows.append(
@@ -342,20 +477,14 @@ def job_history(obj: Ctx, name: str, as_json: bool) -> None:
 
 @job.command("plan")
 @click.argument("file", type=click.Path(path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@json_option("the plan")
 @click.pass_obj
 def job_plan(obj: Ctx, file: Path, as_json: bool) -> None:
     """Dry run: show what submitting FILE would change and which nodes go in each wave."""
-    try:
-        spec = load_spec_file(file)
-    except SpecFileError as exc:
-        fail(str(exc))
-    name = spec.get("name")
-    if not isinstance(name, str) or not name:
-        fail(f"{file} has no 'name'")
+    name, spec = _load(file)
     plan = obj.call("POST", f"/v1/jobs/{name}/plan", spec).body
     if as_json:
-        click.echo(json.dumps(plan, indent=2))
+        print_json(plan)
         return
     if not plan["changed"]:
         click.echo(f"Job {name!r}: no change (version {plan['current_version']}).")
@@ -379,11 +508,11 @@ def _names(nodes: list[dict[str, str]]) -> str:
 
 def _action(obj: Ctx, name: str, path: str, body: Any = None, what: str = "") -> None:
     status = obj.call("POST", f"/v1/jobs/{name}/{path}", body).body["status"]
-    click.echo(f"{what or path}: {_progress_line(status)}")
+    click.echo(f"{what or path}: {progress_line(status)}")
 
 
 @job.command("restart")
-@click.argument("name")
+@job_argument
 @click.pass_obj
 def job_restart(obj: Ctx, name: str) -> None:
     """Restart the job's processes wave by wave (same version)."""
@@ -391,7 +520,7 @@ def job_restart(obj: Ctx, name: str) -> None:
 
 
 @job.command("stop")
-@click.argument("name")
+@job_argument
 @click.pass_obj
 def job_stop(obj: Ctx, name: str) -> None:
     """Stop the job on every node (submit it again to start it)."""
@@ -399,24 +528,44 @@ def job_stop(obj: Ctx, name: str) -> None:
 
 
 @job.command("delete")
-@click.argument("name")
+@job_argument
 @click.pass_obj
 def job_delete(obj: Ctx, name: str) -> None:
     """Stop the job everywhere and delete it (its versions stay readable)."""
     status = obj.call("DELETE", f"/v1/jobs/{name}").body["status"]
-    click.echo(f"Deleted: {_progress_line(status)}")
+    click.echo(f"Deleted: {progress_line(status)}")
+
+
+def newest_events(obj: Ctx, name: str, limit: int) -> list[dict[str, Any]]:
+    """The job's ``limit`` most recent events, oldest first (the API pages forward only)."""
+    newest: collections.deque[dict[str, Any]] = collections.deque(maxlen=limit)
+    after = 0
+    while True:
+        query = {"job": name, "after": str(after), "limit": str(EVENTS_PAGE)}
+        page = obj.call("GET", "/v1/events", query=query).body
+        newest.extend(page["events"])
+        if len(page["events"]) < EVENTS_PAGE:
+            return list(newest)
+        after = page["last_id"]
 
 
 @job.command("events")
-@click.argument("name")
-@click.option("--limit", default=50, show_default=True, help="How many events to show.")
-@click.option("--json", "as_json", is_flag=True, help="Print the events as JSON.")
+@job_argument
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=50,
+    show_default=True,
+    help="Show the newest N events.",
+)
+@json_option('the events ({"events": [...]}, oldest first)')
 @click.pass_obj
 def job_events(obj: Ctx, name: str, limit: int, as_json: bool) -> None:
-    """Show the job's recorded transitions, oldest first."""
-    events = obj.call("GET", "/v1/events", query={"job": name, "limit": str(limit)}).body["events"]
+    """Show the job's most recent recorded transitions, oldest of them first."""
+    obj.call("GET", f"/v1/jobs/{name}/status")  # "no job named X" rather than an empty list
+    events = newest_events(obj, name, limit)
     if as_json:
-        click.echo(json.dumps(events, indent=2))
+        print_json({"events": events})
         return
     rows = [
         (
@@ -440,7 +589,7 @@ def rollout() -> None:
 
 
 @rollout.command("pause")
-@click.argument("name")
+@job_argument
 @click.pass_obj
 def rollout_pause(obj: Ctx, name: str) -> None:
     """Hold the rollout: no further node gets the new version until resume."""
@@ -448,7 +597,7 @@ def rollout_pause(obj: Ctx, name: str) -> None:
 
 
 @rollout.command("resume")
-@click.argument("name")
+@job_argument
 @click.pass_obj
 def rollout_resume(obj: Ctx, name: str) -> None:
     """Continue a paused rollout (also passes a manual wave gate)."""
@@ -456,7 +605,7 @@ def rollout_resume(obj: Ctx, name: str) -> None:
 
 
 @rollout.command("promote")
-@click.argument("name")
+@job_argument
 @click.option(
     "--full", is_flag=True, help="Roll out every remaining wave at once, skipping further gates."
 )
@@ -467,7 +616,7 @@ def rollout_promote(obj: Ctx, name: str, full: bool) -> None:
 
 
 @rollout.command("abort")
-@click.argument("name")
+@job_argument
 @click.pass_obj
 def rollout_abort(obj: Ctx, name: str) -> None:
     """Halt the rollout and return updated nodes to the stable version."""
@@ -475,7 +624,7 @@ def rollout_abort(obj: Ctx, name: str) -> None:
 
 
 @rollout.command("retry")
-@click.argument("name")
+@job_argument
 @click.pass_obj
 def rollout_retry(obj: Ctx, name: str) -> None:
     """Re-run a failed or aborted rollout from its first unfinished wave."""
@@ -483,7 +632,7 @@ def rollout_retry(obj: Ctx, name: str) -> None:
 
 
 @rollout.command("rollback")
-@click.argument("name")
+@job_argument
 @click.option(
     "--to-version",
     type=int,
@@ -498,14 +647,14 @@ def rollout_rollback(obj: Ctx, name: str, to_version: int | None) -> None:
 
 
 @rollout.command("show")
-@click.argument("name")
-@click.option("--json", "as_json", is_flag=True, help="Print the rollout as JSON.")
+@job_argument
+@json_option("the rollout view")
 @click.pass_obj
 def rollout_show(obj: Ctx, name: str, as_json: bool) -> None:
     """Show the rollout wave by wave with each node's state and reason."""
     view = obj.call("GET", f"/v1/jobs/{name}/rollout").body
     if as_json:
-        click.echo(json.dumps(view, indent=2))
+        print_json(view)
         return
     click.echo(
         f"{view['type'] or 'no rollout'} to version {view['target_version']}"
@@ -550,14 +699,15 @@ def node() -> None:
 
 
 @node.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print the nodes as JSON.")
+@json_option('the nodes ({"nodes": [...]})')
 @click.pass_obj
 def node_list(obj: Ctx, as_json: bool) -> None:
     """List nodes with status, eligibility and labels."""
-    nodes = obj.call("GET", "/v1/nodes").body["nodes"]
+    body = obj.call("GET", "/v1/nodes").body
     if as_json:
-        click.echo(json.dumps(nodes, indent=2))
+        print_json(body)
         return
+    nodes = body["nodes"]
     if not nodes:
         click.echo("No nodes have registered yet.")
         return
@@ -577,14 +727,14 @@ def node_list(obj: Ctx, as_json: bool) -> None:
 
 
 @node.command("show")
-@click.argument("node_id")
-@click.option("--json", "as_json", is_flag=True, help="Print the node as JSON.")
+@node_argument
+@json_option("the node")
 @click.pass_obj
 def node_show(obj: Ctx, node_id: str, as_json: bool) -> None:
     """Show one node (by id or name) and its assignments."""
     body = obj.call("GET", f"/v1/nodes/{node_id}").body
     if as_json:
-        click.echo(json.dumps(body, indent=2))
+        print_json(body)
         return
     for key in (
         "id",
@@ -603,7 +753,7 @@ def node_show(obj: Ctx, node_id: str, as_json: bool) -> None:
 
 
 @node.command("drain")
-@click.argument("node_id")
+@node_argument
 @click.option("--disable", is_flag=True, help="Stop draining: the node may get jobs again.")
 @click.pass_obj
 def node_drain(obj: Ctx, node_id: str, disable: bool) -> None:
@@ -613,7 +763,7 @@ def node_drain(obj: Ctx, node_id: str, disable: bool) -> None:
 
 
 @node.command("eligibility")
-@click.argument("node_id")
+@node_argument
 @click.option(
     "--enable/--disable",
     default=None,
@@ -633,10 +783,17 @@ def node_eligibility(obj: Ctx, node_id: str, enable: bool | None) -> None:
 
 
 @cli.command()
-@click.option("--agents", default=3, show_default=True, help="How many local agents to start.")
-@click.option("--keep", is_flag=True, help="Leave everything running until Ctrl-C.")
+@click.option(
+    "--agents",
+    type=click.IntRange(min=3),
+    default=9,
+    show_default=True,
+    help="How many local agents to start (spread over 3 zones).",
+)
+@click.option("--keep", is_flag=True, help="Leave everything running until Ctrl-C at the end.")
 def demo(agents: int, keep: bool) -> None:
-    """Start a coordinator and local agents in a temp dir and roll out a small HTTP service."""
+    """Run the showcase: a coordinator and local agents in a temp dir; v1, v2 through canary
+    and waves, then a broken v3 that is rolled back automatically. Cleans up after itself."""
     from coordinator.demo.runner import run_demo
 
     sys.exit(run_demo(agents=agents, keep=keep))
