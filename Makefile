@@ -30,6 +30,10 @@ check: $(STAMP)
 	$(BIN)/ruff format --check agent coordinator shared tests bench
 	$(BIN)/mypy
 
+## bench: quick benchmarks against a real coordinator (< 3 min); `python -m bench.run full` for all
+bench: $(STAMP)
+	$(BIN)/python -m bench.run quick
+
 format: $(STAMP)
 	$(BIN)/ruff check --fix agent coordinator shared tests bench
 	$(BIN)/ruff format agent coordinator shared tests bench
