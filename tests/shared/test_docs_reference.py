@@ -234,6 +234,13 @@ class TestDocExamples:
         parse_job_spec(load_spec_file(path))
 
 
+class TestReadme:
+    @pytest.mark.parametrize("doc", sorted(p.name for p in DOCS.glob("*.md")))
+    def test_readme_links_every_doc(self, doc: str) -> None:
+        """The README's documentation list links each file in docs/."""
+        assert f"](docs/{doc})" in (ROOT / "README.md").read_text(encoding="utf-8")
+
+
 # Failure reasons and the source file that produces them: the troubleshooting guide must
 # explain each, and each must still be what the code says.
 REASONS = {
