@@ -5,12 +5,14 @@ import { describeAction, availableActions, confirmDialog } from "./actions.js";
 import { ApiError, api, clearToken, enc, getToken, setToken, takeTokenFromFragment } from "./api.js";
 import { ago, h } from "./dom.js";
 import { EventStream } from "./stream.js";
-import { isActive } from "./states.js";
+import { isActive, jobState } from "./states.js";
 import { renderJob, renderJobs, renderLoading, renderNodes, renderProblem, renderSignIn } from "./views.js";
 
 const POLL_MS = 5000; // while the event stream is down
 const SAFETY_MS = 15000; // while it is up: catch changes no event announces (e.g. health)
 const EVENTS_SHOWN = 12;
+const EVENT_PAGE_SIZE = 1000;
+const EVENT_PAGES = 20;
 
 const main = document.getElementById("main");
 const state = {
@@ -25,7 +27,8 @@ const state = {
   busy: false, // an action is being sent
   actionBar: null, // the job page's buttons, kept across re-renders
   signInMessage: "",
-  jobEvents: [],
+  jobEvents: [], // the job page's recent events
+  eventCursor: 0, // the last event id read for them
 };
 
 // ---------------------------------------------------------------- routing
@@ -47,6 +50,7 @@ function onRouteChange() {
   state.routeKey = keyOf(state.route);
   state.data = null;
   state.jobEvents = [];
+  state.eventCursor = 0;
   for (const link of document.querySelectorAll("[data-nav]")) {
     const current = link.dataset.nav === (state.route.page === "nodes" ? "nodes" : "jobs");
     if (current) link.setAttribute("aria-current", "page");
@@ -125,13 +129,27 @@ async function load(route) {
   }
   if (route.page === "nodes") return { nodes: (await api("/v1/nodes")).nodes };
   const base = `/v1/jobs/${enc(route.name)}`;
-  const [summary, view, events] = await Promise.all([
-    api(base),
-    api(`${base}/rollout`),
-    api(`/v1/events?job=${enc(route.name)}&limit=1000`).catch(() => null),
-  ]);
-  const list = events ? events.events.slice(-EVENTS_SHOWN) : state.jobEvents;
-  return { summary, view, events: list };
+  const [summary, view, recent] = await Promise.all([api(base), api(`${base}/rollout`), newEvents(route.name)]);
+  return { summary, view, ...recent };
+}
+
+/** The job's latest events: read onwards from the last one seen (the event list pages
+ * forwards only), at most EVENT_PAGES pages per refresh. */
+async function newEvents(name) {
+  let events = state.jobEvents;
+  let cursor = state.eventCursor;
+  try {
+    for (let page = 0; page < EVENT_PAGES; page += 1) {
+      const body = await api(`/v1/events?job=${enc(name)}&after=${cursor}&limit=${EVENT_PAGE_SIZE}`);
+      events = [...events, ...body.events].slice(-EVENTS_SHOWN);
+      cursor = body.last_id;
+      if (body.events.length < EVENT_PAGE_SIZE) break;
+    }
+  } catch (err) {
+    if (err instanceof ApiError && err.kind === "http") return { events, cursor };
+    throw err;
+  }
+  return { events, cursor };
 }
 
 /** Refetch what the page shows; overlapping requests collapse into one more run. */
@@ -147,7 +165,10 @@ async function refreshNow() {
     const data = await load(state.route);
     if (key !== state.routeKey) return;
     state.data = data;
-    if (data.events) state.jobEvents = data.events;
+    if (data.events) {
+      state.jobEvents = data.events;
+      state.eventCursor = data.cursor;
+    }
     if (state.stream === "offline") setConn("down");
     if (state.stream === "down") stream.retryNow();
     setBanner("");
@@ -202,7 +223,10 @@ function render() {
   let view;
   if (state.route.page === "jobs") view = renderJobs(data.jobs, data.names);
   else if (state.route.page === "nodes") view = renderNodes(data.nodes);
-  else view = renderJob(data, actionBar(data));
+  else {
+    view = renderJob(data, actionBar(data));
+    document.title = `${data.summary.name} · ${jobState(data.summary.status)[0]} · Fleetwave`;
+  }
   const focused = document.activeElement;
   main.replaceChildren(view);
   // Moving the persistent action bar drops focus; give it back.
@@ -274,9 +298,6 @@ function onMessage(msg) {
     return;
   }
   const job = payload && payload.job;
-  if (msg.event !== "status" && route.page === "job" && job === route.name) {
-    state.jobEvents = [...state.jobEvents, payload].slice(-EVENTS_SHOWN);
-  }
   const relevant =
     route.page === "jobs"
       ? Boolean(job)
