@@ -170,7 +170,7 @@ class ExecutionManager:
     async def _stop_copies(self, live: Sequence[Discovered], keep: ProcessHandle | None) -> None:
         for item in live:
             handle = item.handle
-            if keep is not None and (handle.pid, handle.unit) == (keep.pid, keep.unit):
+            if keep is not None and _same_workload(handle, keep):
                 continue
             log.info("duplicate_workload_stopping", job=item.job, pid=handle.pid, unit=handle.unit)
             await handle.stop(STOP_TIMEOUT)
@@ -269,3 +269,8 @@ class ExecutionManager:
         except OSError as exc:
             log.warning("execution_record_write_failed", job=supervisor.job, error=str(exc))
         self._on_change()
+
+
+def _same_workload(a: ProcessHandle, b: ProcessHandle) -> bool:
+    """Whether two handles (say, one from a record and one discovered) name one workload."""
+    return a.pid == b.pid or (a.unit is not None and a.unit == b.unit)

@@ -24,6 +24,8 @@ from shared.clock import Clock
 
 log = structlog.get_logger("agent.runtime.exec")
 
+DRIVER_ENV = "FLEETWAVE_DRIVER"
+
 POLL_INTERVAL = 0.05
 """Seconds between checks for leftover group members; only used while stopping."""
 
@@ -209,8 +211,8 @@ class ExecRuntime:
                 if os.getsid(proc.pid) != proc.pid or proc.status() == psutil.STATUS_ZOMBIE:
                     continue
                 env = proc.environ()
-                if env.get(INSTANCE_ENV) != instance:
-                    continue
+                if env.get(INSTANCE_ENV) != instance or env.get(DRIVER_ENV, "exec") != "exec":
+                    continue  # not ours, or a systemd unit's process (that driver finds those)
                 marker = _parse_marker(env)
                 if marker is None:
                     continue
@@ -221,12 +223,13 @@ class ExecRuntime:
         return found
 
 
-def marked_environment(spec: LaunchSpec) -> dict[str, str]:
+def marked_environment(spec: LaunchSpec, driver: str = "exec") -> dict[str, str]:
     """The job's environment plus the variables naming its execution (and the marker)."""
     if not spec.instance:
         return spec.env
     return {
         **spec.env,
+        DRIVER_ENV: driver,
         "FLEETWAVE_JOB": spec.job,
         "FLEETWAVE_JOB_VERSION": str(spec.version),
         "FLEETWAVE_JOB_GENERATION": str(spec.generation),

@@ -116,7 +116,7 @@ def unit_properties(spec: LaunchSpec) -> list[str]:
         args.append(f"--property=StandardOutput=append:{spec.stdout_path}")
     if spec.stderr_path is not None:
         args.append(f"--property=StandardError=append:{spec.stderr_path}")
-    for key, value in sorted(marked_environment(spec).items()):
+    for key, value in sorted(marked_environment(spec, "systemd").items()):
         args.append(f"--setenv={key}={value}")
     return args
 
@@ -239,6 +239,9 @@ class SystemdRuntime:
         check_user(spec.user)
         if spec.working_dir is not None and not spec.working_dir.is_dir():
             raise LaunchError(f"working_dir {spec.working_dir} does not exist")
+        for path in (spec.stdout_path, spec.stderr_path):
+            if path is not None:  # systemd opens them, but only inside existing directories
+                path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         unit = unit_name(spec.instance, spec.job, spec.version, spec.generation)
         # A previous run of this execution (a restart) may have left the ended unit loaded.
         await self._systemctl.run("systemctl", "stop", unit)
@@ -248,11 +251,23 @@ class SystemdRuntime:
             *unit_properties(spec), "--", *spec.command,
         )  # fmt: skip
         if code != 0:
-            raise LaunchError(f"systemd-run could not start {unit}: {err.strip() or code}")
+            raise LaunchError(f"could not start {unit}: {await self._why(unit, err)}")
         props = await self._systemctl.show(unit)
         pid = int(props.get("MainPID", "0") or 0)
         log.info("unit_started", job=spec.job, version=spec.version, unit=unit, pid=pid)
         return SystemdHandle(unit, pid, _start_time(pid), self._systemctl, self._clock)
+
+    async def _why(self, unit: str, err: str) -> str:
+        """The reason a unit did not start: systemd-run's error, else the unit's journal."""
+        if err.strip():
+            return err.strip()
+        _, out, _ = await self._systemctl.run(
+            "journalctl", "--no-pager", "-o", "cat", "-n", "3", "-u", unit
+        )
+        props = await self._systemctl.show(unit)
+        await self._systemctl.run("systemctl", "reset-failed", unit)
+        lines = " / ".join(line for line in out.splitlines() if line.strip())
+        return f"{props.get('Result', 'failed')}: {lines}" if lines else props.get("Result", "?")
 
     async def adopt(self, record: ExecutionRecord) -> SystemdHandle | None:
         if record.unit is None or not self.available():
