@@ -218,13 +218,23 @@ def test_promote_moves_a_gated_rollout_on_live(fleet: LocalFleet, page: Any) -> 
 
 
 def test_a_stopped_coordinator_is_named_and_the_page_recovers(tmp_path: Path, page: Any) -> None:
-    """When the coordinator stops the page says it is unreachable; when it returns, it is live."""
+    """A stopped coordinator is named; once back, the stream resumes with Last-Event-ID."""
     fleet = LocalFleet(tmp_path, heartbeat_interval="1s")
+    resumed_from: list[str] = []
+
+    def record(request: Any) -> None:
+        if request.url.endswith("/v1/events") and "last-event-id" in request.headers:
+            resumed_from.append(request.headers["last-event-id"])
+
+    page.on("request", record)
     try:
         fleet.start_coordinator()
         page.goto(f"{fleet.url}/ui/#token={ADMIN_TOKEN}")
         expect(page.get_by_text("No jobs yet.")).to_be_visible()
         expect(page.locator("#conn-text")).to_have_text("Live")
+        fleet.api.request("PUT", "/v1/jobs/web", job_spec("v1"))  # no nodes: it queues
+        expect(page.locator('tr[data-job="web"]')).to_contain_text("Queued")
+        last_id = fleet.api.request("GET", "/v1/events", query={"limit": "1000"}).body["last_id"]
         assert fleet.coordinator is not None
         fleet.stop(fleet.coordinator)
         expect(page.locator("#conn-text")).to_have_text("Coordinator unreachable")
@@ -233,5 +243,7 @@ def test_a_stopped_coordinator_is_named_and_the_page_recovers(tmp_path: Path, pa
         fleet.start_coordinator()
         expect(page.locator("#conn-text")).to_have_text("Live")
         expect(page.locator("#banner")).to_be_hidden()
+        assert resumed_from, "the stream never reconnected with Last-Event-ID"
+        assert resumed_from[-1] == str(last_id)
     finally:
         fleet.close()
