@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 JOB_SPEC_DOC = DOCS / "job-spec.md"
 TROUBLESHOOTING = DOCS / "troubleshooting.md"
+OPERATIONS = DOCS / "operations.md"
 _FENCE = re.compile(r"^```(\w+)[^\n]*\n(.*?)^```", re.MULTILINE | re.DOTALL)
 _SPEC_LANGS = {"toml": ".toml", "yaml": ".yaml", "yml": ".yaml", "json": ".json"}
 
@@ -300,3 +301,30 @@ class TestTroubleshooting:
         """Each reason the agent or engine reports is in the guide, worded as the code words it."""
         assert phrase in (ROOT / REASONS[phrase]).read_text(encoding="utf-8")
         assert phrase in TROUBLESHOOTING.read_text(encoding="utf-8")
+
+
+# Log events docs/operations.md names, and the module that logs each.
+LOG_EVENTS = {
+    "coordinator_started": "coordinator/main.py",
+    "node_down": "coordinator/engine/driver.py",
+    "request_failed": "coordinator/app.py",
+    "engine_step_failed": "coordinator/engine/driver.py",
+    "unhandled_error": "coordinator/app.py",
+    "node_registered": "agent/session.py",
+    "coordinator_unreachable": "agent/session.py",
+    "coordinator_reconnected": "agent/session.py",
+    "assignments_received": "agent/sync.py",
+    "reconciling": "agent/sync.py",
+    "process_adopted": "agent/supervisor.py",
+    "process_exited": "agent/supervisor.py",
+    "execution_state_changed": "agent/supervisor.py",
+    "artifacts_failed": "agent/supervisor.py",
+}
+
+
+class TestOperations:
+    @pytest.mark.parametrize("event", sorted(LOG_EVENTS))
+    def test_named_log_events_exist(self, event: str) -> None:
+        """Each log event the operations guide tells operators to look for is still logged."""
+        assert f'"{event}"' in (ROOT / LOG_EVENTS[event]).read_text(encoding="utf-8")
+        assert f"`{event}`" in OPERATIONS.read_text(encoding="utf-8")
