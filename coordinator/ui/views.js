@@ -26,6 +26,8 @@ export function since(value, fallback = "") {
   return h("time", { datetime: value, title: fullTime(value), "data-ago": value }, ago(value) || fallback);
 }
 
+const COMPACT_ABOVE = 40; // nodes in a rollout before the node grid turns compact
+
 export function badge(label, tone, extra = {}) {
   return h("span", { class: `badge tone-${tone}`, ...extra }, h("span", { class: "dot", "aria-hidden": "true" }), label);
 }
@@ -196,7 +198,7 @@ function nodeTile(node, view) {
   return h(
     "li",
     {
-      class: `tile tone-${tone}${down ? " is-down" : ""}`,
+      class: `tile tone-${tone}${down ? " is-down" : ""}${onTarget ? " on-target" : ""}`,
       title: summary,
       "aria-label": summary,
       dataset: { node: node.name || node.id, execution: node.execution || "none", result: node.result },
@@ -218,7 +220,18 @@ function nodeTile(node, view) {
   );
 }
 
-function phaseSection(view, title, state, nodes, isCanary, index) {
+/** "12 healthy · 3 starting · 1 failed": how a phase's nodes are doing, for compact grids. */
+function breakdown(nodes) {
+  const counts = new Map();
+  for (const n of nodes) {
+    const down = n.node_status === "down" || n.node_status === "gone";
+    const label = down ? "unreachable" : executionState(n.execution)[0];
+    counts.set(label, (counts.get(label) || 0) + 1);
+  }
+  return [...counts].map(([label, count]) => `${count} ${label}`).join(" · ");
+}
+
+function phaseSection(view, title, state, nodes, isCanary, index, compact) {
   const [label, tone] = phaseState(view, state, isCanary, index);
   const updated = nodes.filter((n) => n.result === "updated").length;
   return h(
@@ -230,10 +243,10 @@ function phaseSection(view, title, state, nodes, isCanary, index) {
       h("span", { class: "phase-marker", "aria-hidden": "true" }),
       h("h3", {}, title),
       badge(label, tone, { class: `badge badge-small tone-${tone}` }),
-      h("span", { class: "muted small phase-count" }, `${updated}/${nodes.length} updated`),
+      h("span", { class: "muted small phase-count" }, compact && nodes.length ? `${breakdown(nodes)} — ` : "", `${updated}/${nodes.length} updated`),
     ),
     nodes.length
-      ? h("ul", { class: "tiles", role: "list" }, nodes.map((n) => nodeTile(n, view)))
+      ? h("ul", { class: `tiles${compact ? " compact" : ""}`, role: "list" }, nodes.map((n) => nodeTile(n, view)))
       : h("p", { class: "muted small" }, "No nodes in this phase."),
   );
 }
@@ -274,7 +287,7 @@ function gateNotice(view, status) {
   return null;
 }
 
-function legend() {
+function legend(compact) {
   const items = [
     ["healthy", "ok"],
     ["starting", "progress"],
@@ -287,6 +300,7 @@ function legend() {
     "ul",
     { class: "legend", "aria-label": "Node colours" },
     items.map(([label, tone]) => h("li", {}, h("span", { class: `swatch tone-${tone}`, "aria-hidden": "true" }), label)),
+    compact ? h("li", {}, h("span", { class: "swatch tone-ok on-target", "aria-hidden": "true" }), "filled: on the target version") : null,
   );
 }
 
@@ -384,12 +398,15 @@ export function renderJob(model, actionBar) {
       : null,
   );
 
+  // Large fleets get one small square per node (details in its tooltip), so a wave of hundreds
+  // of nodes still fits on a screen.
+  const compact = allNodes.length > COMPACT_ABOVE;
   const phases = [];
   if (view.canary.nodes.length) {
-    phases.push(phaseSection(view, "Canary", canaryState(view), view.canary.nodes, true, 0));
+    phases.push(phaseSection(view, "Canary", canaryState(view), view.canary.nodes, true, 0, compact));
   }
   for (const wave of view.waves) {
-    phases.push(phaseSection(view, `Wave ${wave.wave}`, wave.state, wave.nodes, false, wave.wave));
+    phases.push(phaseSection(view, `Wave ${wave.wave}`, wave.state, wave.nodes, false, wave.wave, compact));
   }
 
   return h(
@@ -397,7 +414,7 @@ export function renderJob(model, actionBar) {
     {},
     head,
     overview,
-    h("section", { class: "card phases-card", "aria-labelledby": "phases-title" }, h("div", { class: "card-head" }, h("h2", { id: "phases-title" }, "Canary and waves"), legend()), h("div", { class: "phases" }, phases)),
+    h("section", { class: "card phases-card", "aria-labelledby": "phases-title" }, h("div", { class: "card-head" }, h("h2", { id: "phases-title" }, "Canary and waves"), legend(compact)), h("div", { class: "phases" }, phases)),
     activity(events, names),
   );
 }
