@@ -178,6 +178,75 @@ def test_event_stream_parser_reassembles_split_messages(fleet: LocalFleet, page:
     ]
 
 
+RENDER_PROBE = """
+async () => {
+  const views = await import("/ui/views.js");
+  const { availableActions } = await import("/ui/actions.js");
+  const { jobState } = await import("/ui/states.js");
+  const zero = "0001-01-01T00:00:00Z";
+  const node = (i, extra) => ({
+    id: `id-${i}`, name: `n${i}`, node_status: "ready", assigned_version: 2,
+    execution: "healthy", running_version: 2, message: "", restarts: 0,
+    result: "updated", reason: "", ...extra,
+  });
+  const many = (from, count, extra) => [...Array(count)].map((_, i) => node(from + i, extra));
+  const view = {
+    type: "update", phase: "canary", target_version: 2, stable_version: 1, from_version: 1,
+    gate: "canary", halted_reason: "", cause: "", rolled_back_from: 0, current_wave: 0,
+    total_waves: 2, next_wave_at: null, started_at: "2026-01-01T00:00:00Z",
+    completed_at: zero, can_retry: false,
+    canary: { promoted: false, state: "active", nodes: many(0, 2) },
+    waves: [
+      { wave: 1, state: "pending", nodes: many(2, 30, { running_version: 1, result: "waiting" }) },
+      { wave: 2, state: "pending", nodes: many(32, 30, { running_version: 1, result: "waiting" }) },
+    ],
+  };
+  const rollout = {
+    type: "update", canary_nodes: [], canary_promoted: false, current_wave: 0, total_waves: 2,
+    total_nodes: 62, updated_nodes: 2, failed_nodes: 0, rollback_to_version: 1,
+    started_at: "2026-01-01T00:00:00Z", completed_at: zero,
+  };
+  const status = {
+    version: 2, revision: 9, created_at: zero, updated_at: zero, rollout,
+    state: { state_type: "rollout_paused", message: "waiting for `rollout promote`", details: {} },
+  };
+  const summary = { name: "web", type: "service", stable_version: 1, status };
+  const page = views.renderJob({ summary, view, events: [] }, document.createElement("div"));
+  const rollingBack = {
+    ...status,
+    state: { ...status.state, state_type: "deploying" },
+    rollout: { ...rollout, type: "rollback" },
+  };
+  return {
+    compactGrids: page.querySelectorAll(".tiles.compact").length,
+    onTarget: page.querySelectorAll(".tile.on-target").length,
+    canaryBadge: page.querySelector('[data-phase="canary"] .badge').textContent,
+    canaryTone: page.querySelector('[data-phase="canary"]').classList.contains("tone-paused"),
+    code: page.querySelector(".job-message code").textContent,
+    enabled: availableActions(summary, view).filter((a) => a.enabled).map((a) => a.id),
+    paused: jobState(status),
+    rollingBack: jobState(rollingBack),
+  };
+}
+"""
+
+
+def test_render_functions_map_states_to_words_and_colours(fleet: LocalFleet, page: Any) -> None:
+    """The job view (fed a synthetic rollout) names states in words and tones, compacts big grids,
+    and enables only the actions that apply at a canary gate."""
+    page.goto(f"{fleet.url}/ui/")
+    assert page.evaluate(RENDER_PROBE) == {
+        "compactGrids": 3,
+        "onTarget": 2,
+        "canaryBadge": "Waiting for promotion",
+        "canaryTone": True,
+        "code": "rollout promote",
+        "enabled": ["promote", "abort", "rollback"],
+        "paused": ["Paused", "paused"],
+        "rollingBack": ["Rolling back", "warn"],
+    }
+
+
 def test_promote_moves_a_gated_rollout_on_live(fleet: LocalFleet, page: Any) -> None:
     """A v2 rollout shows up live at its canary gate; Promote (confirmed) moves it on to running."""
     page.goto(f"{fleet.url}/ui/#token={ADMIN_TOKEN}")
