@@ -271,11 +271,12 @@ def follow_rollout(
     timeout: float | None = None,
     console: Console | None = None,
     summary: bool = True,
+    use_stream: bool = True,
 ) -> int:
     """Show the job's rollout until ``stop`` gives an exit code (or ``timeout`` passes: 1)."""
     console = console or Console(highlight=False)
     deadline = time.monotonic() + timeout if timeout is not None else None
-    with RolloutFollower(client, name) as follower:
+    with RolloutFollower(client, name, use_stream=use_stream) as follower:
         snapshots = follower.snapshots()
         if console.is_terminal:
             code, last = _follow_live(snapshots, stop, deadline, console)
