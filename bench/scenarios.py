@@ -164,11 +164,15 @@ class HeldFleet:
             failing_versions=frozenset(),
         )
         self.fleet = SimFleet(config)
-        await self.fleet.__aenter__()
-        started = time.monotonic()
-        await self.fleet.start()
-        self.register_seconds = time.monotonic() - started
-        await self.fleet.wait_reported(deadline=120)
+        try:
+            await self.fleet.__aenter__()
+            started = time.monotonic()
+            await self.fleet.start()
+            self.register_seconds = time.monotonic() - started
+            await self.fleet.wait_reported(deadline=300)
+        except BaseException:
+            await self.__aexit__()
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -288,7 +288,14 @@ class SimFleet:
 
         async def one(node: SimNode) -> None:
             async with gate:
-                await node.register(self.report_session)
+                for attempt in range(5):  # like the agent: retry a timed-out registration
+                    try:
+                        await node.register(self.report_session)
+                        break
+                    except TimeoutError:
+                        self.log.error(f"register {node.name}: timed out (attempt {attempt + 1})")
+                else:
+                    raise RuntimeError(f"register {node.name}: timed out 5 times")
             self._tasks.append(asyncio.create_task(node.poll_loop()))
             self._tasks.append(asyncio.create_task(node.report_loop()))
 

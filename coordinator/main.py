@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import resource
 import signal
 import sys
 from pathlib import Path
@@ -47,6 +48,18 @@ def _announce_token(token: LoadedToken, what: str) -> None:
         print(f"Generated {what}: {token.value}\n  (saved to {token.path})", file=sys.stderr)
 
 
+def raise_fd_limit() -> None:
+    """Raise the soft open-files limit to the hard one: every agent holds a long-poll socket.
+
+    The usual soft limit (1024) would cap a coordinator near 1,000 agents; the hard
+    limit is the operator's (``LimitNOFILE=`` in the unit), see docs/benchmarks.md.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 async def serve(
     config: CoordinatorConfig, *, clock: Clock | None = None, stop: asyncio.Event | None = None
 ) -> None:
@@ -59,6 +72,7 @@ async def serve(
     _announce_token(admin, "admin token")
     _announce_token(join, "join token")
 
+    raise_fd_limit()
     store = open_store(config)
     await store.open()
     watches = Watches()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -34,6 +35,9 @@ from shared.nodes import Eligibility, Load, NodeStatus, Resources
 from shared.protocol import ExecutionReport
 from shared.spec import JobSpec
 
+SWITCH_INTERVAL = 0.0005
+"""Seconds; see ``SqliteStore.open``."""
+
 
 class SqliteStore:
     """Store on one SQLite file. Writes are serialised; reads use a second connection (WAL)."""
@@ -54,6 +58,11 @@ class SqliteStore:
     # lifecycle
 
     async def open(self) -> None:
+        # Every statement is a hop to the connection's thread and back. Under load the
+        # event loop holds the GIL for its whole switch interval (5 ms by default) before
+        # that thread may hand back its result, so each hop would cost up to 5 ms and a
+        # transaction several of them; a short interval keeps the hops near their real cost.
+        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._writer = await self._connect()
