@@ -128,8 +128,9 @@ def abort(job: JobRecord, now: datetime) -> ActionResult:
 
 def retry(job: JobRecord, now: datetime) -> ActionResult:
     """Re-run the failed or aborted rollout of the current version from its first unfinished
-    wave; nodes of the waves that had passed keep the version, or, when they were rolled back,
-    get it again along with that wave (at most max_parallel at a time)."""
+    wave, as a new generation: failed nodes run the version again, and nodes of the waves that
+    had passed (still on it, or rolled back) get it again along with that wave, at most
+    max_parallel at a time."""
     _not_ended(job, "retry")
     rs = job.rollout
     base = rs.retry if rs.type == RolloutType.ROLLBACK else rs
@@ -148,9 +149,6 @@ def retry(job: JobRecord, now: datetime) -> ActionResult:
     # current_wave is 0 until the canaries passed; `promote` may have approved them early.
     canary_pending = bool(base.canary) and base.current_wave == 0
     wave = 0 if canary_pending else max(base.current_wave, 1)
-    passed = (
-        [] if canary_pending else [*base.canary, *(n for w in base.waves[: wave - 1] for n in w)]
-    )
     # An operator rollback may have made a version stable since a first version failed.
     kind = (
         RolloutType.UPDATE if base.type == RolloutType.CREATE and job.stable_version else base.type
@@ -164,7 +162,11 @@ def retry(job: JobRecord, now: datetime) -> ActionResult:
             "gate": Gate.NONE,
             "gate_until": ZERO_TIME,
             "promote_full": False,
-            "started": [] if rs.type == RolloutType.ROLLBACK else passed,
+            # A new generation, so agents run again what failed for this version before
+            # (they never re-run a failed execution of the same version and generation);
+            # passed waves get it again along with the current one, paced by max_parallel.
+            "generation": base.generation + 1,
+            "started": [],
             "updated": [],
             "failed": {},
             "started_at": now,

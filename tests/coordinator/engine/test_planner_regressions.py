@@ -40,6 +40,23 @@ def healthy(world: World, nodes: set[str]) -> None:
 
 
 class TestRetry:
+    def test_retry_runs_failed_executions_again(self) -> None:
+        """Agents never re-run a failed execution of the same version and generation, so a
+        retry assigns a new generation: the node that failed is told to run it again."""
+        world = World.new(make_spec(rollout=FAST), node_count=2)
+        world.plan()
+        world.report("n1", ExecutionState.FAILED)
+        world.plan()
+        assert world.state == JobStateType.FAILED
+        before = world.assignments["n1"]
+        act(world, actions.retry(world.job, world.now))
+        after = world.assignments["n1"]
+        assert (after.version, after.generation) == (before.version, before.generation + 1)
+        world.report("n1", ExecutionState.HEALTHY)
+        world.report("n2", ExecutionState.HEALTHY)
+        world.plan()
+        assert world.state == JobStateType.RUNNING
+
     def test_retry_gives_nodes_a_fresh_healthy_deadline(self) -> None:
         """A retried rollout judges nodes that kept the version from the retry on, not from
         when they were first given it (they would fail again at the very next evaluation)."""
