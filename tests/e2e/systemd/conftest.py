@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -71,12 +72,32 @@ def _probe_nspawn(lowers: list[Path]) -> str | None:
         shutil.rmtree(base, ignore_errors=True)
 
 
+STALE_AFTER = 3 * 3600
+"""Seconds after which a run dir is a leftover of a killed test run (no run takes this long)."""
+
+
+def sweep_stale_runs(now: float | None = None) -> None:
+    """Unmount and remove what a test run killed with SIGKILL left under the runs dir."""
+    now = time.time() if now is None else now
+    mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
+    for entry in run_dir().iterdir():
+        try:
+            if now - entry.stat().st_mtime < STALE_AFTER:
+                continue
+        except OSError:
+            continue
+        for target in sorted((m for m in mounts if m.startswith(f"{entry}/")), reverse=True):
+            subprocess.run(["umount", "-l", target], capture_output=True, check=False)
+        shutil.rmtree(entry, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def systemd_images() -> Iterator[list[Path]]:
     """The lower layers every container of this session boots from, top first."""
     reason = cannot_boot_reason()
     if reason:
         pytest.skip(f"cannot boot a systemd container here: {reason}")
+    sweep_stale_runs()
     rootfs = ensure_rootfs()
     venv = ensure_venv_layer(rootfs)
     reason = _probe_nspawn([venv, rootfs])
