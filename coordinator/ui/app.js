@@ -68,6 +68,7 @@ function showSignIn(message) {
   stream.stop();
   setConn("idle");
   document.getElementById("signout").hidden = true;
+  document.querySelector(".nav").hidden = true;
   setBanner("");
   main.replaceChildren(
     renderSignIn(message, async (token) => {
@@ -86,6 +87,7 @@ function showSignIn(message) {
 
 function signedIn() {
   document.getElementById("signout").hidden = false;
+  document.querySelector(".nav").hidden = false;
   stream.start();
   onRouteChange();
 }

@@ -137,6 +137,7 @@ def test_sign_in_refuses_a_wrong_token_then_lists_jobs(fleet: LocalFleet, page: 
     page.get_by_label("Admin token").fill("fwa_not-the-token")
     page.get_by_role("button", name="Sign in").click()
     expect(page.get_by_role("alert")).to_contain_text("refused the token (401)")
+    page.screenshot(path=str(artifacts_dir() / "dashboard-sign-in.png"))
     page.get_by_label("Admin token").fill(ADMIN_TOKEN)
     page.get_by_role("button", name="Sign in").click()
     row = page.locator('tr[data-job="web"]')
