@@ -190,8 +190,8 @@ def print_json(value: Any) -> None:
 def completion(shell: str) -> None:
     """Print the shell completion script for SHELL (bash, zsh or fish).
 
-    Load it in your shell's startup file, e.g. ``eval "$(fleetwave completion bash)"``;
-    job and node names complete from the coordinator when it is reachable.
+    Load it from your shell's startup file, e.g. eval "$(fleetwave completion bash)"
+    in ~/.bashrc; job and node names complete from the coordinator when it is reachable.
     """
     cls = get_completion_class(shell)
     assert cls is not None  # click.Choice admits only shells click supports

@@ -118,13 +118,13 @@ def _counters(snap: Snapshot) -> Text:
 
 
 def _table(snap: Snapshot) -> Table:
+    # Only REASON may shrink (and is cut with an ellipsis): a narrow terminal must not wrap
+    # the short columns into two-line rows.
     table = Table(box=None, pad_edge=False, header_style="bold dim", expand=False)
-    table.add_column("GROUP")
-    table.add_column("NODE")
-    if snap.spread_by:
-        table.add_column(snap.spread_by.upper())
-    for name in ("VERSION", "EXECUTION", "RESULT", "REASON"):
-        table.add_column(name, overflow="ellipsis", no_wrap=name == "REASON", max_width=60)
+    columns = ["GROUP", "NODE", *([snap.spread_by.upper()] if snap.spread_by else [])]
+    for name in [*columns, "VERSION", "EXECUTION", "RESULT"]:
+        table.add_column(name, no_wrap=True)
+    table.add_column("REASON", overflow="ellipsis")
     assert snap.rollout is not None
     last_label = ""
     for label, state, node in rollout_nodes(snap.rollout):
@@ -138,7 +138,12 @@ def _table(snap: Snapshot) -> Table:
             _version(node),
             node["execution"] or "-",
             Text(f"{mark} {node['result']}", style=style),
-            Text(_why(node), style="red" if node["result"] == "failed" else "dim"),
+            Text(
+                _why(node),
+                style="red" if node["result"] == "failed" else "dim",
+                no_wrap=True,
+                overflow="ellipsis",
+            ),
         ]
         table.add_row(*cells)
     return table
@@ -178,7 +183,7 @@ def event_line(snap: Snapshot, event: dict[str, Any]) -> str:
     who = f" {snap.node_name(event['node'])}" if event.get("node") else ""
     old, new = event.get("old", ""), event.get("new", "")
     change = f" {old} → {new}" if old and new else f" {old or new}" if old or new else ""
-    reason = f": {snap.readable(event['reason'])[:100]}" if event.get("reason") else ""
+    reason = f": {snap.readable(event['reason'])[:160]}" if event.get("reason") else ""
     return f"{clock} {event.get('kind', '?')}{who}{change}{reason}"
 
 
@@ -209,16 +214,29 @@ class PlainReporter:
                     reason = f": {_why(node)}" if failed or node["reason"] else ""
                     out.append(f"  {label} {where} {_version(node)} {node['result']}{reason}")
                 self._nodes[key] = value
+        shown_failed = {
+            node["id"]
+            for _label, _state, node in (rollout_nodes(ro) if ro is not None else ())
+            if node["result"] == "failed"
+        }
         for event in snap.events:
-            if event.get("id") in self._events or event.get("node"):
+            if event.get("id") in self._events:
                 continue
             self._events.add(int(event.get("id") or 0))
-            if event.get("kind") != "job_state":
+            if _is_news(event, shown_failed):
                 out.append(f"  event {event_line(snap, event)}")
         if snap.error != self._error:
             out.append(f"  ({snap.error}; retrying)" if snap.error else "  (reconnected)")
             self._error = snap.error
         return out
+
+
+def _is_news(event: dict[str, Any], shown_failed: set[str]) -> bool:
+    """Job-level events, and node failures the rollout view no longer shows (a halted
+    rollout is replaced by its rollback at once); the state line covers ``job_state``."""
+    if event.get("node"):
+        return event.get("kind") == "node_failed" and event["node"] not in shown_failed
+    return event.get("kind") != "job_state"
 
 
 def summary_lines(snap: Snapshot) -> list[str]:

@@ -360,3 +360,11 @@ class TestProgress:
         assert "waiting for the engine to plan version 2" in text
         assert "updated 3/3" not in text
         assert "n1" not in text
+
+
+class TestDocs:
+    def test_every_command_has_a_section_in_docs(self) -> None:
+        """docs/cli.md has a ``--help`` section for every command of the CLI."""
+        text = (Path(__file__).parents[2] / "docs" / "cli.md").read_text()
+        for path, _command in walk(cli):
+            assert f"### `{path}`" in text, path
