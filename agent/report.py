@@ -8,7 +8,7 @@ from collections.abc import Callable
 import structlog
 
 from agent.backoff import BackoffPolicy, backoff_delay
-from agent.client import CoordinatorClient
+from agent.client import CoordinatorClient, agent_version
 from agent.errors import CoordinatorError, CoordinatorUnavailable, TokenRejected
 from agent.host import HostProbe
 from agent.identity import IdentityStore
@@ -106,6 +106,7 @@ class ReportLoop:
                 load=self._host.load(),
                 resources=self._host.resources(),
                 executions=self._manager.reports(),
+                agent_version=agent_version(),
             )
             # Reserve the seq first: a report whose answer got lost is never resent with the
             # same seq, so the coordinator never has to reject a replay.

@@ -87,6 +87,9 @@ class ReportRequest(_Wire):
     load: Load = Field(default_factory=Load)
     resources: Resources | None = None
     executions: list[ExecutionReport] = Field(default_factory=list)
+    agent_version: str = Field(
+        default="", max_length=64, description="the agent's version; updated after upgrades"
+    )
 
 
 class ReportResponse(_Wire):

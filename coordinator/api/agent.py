@@ -121,6 +121,21 @@ async def handle_report(request: web.Request) -> web.Response:
         now=now,
     )
     d.metrics.agent_reports.labels("accepted" if outcome.accepted else "ignored").inc()
+    if outcome.accepted and body.agent_version and body.agent_version != node.agent_version:
+        # Registration recorded the version; an upgraded agent keeps its identity.
+        await d.store.set_node_agent_version(node.id, body.agent_version)
+        await d.store.append_events(
+            [
+                Event(
+                    time=now,
+                    node=node.id,
+                    kind="node_agent_version",
+                    old=node.agent_version,
+                    new=body.agent_version,
+                    reason="reported by the agent",
+                )
+            ]
+        )
     if outcome.status_changed:
         await d.store.append_events(
             [

@@ -313,6 +313,11 @@ class SqliteStore:
             node = self._load_node(node_id)
             await self._update_node(conn, node.model_copy(update={"status": status}))
 
+    async def set_node_agent_version(self, node_id: str, agent_version: str) -> None:
+        async with self._tx() as conn:
+            node = self._load_node(node_id)
+            await self._update_node(conn, node.model_copy(update={"agent_version": agent_version}))
+
     async def set_node_scheduling(
         self, node_id: str, *, eligibility: Eligibility | None = None, drain: bool | None = None
     ) -> None:

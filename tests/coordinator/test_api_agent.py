@@ -1,0 +1,42 @@
+"""The agent protocol through the real app: what reports change on the node."""
+
+from __future__ import annotations
+
+from tests.coordinator.conftest import JOIN, Harness
+
+
+class TestAgentVersion:
+    async def test_upgraded_agent_reports_its_new_version(self, harness: Harness) -> None:
+        """A node keeps its identity across an agent upgrade; the report updates the version
+        shown for it (and records the change), while an ignored replay changes nothing."""
+        resp = await harness.client.post(
+            "/v1/agent/register",
+            json={"join_token": JOIN, "name": "a", "agent_version": "0.1.0"},
+        )
+        body = await resp.json()
+        node_id, token = body["node_id"], body["node_token"]
+        auth = {"Authorization": f"Bearer {token}"}
+        for seq, version in ((1, "0.2.0"), (1, "9.9.9")):  # the second is a replay
+            resp = await harness.client.post(
+                "/v1/agent/report",
+                json={"seq": seq, "executions": [], "agent_version": version},
+                headers=auth,
+            )
+            assert resp.status == 200
+        resp = await harness.client.get(f"/v1/nodes/{node_id}", headers=harness.admin())
+        assert (await resp.json())["agent_version"] == "0.2.0"
+        events = await harness.store.list_events()
+        changes = [(e.old, e.new) for e in events if e.kind == "node_agent_version"]
+        assert changes == [("0.1.0", "0.2.0")]
+
+    async def test_overlong_agent_version_is_400(self, harness: Harness) -> None:
+        """The version string is bounded; a longer one is rejected naming the field."""
+        _, token = await harness.register("a")
+        resp = await harness.client.post(
+            "/v1/agent/report",
+            json={"seq": 1, "agent_version": "x" * 65},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert resp.status == 400
+        fields = [e["field"] for e in (await resp.json())["error"]["details"]["errors"]]
+        assert fields == ["agent_version"]
