@@ -179,6 +179,8 @@ class ArtifactStore:
         """A staging dir or incomplete version dir that no install is working on."""
         staging = _parse_staging(entry.name)
         if staging is not None:
+            if entry in _STAGING_IN_USE:
+                return False  # being built right now by a store of this process
             version, pid = staging
             if pid != os.getpid() and _process_exists(pid):
                 return False  # another agent process is installing (a shared data dir)
@@ -193,6 +195,7 @@ class ArtifactStore:
         job_dir.mkdir(parents=True, exist_ok=True)
         staging = job_dir / f".tmp-{version}-{os.getpid()}-{secrets.token_hex(4)}"
         tree = staging / "tree"
+        _STAGING_IN_USE.add(staging)
         tree.mkdir(parents=True, mode=0o755)
         os.chmod(tree, 0o755)  # noqa: S103 - workloads (maybe another user) read their files
         try:
@@ -206,6 +209,7 @@ class ArtifactStore:
             log.info("artifacts_installed", job=job, version=version, count=len(artifacts))
         finally:
             await asyncio.to_thread(remove_tree, staging)
+            _STAGING_IN_USE.discard(staging)
 
     async def _download(self, artifact: Artifact, path: Path) -> None:
         url = artifact.url
@@ -317,6 +321,10 @@ class ArtifactStore:
                 raise
             return
         _fsync_dir(final.parent)
+
+
+_STAGING_IN_USE: set[Path] = set()
+"""Staging dirs an install in this process is building; never swept as leftovers."""
 
 
 def _same_manifest(a: Path, b: Path) -> bool:
