@@ -319,15 +319,11 @@ def job_run(obj: Ctx, file: Path, check_revision: int | None, detach: bool, time
 
 def watch(obj: Ctx, name: str, *, timeout: float | None = None, until_end: bool = True) -> int:
     """Show the rollout live until it settles; Ctrl-C stops watching, not the rollout."""
-    from coordinator.liveview import UntilRolloutEnds, follow_rollout, until_settled
+    try:  # the import too: rich takes a moment to load, and Ctrl-C may come meanwhile
+        from coordinator.liveview import UntilRolloutEnds, follow_rollout, until_settled
 
-    try:
-        return follow_rollout(
-            obj.client,
-            name,
-            stop=until_settled if until_end else UntilRolloutEnds(),
-            timeout=timeout,
-        )
+        stop = until_settled if until_end else UntilRolloutEnds()
+        return follow_rollout(obj.client, name, stop=stop, timeout=timeout)
     except ApiError as exc:
         fail(explain(exc, bool(obj.client.token)))
     except KeyboardInterrupt:
@@ -366,11 +362,11 @@ def _watch_status(obj: Ctx, name: str, as_json: bool) -> int:
     if not as_json:
         code = watch(obj, name, until_end=False)
         return EXIT_OK if code == EXIT_INTERRUPTED else code
-    from coordinator.follow import RolloutFollower
-    from coordinator.liveview import UntilRolloutEnds
-
-    stop, revision = UntilRolloutEnds(), -1
     try:
+        from coordinator.follow import RolloutFollower
+        from coordinator.liveview import UntilRolloutEnds
+
+        stop, revision = UntilRolloutEnds(), -1
         with RolloutFollower(obj.client, name) as follower:
             for snap in follower.snapshots():
                 if snap.status["revision"] != revision:

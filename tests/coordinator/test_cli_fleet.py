@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import signal
+import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -127,6 +131,44 @@ class TestJobRun:
         result = run(fleet, "job", "run", str(spec))
         assert result.exit_code == 0
         assert "unchanged, still version 1" in result.stdout
+
+    def test_timeout_stops_watching_with_exit_1(self, fleet: LocalFleet, tmp_path: Path) -> None:
+        """A job no node matches stays ``queued``; ``--timeout`` ends the watch with exit 1."""
+        spec = write_spec(tmp_path / "q.toml", "queued-timeout", "port_bad_spec", "v1")
+        spec.write_text(spec.read_text() + '[target]\nselector = { role = "none" }\n')
+        result = run(fleet, "job", "run", str(spec), "--timeout", "1")
+        assert result.exit_code == 1, result.output
+        assert "[queued]" in result.stdout
+        assert "Stopped watching after 1s; the rollout goes on." in result.stderr
+
+    def test_ctrl_c_stops_watching_not_the_rollout(self, fleet: LocalFleet, tmp_path: Path) -> None:
+        """SIGINT to a watching ``job run`` process exits 130 and says the rollout goes on."""
+        spec = write_spec(tmp_path / "q.toml", "queued-sigint", "port_bad_spec", "v1")
+        spec.write_text(spec.read_text() + '[target]\nselector = { role = "none" }\n')
+        env = os.environ | {"FLEETWAVE_ADDR": fleet.url, "FLEETWAVE_TOKEN": ADMIN_TOKEN}
+        argv = [sys.executable, "-c", "from coordinator.cli import main; main()"]
+        with subprocess.Popen(
+            [*argv, "job", "run", str(spec)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+        ) as proc:
+            try:
+                assert proc.stdout is not None
+                line = proc.stdout.readline()  # "Job ...: version 1 submitted" once it is in
+                assert b"submitted" in line
+                deadline = time.monotonic() + 30
+                while fleet.status("queued-sigint")["state"]["state_type"] != "queued":
+                    assert time.monotonic() < deadline
+                    time.sleep(0.05)
+                proc.send_signal(signal.SIGINT)
+                _out, err = proc.communicate(timeout=30)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+        assert proc.returncode == 130, err
+        assert b"Stopped watching; the rollout goes on" in err
+        assert fleet.status("queued-sigint")["state"]["state_type"] == "queued"
 
 
 class TestJson:

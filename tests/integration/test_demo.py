@@ -26,7 +26,7 @@ def demo_argv() -> list[str]:
     script = Path(sys.executable).parent / "fleetwave"
     if script.exists():
         return [str(script), "demo"]
-    return [sys.executable, "-m", "coordinator", "demo"]
+    return [sys.executable, "-c", "from coordinator.cli import main; main()", "demo"]
 
 
 def demo_env(tmp_path: Path) -> dict[str, str]:
