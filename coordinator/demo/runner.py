@@ -23,7 +23,7 @@ from typing import Any
 
 import click
 
-from coordinator.cli import render_status
+from coordinator.cli_jobs import render_status
 from coordinator.client import ApiError
 from coordinator.demo.fleet import ADMIN_TOKEN, LocalFleet, free_port
 from coordinator.liveview import follow_rollout

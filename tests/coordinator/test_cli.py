@@ -12,8 +12,9 @@ import pytest
 from click.testing import CliRunner
 from rich.console import Console
 
-from coordinator.cli import cli, explain, resolve_token
+from coordinator.cli import cli
 from coordinator.client import ApiError, SseParser
+from coordinator.cliutil import explain, resolve_token
 from coordinator.demo.fleet import free_port
 from coordinator.follow import Snapshot, progress_line
 from coordinator.liveview import PlainReporter, render, summary_lines

@@ -19,7 +19,7 @@ import pytest
 from click.testing import CliRunner
 from rich.console import Console
 
-from coordinator import cli as cli_module
+from coordinator import cli_jobs
 from coordinator.cli import cli
 from coordinator.demo.fleet import ADMIN_TOKEN, LocalFleet, free_port
 from coordinator.liveview import UntilRolloutEnds, follow_rollout
@@ -259,7 +259,7 @@ class TestEvents:
             "events"
         ]
         assert len(every) > 5
-        monkeypatch.setattr(cli_module, "EVENTS_PAGE", 2)  # force several pages
+        monkeypatch.setattr(cli_jobs, "EVENTS_PAGE", 2)  # force several pages
         result = run(fleet, "job", "events", good, "--limit", "3", "--json")
         assert result.exit_code == 0, result.output
         shown = json.loads(result.stdout)["events"]

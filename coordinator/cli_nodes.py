@@ -1,0 +1,93 @@
+"""``fleetwave node …``: inspect nodes, drain them, set their eligibility."""
+
+from __future__ import annotations
+
+import click
+
+from coordinator.cliutil import Ctx, fail, json_option, node_argument, print_json, table
+
+
+@click.group()
+def node() -> None:
+    """Inspect nodes, drain them and set their eligibility."""
+
+
+@node.command("list")
+@json_option('the nodes ({"nodes": [...]})')
+@click.pass_obj
+def node_list(obj: Ctx, as_json: bool) -> None:
+    """List nodes with status, eligibility and labels."""
+    body = obj.call("GET", "/v1/nodes").body
+    if as_json:
+        print_json(body)
+        return
+    nodes = body["nodes"]
+    if not nodes:
+        click.echo("No nodes have registered yet.")
+        return
+    rows = [
+        (
+            n["id"][:8],
+            n["name"],
+            n["status"],
+            n["eligibility"],
+            "yes" if n["drain"] else "no",
+            ",".join(f"{k}={v}" for k, v in sorted(n["labels"].items())),
+            n["last_heartbeat"],
+        )
+        for n in nodes
+    ]
+    click.echo(table(rows, ["ID", "NAME", "STATUS", "ELIGIBILITY", "DRAIN", "LABELS", "HEARTBEAT"]))
+
+
+@node.command("show")
+@node_argument
+@json_option("the node")
+@click.pass_obj
+def node_show(obj: Ctx, node_id: str, as_json: bool) -> None:
+    """Show one node (by id or name) and its assignments."""
+    body = obj.call("GET", f"/v1/nodes/{node_id}").body
+    if as_json:
+        print_json(body)
+        return
+    for key in (
+        "id",
+        "name",
+        "status",
+        "eligibility",
+        "drain",
+        "agent_version",
+        "registered_at",
+        "last_heartbeat",
+    ):
+        click.echo(f"{key + ':':<16}{body[key]}")
+    click.echo(f"{'labels:':<16}{', '.join(f'{k}={v}' for k, v in sorted(body['labels'].items()))}")
+    for a in body["assignments"]:
+        click.echo(f"  job {a['job']} version {a['version']} (since {a['assigned_at']})")
+
+
+@node.command("drain")
+@node_argument
+@click.option("--disable", is_flag=True, help="Stop draining: the node may get jobs again.")
+@click.pass_obj
+def node_drain(obj: Ctx, node_id: str, disable: bool) -> None:
+    """Drain a node (by id or name): its jobs stop and it gets no new ones."""
+    body = obj.call("POST", f"/v1/nodes/{node_id}/drain", {"enable": not disable}).body
+    click.echo(f"Node {body['name']}: drain {'on' if body['drain'] else 'off'}")
+
+
+@node.command("eligibility")
+@node_argument
+@click.option(
+    "--enable/--disable",
+    default=None,
+    help="Eligible nodes get new versions; ineligible ones keep what they run.",
+)
+@click.pass_obj
+def node_eligibility(obj: Ctx, node_id: str, enable: bool | None) -> None:
+    """Mark a node (by id or name) eligible or ineligible for new job versions."""
+    if enable is None:
+        fail("give --enable or --disable")
+    value = "eligible" if enable else "ineligible"
+    body = obj.call("POST", f"/v1/nodes/{node_id}/eligibility", {"eligibility": value}).body
+    click.echo(f"Node {body['name']}: {body['eligibility']}")
