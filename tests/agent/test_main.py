@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 from pathlib import Path
@@ -55,16 +56,22 @@ class TestCommandLine:
 
 
 class TestAgentProcess:
-    async def test_sigterm_stops_workloads_and_exits_0(
-        self, aiohttp_server: Any, tmp_path: Path
+    @pytest.mark.parametrize("on_stop", ["", "stop-workloads"])
+    async def test_sigterm_exits_0_and_keeps_or_stops_workloads(
+        self, aiohttp_server: Any, tmp_path: Path, on_stop: str
     ) -> None:
-        """A real `python -m agent` runs its assignment and on SIGTERM stops it and exits 0."""
+        """A real `python -m agent` runs its assignment; on SIGTERM it exits 0 and, by
+        default, leaves the workload running (on_stop = "stop-workloads" stops it first)."""
         coord = FakeCoordinator()
         server: TestServer = await aiohttp_server(coord.app(), host="127.0.0.1")
         env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETWAVE_")}
         env["FLEETWAVE_JOIN_TOKEN"] = coord.join_token
         env["FLEETWAVE_CONFIG"] = str(tmp_path / "agent.toml")
-        (tmp_path / "agent.toml").write_text('poll_wait = "1s"\nlog_format = "json"\n')
+        config = 'poll_wait = "1s"\nlog_format = "json"\n'
+        if on_stop:
+            config += f'on_stop = "{on_stop}"\n'
+        (tmp_path / "agent.toml").write_text(config)
+        pid: int | None = None
         log_file = tmp_path / "agent.log"
         with log_file.open("wb") as log_out:
             proc = await asyncio.create_subprocess_exec(
@@ -104,11 +111,15 @@ class TestAgentProcess:
                 await proc.wait()
             stderr = log_file.read_bytes()
             assert proc.returncode == 0, stderr.decode()
-            assert not psutil.pid_exists(pid) or (
+            stopped = not psutil.pid_exists(pid) or (
                 psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
             )
+            assert stopped is (on_stop == "stop-workloads")
             assert b'"event": "agent_stopped"' in stderr
         finally:
             if proc.returncode is None:
                 proc.kill()
                 await proc.wait()
+            if pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
