@@ -20,6 +20,7 @@ from shared.errors import FieldError, ValidationFailed
 
 routes = web.RouteTableDef()
 
+MAX_EVENT_ID = 2**63 - 1  # SQLite's integer range
 KEEPALIVE_SECONDS = 15.0
 BATCH = 500  # events read per wake-up; a long backlog is streamed in batches
 
@@ -37,9 +38,16 @@ def _event_id(request: web.Request) -> int | None:
         raw, field = request.query.get("after"), "after"
     if raw is None:
         return None
-    if not raw.strip().isdigit():
-        raise ValidationFailed([FieldError(field=field, message="must be a non-negative integer")])
+    if not _is_event_id(raw.strip()):
+        raise ValidationFailed([FieldError(field=field, message=EVENT_ID_RULE)])
     return int(raw)
+
+
+EVENT_ID_RULE = f"must be an integer from 0 to {MAX_EVENT_ID}"
+
+
+def _is_event_id(raw: str) -> bool:
+    return raw.isdigit() and int(raw) <= MAX_EVENT_ID
 
 
 def _sse(event: str, data: object, event_id: int | None = None) -> bytes:
@@ -103,8 +111,8 @@ async def _events_page(request: web.Request) -> web.Response:
     errors = []
     after = request.query.get("after", "0")
     limit = request.query.get("limit", "100")
-    if not after.isdigit():
-        errors.append(FieldError(field="after", message="must be a non-negative integer"))
+    if not _is_event_id(after):
+        errors.append(FieldError(field="after", message=EVENT_ID_RULE))
     if not limit.isdigit() or not 1 <= int(limit) <= 1000:
         errors.append(FieldError(field="limit", message="must be an integer from 1 to 1000"))
     if errors:

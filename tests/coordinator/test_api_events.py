@@ -115,7 +115,12 @@ class TestStream:
 
     @pytest.mark.parametrize(
         ("query", "headers", "field"),
-        [("?after=-1", {}, "after"), ("", {"Last-Event-ID": "abc"}, "Last-Event-ID")],
+        [
+            ("?after=-1", {}, "after"),
+            (f"?after={2**63}", {}, "after"),
+            ("", {"Last-Event-ID": "abc"}, "Last-Event-ID"),
+            ("", {"Last-Event-ID": str(2**64)}, "Last-Event-ID"),
+        ],
     )
     async def test_bad_resume_point_is_400_naming_it(
         self, harness: Harness, query: str, headers: dict[str, str], field: str
@@ -135,3 +140,7 @@ class TestStream:
         body = await resp.json()
         assert len(body["events"]) == 2
         assert body["last_id"] == body["events"][-1]["id"]
+        resp = await harness.client.get(
+            f"/v1/events?after={2**70}", headers=harness.admin() | {"Accept": "application/json"}
+        )
+        assert resp.status == 400  # beyond SQLite's integers: a clear 400, not a 500
