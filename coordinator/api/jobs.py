@@ -140,11 +140,17 @@ async def handle_job_version(request: web.Request) -> web.Response:
     raw = request.match_info["version"]
     if not raw.isdigit():
         raise ValidationFailed([FieldError(field="version", message="must be a positive integer")])
-    version = await deps(request).store.get_version(job.name, int(raw))
+    number = int(raw)
+    # Versions are 1..latest; anything beyond is unknown without asking the store.
+    version = (
+        await deps(request).store.get_version(job.name, number)
+        if number <= job.status.version
+        else None
+    )
     if version is None:
         raise NotFound(
             f"job {job.name!r} has no version {raw} (latest is {job.status.version})",
-            {"job": job.name, "version": int(raw)},
+            {"job": job.name, "version": number},
         )
     return respond(version)
 
