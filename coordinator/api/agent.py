@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from coordinator.api.deps import caller_node, deps, read_json, respond
+from coordinator.api.deps import Deps, caller_node, decode_json, deps, read_body, respond
 from coordinator.api.jobs import blocking_params
 from coordinator.engine.driver import node_key
 from coordinator.store.records import Event, NodeRecord
@@ -16,8 +17,6 @@ from coordinator.tokens import hash_token, new_token, same_token
 from shared.errors import Conflict, Unauthorized, ValidationFailed
 from shared.nodes import NodeStatus
 from shared.protocol import (
-    Assignment,
-    AssignmentsResponse,
     RegisterRequest,
     RegisterResponse,
     ReportRequest,
@@ -27,13 +26,19 @@ from shared.spec import field_errors
 
 routes = web.RouteTableDef()
 
+SPEC_CACHE_SIZE = 1024
+
 M = TypeVar("M", bound=BaseModel)
 
 
 async def parse_body(request: web.Request, model: type[M]) -> M:
+    """The body as ``model``, parsed straight from the bytes (the hot path of every report)."""
+    body = await read_body(request)
     try:
-        return model.model_validate(await read_json(request))
+        return model.model_validate_json(body)
     except ValidationError as exc:
+        if any(error["type"] == "json_invalid" for error in exc.errors()):
+            decode_json(body)  # raises the 400 that names line and column
         raise ValidationFailed(field_errors(exc)) from None
 
 
@@ -85,25 +90,41 @@ async def handle_assignments(request: web.Request) -> web.Response:
             current, records = await d.watches.block(
                 key, lambda: d.store.node_assignments(node.id), lambda r: r[0] > after, wait
             )
-    assignments = []
+    parts = []
     for record in records:
-        version = await d.store.get_version(record.job, record.version)
-        if version is not None:
-            assignments.append(
-                Assignment(
-                    job=record.job,
-                    version=record.version,
-                    generation=record.generation,
-                    spec=version.spec,
-                )
+        spec = await spec_json(d, record.job, record.version)
+        if spec is not None:
+            parts.append(
+                f'{{"job":{json.dumps(record.job)},"version":{record.version},'
+                f'"generation":{record.generation},"spec":{spec}}}'
             )
-    body = AssignmentsResponse(
-        node_id=node.id,
-        index=current,
-        heartbeat_interval=d.heartbeat_interval,
-        assignments=assignments,
+    # Built from cached, pre-serialized specs: every agent polls this, and encoding each
+    # spec again per poll was the endpoint's main cost. A test checks it against the model.
+    body = (
+        f'{{"node_id":{json.dumps(node.id)},"index":{current},'
+        f'"heartbeat_interval":{json.dumps(d.heartbeat_interval)},'
+        f'"assignments":[{",".join(parts)}]}}'
     )
-    return respond(body, headers={"X-Fleetwave-Index": str(current)})
+    return web.Response(
+        text=body,
+        content_type="application/json",
+        headers={"X-Fleetwave-Index": str(current)},
+    )
+
+
+async def spec_json(d: Deps, job: str, version: int) -> str | None:
+    """The JSON of a job version's spec, encoded once (versions never change)."""
+    key = (job, version)
+    cached = d.spec_json_cache.get(key)
+    if cached is None:
+        stored = await d.store.get_version(job, version)
+        if stored is None:
+            return None
+        if len(d.spec_json_cache) >= SPEC_CACHE_SIZE:
+            d.spec_json_cache.clear()  # old versions are rarely polled; start over
+        cached = stored.spec.model_dump_json()
+        d.spec_json_cache[key] = cached
+    return cached
 
 
 @routes.post("/v1/agent/report")

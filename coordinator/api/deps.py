@@ -32,6 +32,8 @@ class Deps:
     started: bool = field(default=False)
     metrics: CoordinatorMetrics = field(default_factory=CoordinatorMetrics)
     closing: bool = field(default=False)  # set at shutdown: long-lived streams end
+    spec_json_cache: dict[tuple[str, int], str] = field(default_factory=dict)
+    """(job, version) -> the spec's JSON, for the assignments every agent polls."""
 
 
 DEPS = web.AppKey("deps", Deps)
@@ -62,6 +64,11 @@ def deps(request: web.Request) -> Deps:
 
 async def read_json(request: web.Request) -> Any:
     """The request body as JSON; 413 when too large, 400 naming the problem when malformed."""
+    return decode_json(await read_body(request))
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The raw request body; 413 when too large, 400 when empty."""
     limit = deps(request).max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(
@@ -72,6 +79,11 @@ async def read_json(request: web.Request) -> Any:
         raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
     if not body.strip():
         raise BadRequest("request body is empty; expected a JSON object")
+    return body
+
+
+def decode_json(body: bytes) -> Any:
+    """``body`` parsed as JSON; 400 naming the problem (line and column) when malformed."""
     try:
         return json.loads(body)
     except UnicodeDecodeError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from aiohttp import web
@@ -40,6 +41,12 @@ def _if_match(request: web.Request) -> int | None:
     return int(text)
 
 
+@functools.lru_cache(maxsize=64)
+def _seconds(raw: str) -> float:
+    """A ``wait`` value in seconds; agents send the same few values on every poll."""
+    return parse_duration(raw).total_seconds()
+
+
 def blocking_params(request: web.Request) -> tuple[int | None, float]:
     """``?index=N&wait=30s``: the index to wait past and for how long (capped at 5m)."""
     raw_index = request.query.get("index")
@@ -53,7 +60,7 @@ def blocking_params(request: web.Request) -> tuple[int | None, float]:
             index = int(raw_index)
     wait = 30.0
     try:
-        wait = min(parse_duration(raw_wait).total_seconds(), MAX_WAIT)
+        wait = min(_seconds(raw_wait), MAX_WAIT)
     except ValueError as exc:
         errors.append(FieldError(field="wait", message=str(exc)))
     if errors:

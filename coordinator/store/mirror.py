@@ -37,6 +37,8 @@ class Mirror:
         self._node_order: list[tuple[str, str]] = []  # (name, id), sorted
         self._assignments = _Pairs[AssignmentRecord]()
         self._executions = _Pairs[ExecutionRecord]()
+        self.liveness_kept: set[str] = set()
+        """Nodes whose newer in-memory liveness survived a write of an older copy."""
 
     # jobs
 
@@ -50,6 +52,17 @@ class Mirror:
 
     def put_node(self, node: NodeRecord) -> None:
         old = self.nodes.get(node.id)
+        if old is not None and old.last_seq > node.last_seq:
+            # Written from a copy taken before a newer heartbeat reached memory: keep the
+            # newer liveness (and have the store persist it again).
+            node = node.model_copy(
+                update={
+                    "last_seq": old.last_seq,
+                    "last_heartbeat": old.last_heartbeat,
+                    "load": old.load,
+                }
+            )
+            self.liveness_kept.add(node.id)
         if old is not None and old.name != node.name:
             self._nodes_by_name[old.name].discard(node.id)
             self._node_order.remove((old.name, node.id))

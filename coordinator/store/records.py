@@ -146,7 +146,9 @@ class ExecutionRecord(_Record):
     restarts: int = 0
     exit_code: int | None = None
     since: Timestamp = Field(description="when the coordinator first saw this state for this run")
-    updated_at: Timestamp
+    updated_at: Timestamp = Field(
+        description="when a report last changed this record (heartbeats that repeat it do not)"
+    )
 
 
 class Event(_Record):

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from tests.coordinator.conftest import JOIN, Harness
+from shared.protocol import Assignment, AssignmentsResponse
+from tests.coordinator.conftest import JOIN, Harness, web_spec
 
 
 class TestAgentVersion:
@@ -40,3 +41,29 @@ class TestAgentVersion:
         assert resp.status == 400
         fields = [e["field"] for e in (await resp.json())["error"]["details"]["errors"]]
         assert fields == ["agent_version"]
+
+
+class TestAssignments:
+    async def test_prebuilt_body_equals_the_model(self, harness: Harness) -> None:
+        """The assignments answer, assembled from cached spec JSON, is exactly what the
+        AssignmentsResponse model would encode."""
+        node_id, token = await harness.register("a", port="1")
+        await harness.report(token, 1, [])
+        await harness.put_job(web_spec())
+        await harness.driver.step()
+        resp = await harness.client.get(
+            "/v1/agent/assignments", headers={"Authorization": f"Bearer {token}"}
+        )
+        assert resp.status == 200
+        body = await resp.json()
+        version = await harness.store.get_version("web", 1)
+        assert version is not None
+        index = int(resp.headers["X-Fleetwave-Index"])
+        expected = AssignmentsResponse(
+            node_id=node_id,
+            index=index,
+            heartbeat_interval=10.0,
+            assignments=[Assignment(job="web", version=1, generation=0, spec=version.spec)],
+        )
+        assert body == expected.model_dump(mode="json")
+        assert AssignmentsResponse.model_validate(body) == expected

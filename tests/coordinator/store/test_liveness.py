@@ -1,0 +1,112 @@
+"""Heartbeat-only reports: applied to memory at once, written lazily; state changes stay
+durable before the answer. Real SqliteStore on a real file; a second store opened on the same
+file shows what is on disk."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from coordinator.store.records import NodeRecord
+from coordinator.store.sqlite import SqliteStore
+from shared.clock import FakeClock
+from shared.nodes import Eligibility, Load, NodeStatus
+from shared.protocol import ExecutionReport, ExecutionState
+
+CLOCK = FakeClock()
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    store = SqliteStore(tmp_path / "fleetwave.db")
+    await store.open()
+    await store.insert_node(
+        NodeRecord(id="n1", name="a", token_hash="h1", registered_at=CLOCK.now())
+    )
+    yield store
+    await store.close()
+
+
+async def on_disk(store: SqliteStore) -> NodeRecord:
+    """The node as a freshly opened store reads it from the file."""
+    other = SqliteStore(store.path)
+    await other.open()
+    try:
+        node = await other.get_node("n1")
+        assert node is not None
+        return node
+    finally:
+        await other.close()
+
+
+def healthy(state: ExecutionState = ExecutionState.HEALTHY) -> list[ExecutionReport]:
+    return [ExecutionReport(job="web", version=1, state=state)]
+
+
+async def report(store: SqliteStore, seq: int, state: ExecutionState, at: int) -> bool:
+    outcome = await store.record_report(
+        "n1",
+        seq=seq,
+        load=Load(cpu_percent=float(seq)),
+        resources=None,
+        executions=healthy(state),
+        now=CLOCK.now() + timedelta(seconds=at),
+    )
+    return outcome.accepted
+
+
+class TestLiveness:
+    async def test_state_changes_are_durable_before_the_answer(self, store: SqliteStore) -> None:
+        """A report that changes an execution (or brings the node up) is on disk at once."""
+        assert await report(store, 1, ExecutionState.STARTING, at=1)
+        node = await on_disk(store)
+        assert (node.last_seq, node.status) == (1, NodeStatus.READY)
+        assert (await store.job_executions("web"))["n1"].state == ExecutionState.STARTING
+
+    async def test_heartbeats_live_in_memory_until_flushed(self, store: SqliteStore) -> None:
+        """Same state again: visible at once through the store, on disk only after a flush."""
+        assert await report(store, 1, ExecutionState.HEALTHY, at=1)
+        assert await report(store, 2, ExecutionState.HEALTHY, at=2)
+        node = await store.get_node("n1")
+        assert node is not None
+        assert (node.last_seq, node.load.cpu_percent) == (2, 2.0)
+        assert (await on_disk(store)).last_seq == 1
+        await store.flush_liveness()
+        persisted = await on_disk(store)
+        assert (persisted.last_seq, persisted.last_heartbeat) == (2, node.last_heartbeat)
+
+    async def test_replays_are_refused_without_a_write(self, store: SqliteStore) -> None:
+        """A report with an old seq is refused, also on the quick path."""
+        assert await report(store, 5, ExecutionState.HEALTHY, at=1)
+        assert not await report(store, 5, ExecutionState.HEALTHY, at=2)
+        assert not await report(store, 3, ExecutionState.FAILED, at=3)
+        assert (await store.job_executions("web"))["n1"].state == ExecutionState.HEALTHY
+
+    async def test_close_writes_what_memory_held(self, tmp_path: Path) -> None:
+        """Closing the store (coordinator shutdown) flushes the pending liveness."""
+        store = SqliteStore(tmp_path / "fleetwave.db")
+        await store.open()
+        await store.insert_node(
+            NodeRecord(id="n1", name="a", token_hash="h1", registered_at=CLOCK.now())
+        )
+        assert await report(store, 1, ExecutionState.HEALTHY, at=1)
+        assert await report(store, 2, ExecutionState.HEALTHY, at=2)
+        await store.close()
+        assert (await on_disk(store)).last_seq == 2
+
+    async def test_an_older_copy_never_rolls_liveness_back(self, store: SqliteStore) -> None:
+        """A write computed from an older copy of the node keeps the newer heartbeat, and the
+        next flush persists it."""
+        assert await report(store, 1, ExecutionState.HEALTHY, at=1)
+        stale = await store.get_node("n1")
+        assert stale is not None
+        assert await report(store, 2, ExecutionState.HEALTHY, at=2)
+        store._mirror.put_node(stale.model_copy(update={"eligibility": Eligibility.INELIGIBLE}))
+        node = await store.get_node("n1")
+        assert node is not None
+        assert (node.last_seq, node.eligibility) == (2, Eligibility.INELIGIBLE)
+        await store.flush_liveness()
+        assert (await on_disk(store)).last_seq == 2
