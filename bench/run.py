@@ -13,6 +13,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,16 @@ def _progress(what: str, data: Any) -> None:
     print(f"# {what}: {json.dumps(data)}", file=sys.stderr, flush=True)
 
 
+def _loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop for the simulator: thousands of simulated agents in one process are the
+    measurement's own bottleneck long before the coordinator is (docs/benchmarks.md)."""
+    if name == "asyncio":
+        return None
+    import uvloop  # bench-only (dev extras), imported when asked for
+
+    return uvloop.new_event_loop
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("mode", choices=["quick", "full"])
@@ -87,6 +98,12 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, help="override hold/rollout node count")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, db)")
+    parser.add_argument(
+        "--loop",
+        choices=["uvloop", "asyncio"],
+        default="uvloop",
+        help="event loop of the simulator process (the coordinator always runs its own)",
+    )
     args = parser.parse_args()
     plan = dict(QUICK if args.mode == "quick" else FULL)
     if args.nodes:
@@ -95,7 +112,9 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="fleetwave-bench-"))
     started = time.monotonic()
     try:
-        results = asyncio.run(run(plan, set(args.only or PARTS), workdir))
+        with asyncio.Runner(loop_factory=_loop_factory(args.loop)) as runner:
+            results = runner.run(run(plan, set(args.only or PARTS), workdir))
+        results["simulator_loop"] = args.loop
     finally:
         if args.keep:
             print(f"# work dir kept: {workdir}", file=sys.stderr)

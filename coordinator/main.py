@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import resource
 import signal
@@ -64,6 +65,25 @@ SWITCH_INTERVAL = 0.0005
 """Seconds the event loop may hold the GIL before a waiting thread gets it (default 5 ms)."""
 
 
+GC_THRESHOLDS = (50_000, 20, 50)
+"""Allocations between young collections, and how many of each before an older one."""
+
+
+def tune_gc() -> None:
+    """Fewer, cheaper garbage collections for a large, long-lived heap.
+
+    At 10,000 nodes the coordinator holds millions of long-lived objects (the store's
+    mirror, one connection per agent); with CPython's default thresholds (700, 10, 10) the
+    collector walks them all many times a second and took a quarter of the event loop. What
+    exists after start-up is frozen (never scanned again) and young collections run after
+    50,000 allocations instead of 700. Reference counting still frees almost everything;
+    only cycles wait a little longer.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def shorten_switch_interval() -> None:
     """Each SQLite statement is a hop to aiosqlite's thread and back; under load the event
     loop holds the GIL for a whole switch interval before that thread may hand its result
@@ -88,6 +108,7 @@ async def serve(
     shorten_switch_interval()
     store = open_store(config)
     await store.open()
+    tune_gc()  # after the store loaded its mirror: that part of the heap is frozen
     watches = Watches()
     locks = JobLocks()
     metrics = CoordinatorMetrics()
