@@ -16,7 +16,7 @@ from agent.manager import ExecutionManager
 from agent.paths import DataDir
 from agent.reconcile import ReplaceJob, RestartJob, StartJob, StopJob
 from agent.restart import ExitStatus
-from agent.runtime import Discovered, LaunchSpec
+from agent.runtime import Discovered, LaunchSpec, ProcessHandle
 from agent.runtime.exec import ExecRuntime
 from agent.supervisor import NodeInfo
 from shared.clock import FakeClock, SystemClock
@@ -152,6 +152,7 @@ class TestRestore:
         store.save(ExecutionRecord(job="web", version=1, state=ExecutionState.FAILED))
         await manager.restore(NODE)
         await eventually(lambda: not alive(handle.pid))
+        await handle.wait()  # reap our child before the loop closes
         assert [r.state for r in manager.reports()] == [ExecutionState.FAILED]
 
 
@@ -176,6 +177,15 @@ def alive(pid: int) -> bool:
 class TestAdoption:
     """A restarted agent takes over the workloads it left running (real processes)."""
 
+    @pytest.fixture(autouse=True)
+    async def reap(self) -> AsyncIterator[None]:
+        """Workloads this test process started as children are reaped before the loop closes
+        (another "agent" run stops them, but only the parent can collect their exit)."""
+        self.children: list[ProcessHandle] = []
+        yield
+        for handle in self.children:
+            await handle.stop(1.0)  # at once when already stopped
+
     async def running(
         self, tmp_path: Path, http: aiohttp.ClientSession
     ) -> tuple[ExecutionManager, ExecutionStore, int]:
@@ -185,6 +195,9 @@ class TestAdoption:
         await eventually(lambda: manager.reports()[0].state == ExecutionState.HEALTHY)
         pid = manager.reports()[0].pid
         assert pid is not None
+        handle = manager.supervisors["web"]._handle
+        assert handle is not None
+        self.children.append(handle)
         await manager.detach_all()
         return manager, store, pid
 
@@ -279,6 +292,7 @@ class TestAdoption:
         first, _, pid = await self.running(tmp_path, http)
         runtime = ExecRuntime(SystemClock())
         extra = await runtime.start(marked_launch(first, "web", 1))
+        self.children.append(extra)
         manager, _ = manager_for(tmp_path, http, runtime)
         await manager.restore(NODE)
         assert manager.reports()[0].pid == pid

@@ -270,6 +270,8 @@ class TestSyncLoop:
         coord.assign("node-1", [assignment(job_spec("sleeper"))])
         await eventually(lambda: (e := execution(coord, "sleeper")) is not None and e.pid)
         old_pid = execution(coord, "sleeper").pid  # type: ignore[union-attr]
+        child = first.manager.supervisors["sleeper"]._handle
+        assert child is not None
         await first.shutdown(stop_workloads=False)
         assert is_running(old_pid)
         second = await make_agent(url)
@@ -278,6 +280,8 @@ class TestSyncLoop:
         await eventually(lambda: second.sync.synced.is_set())
         assert [r.pid for r in second.manager.reports()] == [old_pid]
         await eventually(lambda: execution(coord, "sleeper").pid == old_pid)  # type: ignore[union-attr]
+        await second.shutdown()  # stops the adopted workload...
+        await child.wait()  # ...which only this process, its parent, can reap
 
     async def test_rotates_past_dead_coordinator(
         self,
