@@ -212,7 +212,14 @@ async def hold(workdir: Path, nodes: int, seconds: float) -> dict[str, Any]:
         }
 
 
+SETTLE_SECONDS = 12.0
+"""Wait after the first rollout before measuring a held fleet: one default heartbeat interval
+(10 s) and a little, so the window sees the steady state (heartbeats and long-polls), not the
+tail of the rollout's state-change reports."""
+
+
 async def _measure_hold(held: HeldFleet, seconds: float) -> dict[str, Any]:
+    await asyncio.sleep(SETTLE_SECONDS)
     coord_meter = Meter(held.coord.process).start()
     sim_meter = Meter(psutil.Process()).start()
     start = time.monotonic()

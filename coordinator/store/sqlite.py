@@ -39,6 +39,9 @@ from shared.spec import JobSpec
 
 log = structlog.get_logger("fleetwave.store")
 
+FLUSH_CHUNK = 250
+"""Nodes encoded and written per step of a liveness flush."""
+
 LIVENESS_FLUSH_SECONDS = 5.0
 """How long heartbeat-only changes (last heartbeat, load, report seq) may live only in memory.
 
@@ -427,11 +430,15 @@ class SqliteStore:
         self._mirror.liveness_kept = set()
         async with self._tx() as conn:
             # Under the write lock the mirror holds the latest committed state plus liveness.
-            nodes = [self._mirror.nodes[i] for i in sorted(ids) if i in self._mirror.nodes]
-            await conn.executemany(
-                "UPDATE nodes SET record = ?, last_seq = ? WHERE id = ?",
-                [(n.model_dump_json(), n.last_seq, n.id) for n in nodes],
-            )
+            # Encoded in chunks, each written before the next is encoded: at 10,000 nodes
+            # encoding them all at once would hold the event loop for a third of a second.
+            ordered = sorted(ids)
+            for start in range(0, len(ordered), FLUSH_CHUNK):
+                chunk = [self._mirror.nodes.get(i) for i in ordered[start : start + FLUSH_CHUNK]]
+                await conn.executemany(
+                    "UPDATE nodes SET record = ?, last_seq = ? WHERE id = ?",
+                    [(n.model_dump_json(), n.last_seq, n.id) for n in chunk if n is not None],
+                )
 
     async def _write_reports(self) -> None:
         """Commit the queued reports, and whatever queued up meanwhile, until none is left."""

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from coordinator.store.records import NodeRecord
-from coordinator.store.sqlite import SqliteStore
+from coordinator.store.sqlite import FLUSH_CHUNK, SqliteStore
 from shared.clock import FakeClock
 from shared.nodes import Eligibility, Load, NodeStatus
 from shared.protocol import ExecutionReport, ExecutionState
@@ -110,3 +110,29 @@ class TestLiveness:
         assert (node.last_seq, node.eligibility) == (2, Eligibility.INELIGIBLE)
         await store.flush_liveness()
         assert (await on_disk(store)).last_seq == 2
+
+
+async def test_flush_writes_every_node_across_chunks(tmp_path: Path) -> None:
+    """A flush of more nodes than one chunk writes all of them."""
+    store = SqliteStore(tmp_path / "fleetwave.db")
+    await store.open()
+    try:
+        count = 2 * FLUSH_CHUNK + 7
+        for i in range(count):
+            await store.insert_node(
+                NodeRecord(id=f"n{i}", name=f"n{i}", token_hash=f"h{i}", registered_at=CLOCK.now())
+            )
+        for seq in (1, 2):  # the first report brings each node up, the second is a heartbeat
+            for i in range(count):
+                await store.record_report(
+                    f"n{i}", seq=seq, load=Load(), resources=None, executions=[], now=CLOCK.now()
+                )
+        await store.flush_liveness()
+        other = SqliteStore(store.path)
+        await other.open()
+        try:
+            assert {n.last_seq for n in await other.list_nodes()} == {2}
+        finally:
+            await other.close()
+    finally:
+        await store.close()
