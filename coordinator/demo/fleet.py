@@ -204,13 +204,19 @@ class LocalFleet:
         return wait_for(f"job {job} to reach {'/'.join(states)}", reached, timeout)
 
     def workload_processes(self) -> list[psutil.Process]:
-        """Processes (other than our agents and coordinator) working inside the base dir."""
+        """Live processes (other than our agents and coordinator) working inside the base dir.
+
+        Zombies are left out: they have ended, and only wait for their parent to collect them;
+        after an agent was killed with SIGKILL that parent is PID 1, which may take its time.
+        """
         ours = {p.popen.pid for p in [*self.agents.values(), self.coordinator] if p is not None}
         base = str(self.base_dir.resolve())
         found = []
-        for proc in psutil.process_iter(["pid", "cwd"]):
+        for proc in psutil.process_iter(["pid", "cwd", "status"]):
             with contextlib.suppress(psutil.Error):
                 cwd = proc.info["cwd"] or ""
+                if proc.info["status"] == psutil.STATUS_ZOMBIE:
+                    continue
                 if proc.info["pid"] not in ours and cwd.startswith(base):
                     found.append(proc)
         return found
