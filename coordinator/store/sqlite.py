@@ -727,25 +727,18 @@ def _merge_execution(
     )
 
 
+_REPORTED = ("version", "generation", "state", "message", "restarts", "exit_code")
+"""What an agent says about an execution; a report that repeats all of it changes nothing."""
+
+
+def _reported(execution: ExecutionRecord | ExecutionReport) -> tuple[object, ...]:
+    return tuple(getattr(execution, key) for key in _REPORTED)
+
+
 def _unchanged(old: ExecutionRecord | None, report: ExecutionReport) -> bool:
     """Whether ``report`` says exactly what ``old`` already records."""
-    return old is not None and (
-        old.version,
-        old.generation,
-        old.state,
-        old.message,
-        old.restarts,
-        old.exit_code,
-    ) == (
-        report.version,
-        report.generation,
-        report.state,
-        report.message,
-        report.restarts,
-        report.exit_code,
-    )
+    return old is not None and _reported(old) == _reported(report)
 
 
 def _differs(old: ExecutionRecord, new: ExecutionRecord) -> bool:
-    keys = ("version", "generation", "state", "message", "restarts", "exit_code")
-    return any(getattr(old, k) != getattr(new, k) for k in keys)
+    return _reported(old) != _reported(new)
