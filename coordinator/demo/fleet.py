@@ -7,6 +7,7 @@ workload those agents start under its base directory, is stopped by ``close()``.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
 import signal
 import socket
@@ -45,7 +46,8 @@ def wait_for(
             value = probe()
             if value:
                 return value
-        except (ApiError, OSError) as exc:
+        except (ApiError, OSError, http.client.HTTPException) as exc:
+            # HTTPException: a workload being replaced can die in the middle of an answer.
             last_error = exc
         if time.monotonic() > deadline:
             raise TimeoutError(

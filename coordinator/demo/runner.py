@@ -8,6 +8,7 @@ view. Everything it starts is stopped at the end, also on Ctrl-C or SIGTERM.
 
 from __future__ import annotations
 
+import http.client
 import json
 import signal
 import sys
@@ -223,7 +224,7 @@ def _show_answers(ports: dict[str, int]) -> None:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as resp:
                 answer = json.loads(resp.read())
             key = f"{answer['greeting']!r} (version {answer['version']})"
-        except OSError as exc:
+        except (OSError, http.client.HTTPException, ValueError, KeyError) as exc:
             key = f"no answer ({exc})"
         answers.setdefault(key, []).append(name)
     for key, names in answers.items():
