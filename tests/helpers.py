@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 async def eventually(
     predicate: Callable[[], object],
-    timeout: float = 10.0,  # noqa: ASYNC109 - a polling deadline, not an I/O timeout
+    timeout: float = 30.0,  # noqa: ASYNC109 - a polling deadline, not an I/O timeout
     interval: float = 0.02,
 ) -> None:
     """Poll ``predicate`` (or the awaitable it returns) until it is truthy.

@@ -72,6 +72,8 @@ class Proc:
 class LocalFleet:
     base_dir: Path
     heartbeat_interval: str = "1s"
+    # Silence after which the coordinator marks a node down (None: 3 heartbeat intervals).
+    heartbeat_ttl: str | None = None
     python: str = sys.executable
     port: int = field(default_factory=free_port)
     coordinator: Proc | None = None
@@ -111,6 +113,8 @@ class LocalFleet:
             "FLEETWAVE_ADMIN_TOKEN": ADMIN_TOKEN,
             "FLEETWAVE_JOIN_TOKEN": JOIN_TOKEN,
         }
+        if self.heartbeat_ttl is not None:
+            env["FLEETWAVE_HEARTBEAT_TTL"] = self.heartbeat_ttl
         argv = [
             self.python,
             "-m",
@@ -229,8 +233,13 @@ class LocalFleet:
                 self.stop(proc)
         if self.coordinator is not None and self.coordinator.alive():
             self.stop(self.coordinator)
-        for workload in self.workload_processes():
+        workloads = self.workload_processes()
+        for workload in workloads:
             with contextlib.suppress(psutil.Error, ProcessLookupError, PermissionError):
                 os.killpg(workload.pid, signal.SIGKILL)
             with contextlib.suppress(psutil.Error):
                 workload.kill()
+        # SIGKILL is not instant: give the kernel a moment to end them before anyone looks.
+        if workloads:
+            with contextlib.suppress(TimeoutError):
+                wait_for("killed workloads to end", lambda: not self.workload_processes(), 10)

@@ -407,7 +407,7 @@ class TestExecution:
         )
         sup = self.supervisor(tmp_path, http, spec, SystemClock())
         try:
-            await eventually(out.exists)
+            await eventually(lambda: out.exists() and "|" in out.read_text())
             version_dir = tmp_path / "data" / "artifacts" / "web" / "1"
             assert out.read_text() == f"{version_dir}|{version_dir}"
             assert sup.state is ExecutionState.HEALTHY

@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 @pytest.fixture
 def fleet(tmp_path: Path) -> Any:
-    fleet = LocalFleet(tmp_path, heartbeat_interval="1s")
+    fleet = LocalFleet(tmp_path, heartbeat_interval="1s", heartbeat_ttl="10s")
     try:
         yield fleet
     finally:

@@ -100,7 +100,13 @@ class TestSyncLoop:
         assert registration.labels == {"port": str(port), "zone": "z1"}
         assert registration.resources.cpu_count > 0
         identity_file = tmp_path / "data" / "identity.json"
-        assert json.loads(identity_file.read_text())["node_id"] == "node-1"
+        # Saved (atomically) once the agent has read the coordinator's answer.
+        await eventually(
+            lambda: (
+                identity_file.exists()
+                and json.loads(identity_file.read_text())["node_id"] == "node-1"
+            )
+        )
 
         coord.assign("node-1", [assignment(http_service(), version=1)])
         await eventually(
@@ -125,9 +131,7 @@ class TestSyncLoop:
         coord.forget_nodes()
         await eventually(lambda: coord.node("node-1") is not None)
         assert coord.node("node-1").node_id == "node-2"  # type: ignore[union-attr]
-        await eventually(
-            lambda: json.loads(identity_file.read_text())["node_id"] == "node-2", timeout=5
-        )
+        await eventually(lambda: json.loads(identity_file.read_text())["node_id"] == "node-2")
         await eventually(lambda: coord.last_report("node-2") is not None)
         assert agent.session.identity is not None
         assert agent.session.identity.node_id == "node-2"
@@ -189,7 +193,7 @@ class TestSyncLoop:
         agent = await make_agent(url, poll_wait="60s")
         await eventually(lambda: agent.sync.synced.is_set() and coord.polls >= 2)
         coord.assign("node-1", [assignment(job_spec("sleeper"))], wake=False)
-        await eventually(lambda: "sleeper" in agent.manager.supervisors, timeout=5)
+        await eventually(lambda: "sleeper" in agent.manager.supervisors)
 
     async def test_backoff_runs_on_the_injected_clock(
         self, coordinator: tuple[FakeCoordinator, str], tmp_path: Path

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,9 +20,10 @@ import pytest
 from click.testing import CliRunner
 from rich.console import Console
 
-from coordinator import cli_jobs
+from coordinator import cli_jobs, liveview
 from coordinator.cli import cli
 from coordinator.demo.fleet import ADMIN_TOKEN, LocalFleet, free_port
+from coordinator.follow import Snapshot
 from coordinator.liveview import UntilRolloutEnds, follow_rollout
 
 pytestmark = pytest.mark.slow
@@ -32,7 +34,9 @@ PORT_LABELS = ("port_good", "port_bad", "port_watch", "port_bad_spec")
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFleet]:
     """A coordinator and two agents in two zones, with a port label per test job."""
-    fleet = LocalFleet(tmp_path_factory.mktemp("cli-fleet"), heartbeat_interval="1s")
+    fleet = LocalFleet(
+        tmp_path_factory.mktemp("cli-fleet"), heartbeat_interval="1s", heartbeat_ttl="10s"
+    )
     try:
         fleet.start_coordinator()
         for i, zone in enumerate(("zone-a", "zone-b")):
@@ -52,7 +56,7 @@ def write_spec(
     command += ["${node.label.%s}" % port_label, "--version", "${job.version}"]  # noqa: UP031
     if broken:
         command.append("--broken")
-    settings = {"min_healthy_time": "1s", "healthy_deadline": "4s"} | rollout
+    settings = {"min_healthy_time": "1s", "healthy_deadline": "30s"} | rollout
     lines = [
         f"name = {json.dumps(name)}",
         "[task]",
@@ -106,7 +110,17 @@ class TestJobRun:
         """A version failing its health check is rolled back; ``job run`` exits 1 and says why."""
         spec = write_spec(tmp_path / "bad.toml", "bad", "port_bad", "v1", canary=1)
         assert run(fleet, "job", "run", str(spec)).exit_code == 0
-        write_spec(tmp_path / "bad.toml", "bad", "port_bad", "v2", broken=True, canary=1)
+        # A broken version fails at its healthy_deadline: short, but not so short that a
+        # loaded machine could miss it for the good version before.
+        write_spec(
+            tmp_path / "bad.toml",
+            "bad",
+            "port_bad",
+            "v2",
+            broken=True,
+            canary=1,
+            healthy_deadline="10s",
+        )
         result = run(fleet, "job", "run", str(spec))
         assert result.exit_code == 1, result.output
         assert "Result: rollout_failed" in result.stdout
@@ -136,10 +150,10 @@ class TestJobRun:
         """A job no node matches stays ``queued``; ``--timeout`` ends the watch with exit 1."""
         spec = write_spec(tmp_path / "q.toml", "queued-timeout", "port_bad_spec", "v1")
         spec.write_text(spec.read_text() + '[target]\nselector = { role = "none" }\n')
-        result = run(fleet, "job", "run", str(spec), "--timeout", "1")
+        result = run(fleet, "job", "run", str(spec), "--timeout", "5")
         assert result.exit_code == 1, result.output
         assert "[queued]" in result.stdout
-        assert "Stopped watching after 1s; the rollout goes on." in result.stderr
+        assert "Stopped watching after 5s; the rollout goes on." in result.stderr
 
     def test_ctrl_c_stops_watching_not_the_rollout(self, fleet: LocalFleet, tmp_path: Path) -> None:
         """SIGINT to a watching ``job run`` process exits 130 and says the rollout goes on."""
@@ -269,14 +283,50 @@ class TestEvents:
         assert every[-1]["kind"] in table[1]
 
 
+class SeenProgress(UntilRolloutEnds):
+    """UntilRolloutEnds that tells the test once it has seen the rollout in progress."""
+
+    def __init__(self, seen: threading.Event) -> None:
+        self.seen = seen
+
+    def __call__(self, snap: Snapshot) -> int | None:
+        code = super().__call__(snap)
+        if self.seen_progress:
+            self.seen.set()
+        return code
+
+
+def gated_rollout(
+    fleet: LocalFleet, tmp_path: Path, note: str
+) -> tuple[threading.Thread, SeenProgress]:
+    """Start a new version of ``good`` that waits at its canary gate, and a thread that
+    promotes it only once the watcher (stopped by the returned SeenProgress) saw it in
+    progress: the test cannot miss the rollout however slowly this machine runs it."""
+    spec = write_spec(
+        tmp_path / "good.toml", "good", "port_good", note, canary=1, auto_promote=False
+    )
+    assert run(fleet, "job", "run", str(spec), "--detach").exit_code == 0
+    seen = threading.Event()
+
+    def promote() -> None:
+        if seen.wait(timeout=120):
+            fleet.wait_state("good", "rollout_paused")
+            fleet.api.request("POST", "/v1/jobs/good/rollout/promote", {"full": True})
+
+    thread = threading.Thread(target=promote, daemon=True)
+    thread.start()
+    return thread, SeenProgress(seen)
+
+
 class TestWatch:
     def test_status_watch_json_follows_the_rollout_to_its_end(
-        self, fleet: LocalFleet, good: str, tmp_path: Path
+        self, fleet: LocalFleet, good: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """``job status --watch --json`` prints a JSON status per change and exits 0 at the end."""
-        spec = write_spec(tmp_path / "good.toml", "good", "port_good", "watch-json")
-        assert run(fleet, "job", "run", str(spec), "--detach").exit_code == 0
+        promoter, stop = gated_rollout(fleet, tmp_path, "watch-json")
+        monkeypatch.setattr(liveview, "UntilRolloutEnds", lambda: stop)
         result = run(fleet, "job", "status", good, "--watch", "--json")
+        promoter.join()
         assert result.exit_code == 0, result.output
         statuses = [json.loads(line) for line in result.stdout.splitlines()]
         assert statuses[-1]["state"]["state_type"] == "running"
@@ -287,11 +337,11 @@ class TestWatch:
         self, fleet: LocalFleet, good: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:
         """On a terminal the rollout is drawn as a live panel with each node, until it ends."""
-        spec = write_spec(tmp_path / "good.toml", "good", "port_good", "live")
-        assert run(fleet, "job", "run", str(spec), "--detach").exit_code == 0
+        promoter, stop = gated_rollout(fleet, tmp_path, "live")
         out = io.StringIO()
         console = Console(file=out, force_terminal=True, width=120, color_system=None)
-        code = follow_rollout(fleet.api, good, stop=UntilRolloutEnds(), console=console)
+        code = follow_rollout(fleet.api, good, stop=stop, console=console, timeout=120)
+        promoter.join()
         assert code == 0
         screen = out.getvalue()
         assert "running" in screen
@@ -303,9 +353,9 @@ class TestWatch:
         self, fleet: LocalFleet, good: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:
         """Without the event stream the view polls every second and still sees the end."""
-        spec = write_spec(tmp_path / "good.toml", "good", "port_good", "polling")
-        assert run(fleet, "job", "run", str(spec), "--detach").exit_code == 0
-        code = follow_rollout(fleet.api, good, stop=UntilRolloutEnds(), use_stream=False)
+        promoter, stop = gated_rollout(fleet, tmp_path, "polling")
+        code = follow_rollout(fleet.api, good, stop=stop, use_stream=False, timeout=120)
+        promoter.join()
         assert code == 0
         assert "Result: running" in capsys.readouterr().out
 

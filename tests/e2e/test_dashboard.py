@@ -92,7 +92,9 @@ def job_spec(greeting: str, **rollout: Any) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFleet]:
     """A coordinator and five agents over three zones, running v1 of ``web``."""
-    fleet = LocalFleet(tmp_path_factory.mktemp("dashboard"), heartbeat_interval="1s")
+    fleet = LocalFleet(
+        tmp_path_factory.mktemp("dashboard"), heartbeat_interval="1s", heartbeat_ttl="10s"
+    )
     try:
         fleet.start_coordinator()
         for i in range(1, 6):
@@ -289,7 +291,7 @@ def test_promote_moves_a_gated_rollout_on_live(fleet: LocalFleet, page: Any) -> 
 
 def test_a_stopped_coordinator_is_named_and_the_page_recovers(tmp_path: Path, page: Any) -> None:
     """A stopped coordinator is named; once back, the stream resumes with Last-Event-ID."""
-    fleet = LocalFleet(tmp_path, heartbeat_interval="1s")
+    fleet = LocalFleet(tmp_path, heartbeat_interval="1s", heartbeat_ttl="10s")
     resumed_from: list[str] = []
 
     def record(request: Any) -> None:

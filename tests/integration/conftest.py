@@ -12,8 +12,9 @@ from coordinator.demo.fleet import LocalFleet
 
 @pytest.fixture
 def fleet(tmp_path: Path) -> Iterator[LocalFleet]:
-    """A coordinator (1 s heartbeats) with no agents yet; everything is stopped afterwards."""
-    fleet = LocalFleet(tmp_path, heartbeat_interval="1s")
+    """A coordinator (1 s heartbeats; a node is down after 10 s of silence, so a loaded
+    machine does not make one look lost) with no agents yet; everything is stopped afterwards."""
+    fleet = LocalFleet(tmp_path, heartbeat_interval="1s", heartbeat_ttl="10s")
     try:
         yield fleet
     finally:

@@ -46,6 +46,14 @@ def survivors(base: Path) -> list[str]:
     return found
 
 
+def assert_no_survivors(base: Path, text: str) -> None:
+    """Nothing the demo started outlives it (a SIGKILLed process may take a moment to end)."""
+    deadline = time.monotonic() + 10
+    while (left := survivors(base)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not left, (left, text[-3000:])
+
+
 class Output:
     """Collects a child's output from a file descriptor in a thread."""
 
@@ -115,7 +123,7 @@ def test_demo_runs_the_showcase_and_cleans_up(tmp_path: Path) -> None:
         "Stopped the coordinator, the agents and their workloads.",
     ):
         assert needle in text, needle
-    assert not survivors(tmp_path)
+    assert_no_survivors(tmp_path, text)
 
 
 @pytest.mark.parametrize(
@@ -153,4 +161,4 @@ def test_interrupted_demo_stops_everything(
     text = output.text()
     assert "Interrupted" in text
     assert "Stopped the coordinator, the agents and their workloads." in text
-    assert not survivors(tmp_path), text[-3000:]
+    assert_no_survivors(tmp_path, text)

@@ -159,7 +159,7 @@ def test_agent_killed_mid_rollout_is_skipped_and_catches_up(fleet: LocalFleet) -
     wait_for(
         "n3 down",
         lambda: any(n["name"] == victim and n["status"] == "down" for n in fleet.nodes()),
-        timeout=30,
+        timeout=60,
     )
     fleet.api.request("PUT", "/v1/jobs/web", spec("v2", canary=0, waves=1))
     status = wait_for("the update to finish without n3", lambda: v2_done(fleet), timeout=60)

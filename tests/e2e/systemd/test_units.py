@@ -108,8 +108,15 @@ class TestStartup:
             "SubState": "running",
             "WatchdogUSec": "30s",
         }
+        # "synced" can come a moment before the first report that makes the node ready.
+        host.wait_until(
+            lambda: (
+                [(n["name"], n["status"]) for n in host.api("GET", "/v1/nodes").body["nodes"]]
+                == [(NODE_NAME, "ready")]
+            ),
+            what="node ready",
+        )
         nodes = host.api("GET", "/v1/nodes").body["nodes"]
-        assert [(n["name"], n["status"]) for n in nodes] == [(NODE_NAME, "ready")]
         assert agent_status(host) == f"node {nodes[0]['id']}; synced at index 1; no jobs"
         ready = host.run(["curl", "-sS", "http://127.0.0.1:7401/readyz"]).stdout
         assert '"ready": true' in ready or '"ready":true' in ready
