@@ -251,6 +251,7 @@ class CoordinatorMetrics:
             buckets=HTTP_BUCKETS,
             registry=reg,
         )
+        self._request_series: dict[tuple[str, str, int], Histogram] = {}
         self.engine_step_duration = Histogram(
             "fleetwave_engine_step_duration_seconds",
             "Duration of one rollout engine step (every dirty or due job evaluated).",
@@ -287,6 +288,16 @@ class CoordinatorMetrics:
         )
         self.state = StateCollector()
         reg.register(self.state)
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        """One served request; each (method, route, status) series is looked up only once
+        (routes are templates and methods a fixed set, so the map stays small)."""
+        key = (method, route, status)
+        series = self._request_series.get(key)
+        if series is None:
+            series = self.http_request_duration.labels(method, route, str(status))
+            self._request_series[key] = series
+        series.observe(seconds)
 
     def render(self, snapshot: StateSnapshot) -> bytes:
         """The exposition text with ``snapshot`` as the state gauges.

@@ -20,8 +20,9 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def same_token(given: str, expected: str) -> bool:
-    return hmac.compare_digest(hash_token(given), hash_token(expected))
+def token_matches(given: str, expected_hash: str) -> bool:
+    """``given`` is the token whose hash is ``expected_hash`` (compared in constant time)."""
+    return hmac.compare_digest(hash_token(given), expected_hash)
 
 
 @dataclass(frozen=True)

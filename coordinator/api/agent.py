@@ -13,7 +13,7 @@ from coordinator.api.deps import Deps, caller_node, decode_json, deps, read_body
 from coordinator.api.jobs import blocking_params
 from coordinator.engine.driver import node_key
 from coordinator.store.records import Event, NodeRecord
-from coordinator.tokens import hash_token, new_token, same_token
+from coordinator.tokens import hash_token, new_token, token_matches
 from shared.errors import Conflict, Unauthorized, ValidationFailed
 from shared.nodes import NodeStatus
 from shared.protocol import (
@@ -46,7 +46,7 @@ async def parse_body(request: web.Request, model: type[M]) -> M:
 async def handle_register(request: web.Request) -> web.Response:
     d = deps(request)
     body = await parse_body(request, RegisterRequest)
-    if not same_token(body.join_token, d.join_token):
+    if not token_matches(body.join_token, d.join_token_hash):
         raise Unauthorized("invalid join token")
     other = await d.store.find_node(body.name)  # the live holder of the name, if any
     if other is not None and other.name == body.name and other.status != NodeStatus.DOWN:

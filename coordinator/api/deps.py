@@ -13,6 +13,7 @@ from coordinator.engine.driver import JobLocks, RolloutDriver
 from coordinator.metrics import CoordinatorMetrics
 from coordinator.store import Store
 from coordinator.store.records import NodeRecord
+from coordinator.tokens import hash_token
 from coordinator.watch import Watches
 from shared.clock import Clock
 from shared.errors import BadRequest, FieldError, Forbidden, PayloadTooLarge, ValidationFailed
@@ -34,6 +35,13 @@ class Deps:
     closing: bool = field(default=False)  # set at shutdown: long-lived streams end
     spec_json_cache: dict[tuple[str, int], str] = field(default_factory=dict)
     """(job, version) -> the spec's JSON, for the assignments every agent polls."""
+    admin_token_hash: str = field(init=False)
+    join_token_hash: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        # Hashed once: every request's token is hashed once and compared with these.
+        self.admin_token_hash = hash_token(self.admin_token)
+        self.join_token_hash = hash_token(self.join_token)
 
 
 DEPS = web.AppKey("deps", Deps)
