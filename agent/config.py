@@ -11,9 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
-from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from agent.errors import ConfigError
 from shared.durations import Duration, parse_duration
@@ -48,10 +46,10 @@ ENV_VARS: Mapping[str, str] = {
 _LISTEN = re.compile(r"^(?P<host>\[[0-9A-Fa-f:]+\]|[A-Za-z0-9.\-]+):(?P<port>\d{1,5})$")
 
 
-class AgentSettings(BaseSettings):
+class AgentSettings(BaseModel):
     """Every agent option, validated; build it with :func:`load_settings`."""
 
-    model_config = SettingsConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
     config_file: Path | None = Field(default=None, description="TOML config file")
     coordinators: list[str] = Field(default_factory=lambda: [DEFAULT_COORDINATOR], min_length=1)
@@ -72,18 +70,6 @@ class AgentSettings(BaseSettings):
     on_stop: Literal["stop-workloads", "keep-workloads"] = "keep-workloads"
     """On SIGTERM: leave workloads running for the next agent run to adopt (the default, so
     an agent restart or upgrade never disrupts them), or stop every workload first."""
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # Earlier sources win; the file source reads ``config_file`` from the two before it.
-        return init_settings, FleetwaveEnvSource(settings_cls), TomlFileSource(settings_cls)
 
     @field_validator("coordinators", mode="before")
     @classmethod
@@ -156,51 +142,44 @@ def parse_label_pairs(pairs: list[str]) -> dict[str, str]:
     return labels
 
 
-class FleetwaveEnvSource(PydanticBaseSettingsSource):
+def env_options(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """``FLEETWAVE_*`` variables as raw strings; the settings validators parse lists and maps."""
-
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        return None, field_name, False  # unused: __call__ reads the whole table at once
-
-    def __call__(self) -> dict[str, Any]:
-        values: dict[str, Any] = {}
-        for var, option in ENV_VARS.items():
-            raw = os.environ.get(var)
-            if raw is not None and raw.strip() and option not in values:
-                values[option] = raw.strip()
-        return values
+    environ = os.environ if environ is None else environ
+    values: dict[str, str] = {}
+    for var, option in ENV_VARS.items():
+        raw = environ.get(var)
+        if raw is not None and raw.strip() and option not in values:
+            values[option] = raw.strip()
+    return values
 
 
-class TomlFileSource(PydanticBaseSettingsSource):
-    """The TOML file named by the flags or env, else the default file if it exists."""
-
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        return None, field_name, False  # unused: __call__ returns the whole file
-
-    def __call__(self) -> dict[str, Any]:
-        given = self.current_state.get("config_file")
-        path = Path(given) if given else DEFAULT_CONFIG_FILE
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            if given:
-                raise ConfigError(f"config_file: {path} does not exist") from None
-            return {}
-        except OSError as exc:
-            raise ConfigError(f"config_file: cannot read {path}: {exc.strerror}") from None
-        try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config_file: {path} is not valid TOML: {exc}") from None
-        data.pop("config_file", None)
-        return data
+def file_options(given: object) -> dict[str, Any]:
+    """The TOML file named by the flags or env (``given``), else the default file if it
+    exists; its own ``config_file`` key is ignored."""
+    path = Path(str(given)) if given else DEFAULT_CONFIG_FILE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        if given:
+            raise ConfigError(f"config_file: {path} does not exist") from None
+        return {}
+    except OSError as exc:
+        raise ConfigError(f"config_file: cannot read {path}: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config_file: {path} is not valid TOML: {exc}") from None
+    data.pop("config_file", None)
+    return data
 
 
 def load_settings(flags: Mapping[str, Any] | None = None) -> AgentSettings:
     """Merge flags (only those given), env and file; raise ConfigError naming the bad option."""
     given = {key: value for key, value in (flags or {}).items() if value not in (None, (), [])}
+    env = env_options()
+    merged = file_options(given.get("config_file") or env.get("config_file")) | env | given
     try:
-        return AgentSettings(**given)
+        return AgentSettings(**merged)
     except ValidationError as exc:
         err = exc.errors(include_url=False)[0]
         option = ".".join(str(part) for part in err["loc"]) or "config"
