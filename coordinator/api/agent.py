@@ -48,15 +48,44 @@ async def handle_register(request: web.Request) -> web.Response:
     body = await parse_body(request, RegisterRequest)
     if not token_matches(body.join_token, d.join_token_hash):
         raise Unauthorized("invalid join token")
-    other = await d.store.find_node(body.name)  # the live holder of the name, if any
-    if other is not None and other.name == body.name and other.status != NodeStatus.DOWN:
-        raise Conflict(
-            f"node name {body.name!r} is held by live node {other.id}; pick another name"
-            " or stop that agent first",
-            {"name": body.name, "node_id": other.id},
-        )
     token = new_token("fwn")
     now = d.clock.now()
+    other = await d.store.find_node(body.name)  # the live holder of the name, if any
+    if other is not None and other.name == body.name and other.status != NodeStatus.DOWN:
+        renewed = other.model_copy(
+            update={
+                "token_hash": hash_token(token),
+                "labels": body.labels,
+                "resources": body.resources,
+                "agent_version": body.agent_version,
+            }
+        )
+        # A node that never reported is most likely this same agent asking again after
+        # the answer to its first registration was lost (a timeout): nothing can hold
+        # that node's token, so it keeps its id and gets a new one.
+        if not await d.store.renew_registration(renewed):
+            raise Conflict(
+                f"node name {body.name!r} is held by live node {other.id}; pick another name"
+                " or stop that agent first",
+                {"name": body.name, "node_id": other.id},
+            )
+        await d.store.append_events(
+            [
+                Event(
+                    time=now,
+                    node=other.id,
+                    kind="node_registered",
+                    new=other.name,
+                    reason="registered again before its first report (a lost answer)",
+                )
+            ]
+        )
+        return respond(
+            RegisterResponse(
+                node_id=other.id, node_token=token, heartbeat_interval=d.heartbeat_interval
+            ),
+            status=201,
+        )
     node = NodeRecord(
         id=str(uuid.uuid4()),
         name=body.name,

@@ -328,6 +328,18 @@ class SqliteStore:
             raise StoreError(f"node {node_id} vanished")
         return node
 
+    async def renew_registration(self, node: NodeRecord) -> bool:
+        async with self._tx() as conn:
+            current = self._load_node(node.id)
+            if current.status != NodeStatus.INITIALIZING or current.last_seq != 0:
+                return False
+            await conn.execute(
+                "UPDATE nodes SET record = ?, name = ?, token_hash = ? WHERE id = ?",
+                (node.model_dump_json(), node.name, node.token_hash, node.id),
+            )
+            self._after_commit.append(lambda: self._mirror.put_node(node))
+            return True
+
     async def set_node_status(self, node_id: str, status: NodeStatus) -> None:
         async with self._tx() as conn:
             node = self._load_node(node_id)

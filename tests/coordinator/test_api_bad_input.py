@@ -235,13 +235,32 @@ class TestAgentInput:
         assert field in fields
 
     async def test_register_live_name_is_409(self, harness: Harness) -> None:
-        """A name held by a live node is refused."""
-        await harness.register("a")
+        """A name held by a live node (one that has reported) is refused; its token works on."""
+        _, token = await harness.register("a")
+        await harness.report(token, 1, [])
         resp = await harness.client.post(
             "/v1/agent/register", json={"join_token": JOIN, "name": "a"}
         )
         assert resp.status == 409
+        assert (await resp.json())["error"]["details"]["name"] == "a"
         assert len(await harness.store.list_nodes()) == 1
+        await harness.report(token, 2, [])
+
+    async def test_register_again_before_the_first_report_renews_the_token(
+        self, harness: Harness
+    ) -> None:
+        """An agent whose registration answer was lost asks again: it gets the same node
+        with a new token (the first one, never delivered, stops working), not a 409."""
+        node_id, first = await harness.register("a", zone="z1")
+        again, second = await harness.register("a", zone="z2")
+        assert again == node_id and second != first
+        (node,) = await harness.store.list_nodes()
+        assert node.labels == {"zone": "z2"}
+        resp = await harness.client.post(
+            "/v1/agent/report", json={"seq": 1}, headers={"Authorization": f"Bearer {first}"}
+        )
+        assert resp.status == 401
+        await harness.report(second, 1, [])
 
     @pytest.mark.parametrize(
         ("body", "field"),
