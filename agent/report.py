@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Callable
 
 import structlog
@@ -66,6 +67,7 @@ class ReportLoop:
         self.failures = 0
         self.sent = 0
         self.last_response: ReportResponse | None = None
+        self._next_beat: float | None = None  # monotonic time of the next heartbeat
 
     def notify(self) -> None:
         """An execution changed state: report soon."""
@@ -75,11 +77,35 @@ class ReportLoop:
         while True:
             await self.step()
 
+    def _until_heartbeat(self) -> float:
+        """Seconds to the next heartbeat.
+
+        Heartbeats keep their own schedule, at a random phase of the interval chosen once,
+        and reports sent on a change do not move it: otherwise a rollout, which changes a
+        whole wave of nodes at the same moment, would leave all of them heartbeating in the
+        same instant ever after (a thundering herd at every interval).
+        """
+        interval = self._session.heartbeat_interval
+        now = self._clock.monotonic()
+        if self._next_beat is None or self._next_beat > now + interval:
+            # First turn, or the coordinator shortened the interval.
+            self._next_beat = now + self._rand() * interval
+        return max(0.0, self._next_beat - now)
+
+    def _beat_due(self) -> None:
+        """A report goes out now: if a heartbeat is due, it is this one; move the schedule
+        past now by whole intervals, so it keeps its phase (also after an outage)."""
+        interval = self._session.heartbeat_interval
+        now = self._clock.monotonic()
+        if self._next_beat is not None and self._next_beat <= now and interval > 0:
+            self._next_beat += (math.floor((now - self._next_beat) / interval) + 1) * interval
+
     async def step(self) -> None:
-        """Wait for a change or the heartbeat interval, then send one report."""
-        if await sleep_or_event(self._clock, self._session.heartbeat_interval, self._changed):
+        """Wait for a change or the next heartbeat, then send one report."""
+        if await sleep_or_event(self._clock, self._until_heartbeat(), self._changed):
             # Let a burst of changes (several jobs starting) collapse into one report.
             await self._clock.sleep(self._debounce)
+        self._beat_due()
         self._changed.clear()
         try:
             await self.send()

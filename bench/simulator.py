@@ -194,15 +194,20 @@ class SimNode:
         self.changed.set()
 
     async def report_loop(self) -> None:
-        # Spread heartbeats over the interval like a fleet of independently started agents.
-        await asyncio.sleep(random.uniform(0, self.heartbeat))
+        # Like the real agent (agent/report.py): heartbeats at a random phase of the interval,
+        # which reports on a state change do not move.
+        loop = asyncio.get_running_loop()
+        next_beat = loop.time() + random.uniform(0, self.heartbeat)
         while True:
             try:
-                async with asyncio.timeout(self.heartbeat):
+                async with asyncio.timeout_at(next_beat):
                     await self.changed.wait()
                 await asyncio.sleep(REPORT_DEBOUNCE)
             except TimeoutError:
                 pass
+            now = loop.time()
+            if next_beat <= now:
+                next_beat += (math.floor((now - next_beat) / self.heartbeat) + 1) * self.heartbeat
             self.changed.clear()
             await self.report()
 

@@ -1,0 +1,121 @@
+"""When the agent heartbeats: on its own schedule at a random phase of the interval, which
+reports sent on a state change do not move (else a rollout, changing a whole wave of nodes at
+once, would synchronise their heartbeats into a herd at every interval).
+
+Real: ReportLoop. Fakes (our own seams): the clock, and stand-ins for the coordinator client,
+session, execution manager, identity store and host probe that only record what is sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from agent.report import ReportLoop
+from shared.clock import FakeClock
+from shared.nodes import Load, Resources
+from shared.protocol import ReportRequest, ReportResponse
+
+INTERVAL = 10.0
+PHASE = 0.3  # what the fake random source returns: heartbeats at 30 % of the interval
+
+
+class Recorder:
+    """The coordinator client: remembers when each report arrived."""
+
+    def __init__(self, clock: FakeClock, start: float) -> None:
+        self.clock = clock
+        self.start = start
+        self.sent: list[float] = []
+
+    async def report(self, token: str, request: ReportRequest) -> ReportResponse:
+        self.sent.append(round(self.clock.monotonic() - self.start, 2))
+        return ReportResponse(accepted=True, last_seq=request.seq, index=0)
+
+
+class Session:
+    heartbeat_interval = INTERVAL
+    identity = SimpleNamespace(node_id="node-1", node_token="t")
+    index = 0
+
+    def __init__(self) -> None:
+        self.repoll = asyncio.Event()
+
+    async def ensure_identity(self) -> Any:
+        return self.identity
+
+    def mark_contact(self, when: float) -> None:
+        pass
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def loop_and_recorder(clock: FakeClock) -> Iterator[tuple[ReportLoop, Recorder]]:
+    recorder = Recorder(clock, clock.monotonic())
+    store = SimpleNamespace(load_seq=lambda: 0, save_seq=lambda seq: None)
+    host = SimpleNamespace(load=Load, resources=Resources)
+    manager = SimpleNamespace(reports=list)
+    loop = ReportLoop(
+        session=Session(),  # type: ignore[arg-type]
+        client=recorder,  # type: ignore[arg-type]
+        manager=manager,  # type: ignore[arg-type]
+        store=store,  # type: ignore[arg-type]
+        host=host,  # type: ignore[arg-type]
+        clock=clock,
+        rand=lambda: PHASE,
+    )
+    yield loop, recorder
+
+
+async def run_until(clock: FakeClock, start: float, until: float) -> None:
+    """Move the fake clock in small steps, letting the loop act at each."""
+    while clock.monotonic() - start < until:
+        clock.advance(0.05)
+        for _ in range(10):
+            await asyncio.sleep(0)
+
+
+async def test_change_reports_do_not_move_the_heartbeat_phase(
+    clock: FakeClock, loop_and_recorder: tuple[ReportLoop, Recorder]
+) -> None:
+    loop, recorder = loop_and_recorder
+    start = clock.monotonic()
+    task = asyncio.create_task(loop.run())
+    try:
+        await run_until(clock, start, 5.0)
+        loop.notify()  # an execution changed state at t=5
+        await run_until(clock, start, 24.0)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    # At start (after the debounce), the change at 5 (after the debounce), and heartbeats
+    # at 3, 13, 23: the change report did not push them to 15.1, 25.1.
+    assert recorder.sent == pytest.approx(
+        [0.1, 3.0, 5.1, 13.0, 23.0], abs=0.2
+    )  # the fake clock moves in 0.05 s steps
+
+
+async def test_a_change_report_when_a_heartbeat_is_due_counts_as_it(
+    clock: FakeClock, loop_and_recorder: tuple[ReportLoop, Recorder]
+) -> None:
+    """No second report right behind a change report that went out at heartbeat time."""
+    loop, recorder = loop_and_recorder
+    start = clock.monotonic()
+    task = asyncio.create_task(loop.run())
+    try:
+        await run_until(clock, start, 2.95)
+        loop.notify()  # sent at 3.05, just after the heartbeat at 3 was due
+        await run_until(clock, start, 14.0)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert len(recorder.sent) == 3, recorder.sent  # start, the change (as the beat at 3), 13
+    assert recorder.sent[-1] == pytest.approx(13.0, abs=0.2)  # the fake clock moves in 0.05 s steps
