@@ -92,20 +92,26 @@ class ReportLoop:
             self._next_beat = now + self._rand() * interval
         return max(0.0, self._next_beat - now)
 
-    def _beat_due(self) -> None:
-        """A report goes out now: if a heartbeat is due, it is this one; move the schedule
-        past now by whole intervals, so it keeps its phase (also after an outage)."""
+    def _beat_due(self, *, timed_out: bool) -> None:
+        """A report goes out now: if a heartbeat is due (or its timer fired, which may be a
+        hair early), it is this one; move the schedule past now by whole intervals, so it
+        keeps its phase (also after an outage)."""
         interval = self._session.heartbeat_interval
         now = self._clock.monotonic()
-        if self._next_beat is not None and self._next_beat <= now and interval > 0:
+        if self._next_beat is None or interval <= 0:
+            return
+        if self._next_beat <= now:
             self._next_beat += (math.floor((now - self._next_beat) / interval) + 1) * interval
+        elif timed_out:
+            self._next_beat += interval
 
     async def step(self) -> None:
         """Wait for a change or the next heartbeat, then send one report."""
-        if await sleep_or_event(self._clock, self._until_heartbeat(), self._changed):
+        changed = await sleep_or_event(self._clock, self._until_heartbeat(), self._changed)
+        if changed:
             # Let a burst of changes (several jobs starting) collapse into one report.
             await self._clock.sleep(self._debounce)
-        self._beat_due()
+        self._beat_due(timed_out=not changed)
         self._changed.clear()
         try:
             await self.send()

@@ -199,15 +199,18 @@ class SimNode:
         loop = asyncio.get_running_loop()
         next_beat = loop.time() + random.uniform(0, self.heartbeat)
         while True:
+            timed_out = False
             try:
                 async with asyncio.timeout_at(next_beat):
                     await self.changed.wait()
                 await asyncio.sleep(REPORT_DEBOUNCE)
             except TimeoutError:
-                pass
+                timed_out = True  # the timer may fire a hair before next_beat
             now = loop.time()
             if next_beat <= now:
                 next_beat += (math.floor((now - next_beat) / self.heartbeat) + 1) * self.heartbeat
+            elif timed_out:
+                next_beat += self.heartbeat
             self.changed.clear()
             await self.report()
 
