@@ -52,18 +52,17 @@ async def handle_register(request: web.Request) -> web.Response:
     now = d.clock.now()
     other = await d.store.find_node(body.name)  # the live holder of the name, if any
     if other is not None and other.name == body.name and other.status != NodeStatus.DOWN:
-        renewed = other.model_copy(
-            update={
-                "token_hash": hash_token(token),
-                "labels": body.labels,
-                "resources": body.resources,
-                "agent_version": body.agent_version,
-            }
-        )
         # A node that never reported is most likely this same agent asking again after
         # the answer to its first registration was lost (a timeout): nothing can hold
         # that node's token, so it keeps its id and gets a new one.
-        if not await d.store.renew_registration(renewed):
+        renewed = await d.store.renew_registration(
+            other.id,
+            token_hash=hash_token(token),
+            labels=body.labels,
+            resources=body.resources,
+            agent_version=body.agent_version,
+        )
+        if renewed is None:
             raise Conflict(
                 f"node name {body.name!r} is held by live node {other.id}; pick another name"
                 " or stop that agent first",

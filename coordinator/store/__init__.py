@@ -75,9 +75,17 @@ class Store(Protocol):
 
     async def list_nodes(self) -> list[NodeRecord]: ...
 
-    async def renew_registration(self, node: NodeRecord) -> bool:
-        """Store ``node`` (same id, a new token) over its record only if that node has not
-        reported yet; False (nothing changed) once it has."""
+    async def renew_registration(
+        self,
+        node_id: str,
+        *,
+        token_hash: str,
+        labels: dict[str, str],
+        resources: Resources,
+        agent_version: str,
+    ) -> NodeRecord | None:
+        """Give a node that has not reported yet a new token (and what its agent registered
+        with now); None, changing nothing, once it has reported."""
         ...
 
     async def set_node_status(self, node_id: str, status: NodeStatus) -> None: ...

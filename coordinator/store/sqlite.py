@@ -328,17 +328,33 @@ class SqliteStore:
             raise StoreError(f"node {node_id} vanished")
         return node
 
-    async def renew_registration(self, node: NodeRecord) -> bool:
+    async def renew_registration(
+        self,
+        node_id: str,
+        *,
+        token_hash: str,
+        labels: dict[str, str],
+        resources: Resources,
+        agent_version: str,
+    ) -> NodeRecord | None:
         async with self._tx() as conn:
-            current = self._load_node(node.id)
+            current = self._load_node(node_id)
             if current.status != NodeStatus.INITIALIZING or current.last_seq != 0:
-                return False
+                return None
+            node = current.model_copy(
+                update={
+                    "token_hash": token_hash,
+                    "labels": labels,
+                    "resources": resources,
+                    "agent_version": agent_version,
+                }
+            )
             await conn.execute(
-                "UPDATE nodes SET record = ?, name = ?, token_hash = ? WHERE id = ?",
-                (node.model_dump_json(), node.name, node.token_hash, node.id),
+                "UPDATE nodes SET record = ?, token_hash = ? WHERE id = ?",
+                (node.model_dump_json(), node.token_hash, node.id),
             )
             self._after_commit.append(lambda: self._mirror.put_node(node))
-            return True
+            return node
 
     async def set_node_status(self, node_id: str, status: NodeStatus) -> None:
         async with self._tx() as conn:
