@@ -234,6 +234,7 @@ class TestResponsesMatchTheDocument:
         """400, 401, 403, 404, 409, 412 and 413 answers are the documented ErrorBody."""
         document = await fetch_document(harness)
         _, node_token = await harness.register("node-1")
+        await harness.report(node_token, 1, [])  # a live node: its name is taken (409 below)
         bad_spec = web_spec() | {"rollout": {"canary": "lots"}}
         await check(harness, document, "PUT", "/v1/jobs/web", 400, json=bad_spec)
         await check(harness, document, "GET", "/v1/jobs/web/status?index=x", 400)
