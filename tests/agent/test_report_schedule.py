@@ -9,7 +9,6 @@ session, execution manager, identity store and host probe that only record what 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -58,7 +57,7 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def loop_and_recorder(clock: FakeClock) -> Iterator[tuple[ReportLoop, Recorder]]:
+def loop_and_recorder(clock: FakeClock) -> tuple[ReportLoop, Recorder]:
     recorder = Recorder(clock, clock.monotonic())
     store = SimpleNamespace(load_seq=lambda: 0, save_seq=lambda seq: None)
     host = SimpleNamespace(load=Load, resources=Resources)
@@ -72,7 +71,7 @@ def loop_and_recorder(clock: FakeClock) -> Iterator[tuple[ReportLoop, Recorder]]
         clock=clock,
         rand=lambda: PHASE,
     )
-    yield loop, recorder
+    return loop, recorder
 
 
 async def run_until(clock: FakeClock, start: float, until: float) -> None:

@@ -253,7 +253,8 @@ class TestAgentInput:
         with a new token (the first one, never delivered, stops working), not a 409."""
         node_id, first = await harness.register("a", zone="z1")
         again, second = await harness.register("a", zone="z2")
-        assert again == node_id and second != first
+        assert again == node_id
+        assert second != first
         (node,) = await harness.store.list_nodes()
         assert node.labels == {"zone": "z2"}
         resp = await harness.client.post(
