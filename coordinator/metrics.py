@@ -252,6 +252,7 @@ class CoordinatorMetrics:
             registry=reg,
         )
         self._request_series: dict[tuple[str, str, int], Histogram] = {}
+        self._report_series: dict[bool, Counter] = {}
         self.engine_step_duration = Histogram(
             "fleetwave_engine_step_duration_seconds",
             "Duration of one rollout engine step (every dirty or due job evaluated).",
@@ -288,6 +289,14 @@ class CoordinatorMetrics:
         )
         self.state = StateCollector()
         reg.register(self.state)
+
+    def count_report(self, *, accepted: bool) -> None:
+        """One agent report, accepted or ignored (a replay); both series looked up once."""
+        series = self._report_series.get(accepted)
+        if series is None:
+            series = self.agent_reports.labels("accepted" if accepted else "ignored")
+            self._report_series[accepted] = series
+        series.inc()
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         """One served request; each (method, route, status) series is looked up only once

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from shared.protocol import Assignment, AssignmentsResponse
+import pytest
+
+from coordinator.api.agent import report_answer
+from shared.protocol import Assignment, AssignmentsResponse, ReportResponse
 from tests.coordinator.conftest import JOIN, Harness, web_spec
 
 
@@ -41,6 +44,29 @@ class TestAgentVersion:
         assert resp.status == 400
         fields = [e["field"] for e in (await resp.json())["error"]["details"]["errors"]]
         assert fields == ["agent_version"]
+
+
+class TestReports:
+    @pytest.mark.parametrize("accepted", [True, False])
+    async def test_prebuilt_answer_equals_the_model(self, harness: Harness, accepted: bool) -> None:
+        """The report answer, encoded by hand, is exactly what ReportResponse would encode
+        (accepted, and a replayed seq that is ignored)."""
+        _, token = await harness.register("a")
+        await harness.report(token, 5, [])
+        resp = await harness.client.post(
+            "/v1/agent/report",
+            json={"seq": 6 if accepted else 5},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert resp.status == 200
+        assert resp.content_type == "application/json"
+        text = await resp.text()
+        expected = ReportResponse(accepted=accepted, last_seq=6 if accepted else 5, index=1)
+        assert text == expected.model_dump_json()
+        assert (
+            report_answer(accepted, 7, 42)
+            == ReportResponse(accepted=accepted, last_seq=7, index=42).model_dump_json()
+        )
 
 
 class TestAssignments:
