@@ -142,12 +142,11 @@ def parse_label_pairs(pairs: list[str]) -> dict[str, str]:
     return labels
 
 
-def env_options(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+def env_options() -> dict[str, str]:
     """``FLEETWAVE_*`` variables as raw strings; the settings validators parse lists and maps."""
-    environ = os.environ if environ is None else environ
     values: dict[str, str] = {}
     for var, option in ENV_VARS.items():
-        raw = environ.get(var)
+        raw = os.environ.get(var)
         if raw is not None and raw.strip() and option not in values:
             values[option] = raw.strip()
     return values

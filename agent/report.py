@@ -26,6 +26,18 @@ MAX_RESENDS = 3
 """Resends with a corrected seq after ``accepted=false`` before waiting for the next turn."""
 
 
+def next_heartbeat(scheduled: float, now: float, interval: float, *, timed_out: bool) -> float:
+    """When the heartbeat after a report sent at ``now`` is due, on the schedule that had
+    one due at ``scheduled``: unchanged while that is still ahead, else moved past ``now``
+    by whole intervals, so it keeps its phase (also after an outage). A timer that fired
+    (``timed_out``) counts as the beat even when it fired a hair early."""
+    if interval <= 0:
+        return scheduled
+    if scheduled <= now:
+        return scheduled + (math.floor((now - scheduled) / interval) + 1) * interval
+    return scheduled + interval if timed_out else scheduled
+
+
 class ReportLoop:
     """Sends ``ReportRequest``s with a per-node sequence number persisted in the data dir.
 
@@ -93,17 +105,14 @@ class ReportLoop:
         return max(0.0, self._next_beat - now)
 
     def _beat_due(self, *, timed_out: bool) -> None:
-        """A report goes out now: if a heartbeat is due (or its timer fired, which may be a
-        hair early), it is this one; move the schedule past now by whole intervals, so it
-        keeps its phase (also after an outage)."""
-        interval = self._session.heartbeat_interval
-        now = self._clock.monotonic()
-        if self._next_beat is None or interval <= 0:
-            return
-        if self._next_beat <= now:
-            self._next_beat += (math.floor((now - self._next_beat) / interval) + 1) * interval
-        elif timed_out:
-            self._next_beat += interval
+        """A report goes out now: if a heartbeat is due, it is this one."""
+        if self._next_beat is not None:
+            self._next_beat = next_heartbeat(
+                self._next_beat,
+                self._clock.monotonic(),
+                self._session.heartbeat_interval,
+                timed_out=timed_out,
+            )
 
     async def step(self) -> None:
         """Wait for a change or the next heartbeat, then send one report."""

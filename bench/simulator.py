@@ -25,6 +25,8 @@ from typing import Any
 
 import aiohttp
 
+from agent.report import next_heartbeat
+
 REPORT_DEBOUNCE = 0.1  # the real agent's debounce after a state change
 
 
@@ -205,12 +207,8 @@ class SimNode:
                     await self.changed.wait()
                 await asyncio.sleep(REPORT_DEBOUNCE)
             except TimeoutError:
-                timed_out = True  # the timer may fire a hair before next_beat
-            now = loop.time()
-            if next_beat <= now:
-                next_beat += (math.floor((now - next_beat) / self.heartbeat) + 1) * self.heartbeat
-            elif timed_out:
-                next_beat += self.heartbeat
+                timed_out = True
+            next_beat = next_heartbeat(next_beat, loop.time(), self.heartbeat, timed_out=timed_out)
             self.changed.clear()
             await self.report()
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import Counter as Tally
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar, cast
 
 from prometheus_client import (
     CollectorRegistry,
@@ -24,6 +25,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.gc_collector import GCCollector
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
@@ -53,6 +55,9 @@ UNMATCHED_ROUTE = "(unmatched)"
 """The route label of requests that matched no route, so raw paths never become labels."""
 
 JOB_STATES = [s for s in JobStateType if s is not JobStateType.NONE]
+
+
+M = TypeVar("M", bound=MetricWrapperBase)
 
 
 @dataclass(frozen=True)
@@ -251,8 +256,7 @@ class CoordinatorMetrics:
             buckets=HTTP_BUCKETS,
             registry=reg,
         )
-        self._request_series: dict[tuple[str, str, int], Histogram] = {}
-        self._report_series: dict[bool, Counter] = {}
+        self._series_cache: dict[tuple[int, tuple[str, ...]], object] = {}
         self.engine_step_duration = Histogram(
             "fleetwave_engine_step_duration_seconds",
             "Duration of one rollout engine step (every dirty or due job evaluated).",
@@ -290,23 +294,22 @@ class CoordinatorMetrics:
         self.state = StateCollector()
         reg.register(self.state)
 
-    def count_report(self, *, accepted: bool) -> None:
-        """One agent report, accepted or ignored (a replay); both series looked up once."""
-        series = self._report_series.get(accepted)
+    def _series(self, metric: M, *labels: str) -> M:
+        """``metric.labels(*labels)``, looked up once (on the hot path of every request;
+        the label values are route templates, methods, statuses: a small, fixed set)."""
+        key = (id(metric), labels)  # metrics live as long as this registry
+        series = self._series_cache.get(key)
         if series is None:
-            series = self.agent_reports.labels("accepted" if accepted else "ignored")
-            self._report_series[accepted] = series
-        series.inc()
+            series = self._series_cache[key] = metric.labels(*labels)
+        return cast(M, series)
+
+    def count_report(self, *, accepted: bool) -> None:
+        """One agent report, accepted or ignored (a replay)."""
+        self._series(self.agent_reports, "accepted" if accepted else "ignored").inc()
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
-        """One served request; each (method, route, status) series is looked up only once
-        (routes are templates and methods a fixed set, so the map stays small)."""
-        key = (method, route, status)
-        series = self._request_series.get(key)
-        if series is None:
-            series = self.http_request_duration.labels(method, route, str(status))
-            self._request_series[key] = series
-        series.observe(seconds)
+        """One served request, by method, route template and status."""
+        self._series(self.http_request_duration, method, route, str(status)).observe(seconds)
 
     def render(self, snapshot: StateSnapshot) -> bytes:
         """The exposition text with ``snapshot`` as the state gauges.

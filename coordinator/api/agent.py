@@ -49,6 +49,7 @@ async def handle_register(request: web.Request) -> web.Response:
         raise Unauthorized("invalid join token")
     token = new_token("fwn")
     now = d.clock.now()
+    reason = ""
     other = await d.store.find_node(body.name)  # the live holder of the name, if any
     if other is not None and other.name == body.name and other.status != NodeStatus.DOWN:
         # A node that never reported is most likely this same agent asking again after
@@ -67,35 +68,20 @@ async def handle_register(request: web.Request) -> web.Response:
                 " or stop that agent first",
                 {"name": body.name, "node_id": other.id},
             )
-        await d.store.append_events(
-            [
-                Event(
-                    time=now,
-                    node=other.id,
-                    kind="node_registered",
-                    new=other.name,
-                    reason="registered again before its first report (a lost answer)",
-                )
-            ]
+        node, reason = renewed, "registered again before its first report (a lost answer)"
+    else:
+        node = NodeRecord(
+            id=str(uuid.uuid4()),
+            name=body.name,
+            token_hash=hash_token(token),
+            labels=body.labels,
+            resources=body.resources,
+            agent_version=body.agent_version,
+            registered_at=now,
         )
-        return respond(
-            RegisterResponse(
-                node_id=other.id, node_token=token, heartbeat_interval=d.heartbeat_interval
-            ),
-            status=201,
-        )
-    node = NodeRecord(
-        id=str(uuid.uuid4()),
-        name=body.name,
-        token_hash=hash_token(token),
-        labels=body.labels,
-        resources=body.resources,
-        agent_version=body.agent_version,
-        registered_at=now,
-    )
-    await d.store.insert_node(node)
+        await d.store.insert_node(node)
     await d.store.append_events(
-        [Event(time=now, node=node.id, kind="node_registered", new=node.name)]
+        [Event(time=now, node=node.id, kind="node_registered", new=node.name, reason=reason)]
     )
     d.driver.kick()
     response = RegisterResponse(

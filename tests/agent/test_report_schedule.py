@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from agent.report import ReportLoop
+from agent.report import ReportLoop, next_heartbeat
 from shared.clock import FakeClock
 from shared.nodes import Load, Resources
 from shared.protocol import ReportRequest, ReportResponse
@@ -82,19 +82,25 @@ async def run_until(clock: FakeClock, start: float, until: float) -> None:
             await asyncio.sleep(0)
 
 
+async def drive(clock: FakeClock, loop: ReportLoop, change_at: float, until: float) -> None:
+    """Run the report loop from now to ``until`` seconds, with one state change at
+    ``change_at``."""
+    start = clock.monotonic()
+    task = asyncio.create_task(loop.run())
+    try:
+        await run_until(clock, start, change_at)
+        loop.notify()
+        await run_until(clock, start, until)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
 async def test_change_reports_do_not_move_the_heartbeat_phase(
     clock: FakeClock, loop_and_recorder: tuple[ReportLoop, Recorder]
 ) -> None:
     loop, recorder = loop_and_recorder
-    start = clock.monotonic()
-    task = asyncio.create_task(loop.run())
-    try:
-        await run_until(clock, start, 5.0)
-        loop.notify()  # an execution changed state at t=5
-        await run_until(clock, start, 24.0)
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+    await drive(clock, loop, change_at=5.0, until=24.0)  # an execution changes state at t=5
     # At start (after the debounce), the change at 5 (after the debounce), and heartbeats
     # at 3, 13, 23: the change report did not push them to 15.1, 25.1.
     assert recorder.sent == pytest.approx(
@@ -107,14 +113,22 @@ async def test_a_change_report_when_a_heartbeat_is_due_counts_as_it(
 ) -> None:
     """No second report right behind a change report that went out at heartbeat time."""
     loop, recorder = loop_and_recorder
-    start = clock.monotonic()
-    task = asyncio.create_task(loop.run())
-    try:
-        await run_until(clock, start, 2.95)
-        loop.notify()  # sent at 3.05, just after the heartbeat at 3 was due
-        await run_until(clock, start, 14.0)
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+    await drive(clock, loop, change_at=2.95, until=14.0)  # sent at 3.05, the beat at 3 due
     assert len(recorder.sent) == 3, recorder.sent  # start, the change (as the beat at 3), 13
     assert recorder.sent[-1] == pytest.approx(13.0, abs=0.2)  # the fake clock moves in 0.05 s steps
+
+
+@pytest.mark.parametrize(
+    ("scheduled", "now", "timed_out", "expected"),
+    [
+        (13.0, 5.1, False, 13.0),  # a change report before the beat leaves it where it is
+        (13.0, 13.0, True, 23.0),  # the beat itself
+        (13.0, 12.999, True, 23.0),  # its timer fired a hair early: still the beat
+        (13.0, 13.05, False, 23.0),  # a change report just after the beat was due is it
+        (13.0, 47.0, True, 53.0),  # after an outage: the next beat on the same phase
+    ],
+)
+def test_next_heartbeat_keeps_the_phase(
+    scheduled: float, now: float, timed_out: bool, expected: float
+) -> None:
+    assert next_heartbeat(scheduled, now, INTERVAL, timed_out=timed_out) == pytest.approx(expected)
