@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from datetime import datetime
 from pathlib import Path
 
 import structlog
@@ -28,6 +29,13 @@ class ExecutionRecord(BaseModel):
     state: ExecutionState
     message: str = ""
     restarts: int = 0
+    restart_history: list[datetime] = Field(
+        default_factory=list,
+        description="when it was restarted within the restart window (the policy's budget)",
+    )
+    restart_at: datetime | None = Field(
+        default=None, description="when a decided restart is due (state restarting)"
+    )
     exit_code: int | None = None
     pid: int | None = None
     start_time: float | None = Field(default=None, description="process start, epoch seconds")

@@ -20,6 +20,7 @@ from agent.reconcile import (
     StartJob,
     StopJob,
 )
+from agent.restart import Resume, how_to_resume
 from agent.runtime import Discovered, ProcessHandle, Runtime
 from agent.supervisor import NodeInfo, Supervisor
 from shared.clock import Clock
@@ -81,9 +82,12 @@ class ExecutionManager:
 
         Each job ends up with at most one live workload: the one its record names (same pid
         and start time, or the same unit), else one found by the marker its runtime left on
-        it; any other copy is stopped. A record whose workload is gone is dropped, so the
-        next sync starts that job exactly once. A workload found without a usable record
-        waits for the first sync: kept if it is what the coordinator assigns, else stopped.
+        it; any other copy is stopped. A recorded workload that died while no agent watched
+        is an exit like any other: the restart policy decides, with the record's restart
+        history, whether and when it starts again (see ``how_to_resume``). A record without
+        an assignment whose workload is gone is dropped. A workload found without a usable
+        record waits for the first sync: kept if it is what the coordinator assigns, else
+        stopped.
         """
         records = {record.job: record for record in self._store.load_all()}
         found = await self._discover()
@@ -98,9 +102,11 @@ class ExecutionManager:
             await self._stop_copies(live, keep=picked.handle if picked else None)
             if picked is None:
                 if record is not None and record.assignment is not None:
-                    # It died while no agent watched it: start it again now (exactly once),
-                    # without waiting for a coordinator that may be unreachable.
-                    log.info("workload_gone_restarting", job=job, version=record.version)
+                    if how_to_resume(record.state) is Resume.KEEP:
+                        self.finished[job] = record  # e.g. a service its policy stopped
+                        continue
+                    # It died while no agent watched it: the supervisor applies the restart
+                    # policy at once, without waiting for a coordinator that may be down.
                     self._supervise(record.assignment, node, restored=record)
                 elif record is not None:
                     log.info("workload_gone", job=job, version=record.version, pid=record.pid)

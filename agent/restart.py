@@ -1,4 +1,5 @@
-"""The restart policy as a pure decision: restart after a delay, give up, complete or stop."""
+"""The restart policy as pure decisions: after an exit (restart after a delay, give up,
+complete or stop), and for a workload that died while the agent itself was down."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from shared.durations import format_duration
+from shared.protocol import ExecutionState
 from shared.spec import JobType, RestartMode, RestartPolicy
 
 
@@ -32,7 +34,13 @@ class ExitStatus:
     def describe(self) -> str:
         if self.signal is not None:
             return f"killed by signal {self.signal}"
+        if self.code is None:
+            return "ended (exit status unknown)"
         return f"exited with code {self.code}"
+
+
+UNKNOWN_EXIT = ExitStatus()
+"""How a workload ended that was not the agent's child (adopted), or ended while no agent ran."""
 
 
 class RestartAction(StrEnum):
@@ -84,6 +92,44 @@ def decide_restart(
     return RestartDecision(
         RestartAction.RESTART, delay=delay, message=f"{what}; restarting in {delay:g}s"
     )
+
+
+class Resume(StrEnum):
+    """How a starting agent picks up a recorded execution whose workload is gone."""
+
+    START = "start"  # it had not started yet: start it, which is no restart
+    EXITED = "exited"  # it ran and ended while no agent watched: an exit of unknown status
+    RESTART = "restart"  # its restart was already decided and counted: start it when due
+    KEEP = "keep"  # it ended for good (failed, completed, stopped by its policy): leave it
+
+
+def how_to_resume(state: ExecutionState) -> Resume:
+    """What the recorded ``state`` of an execution whose workload is gone asks for.
+
+    A workload that ran and died unseen is an exit like any other: the restart policy
+    decides, with the restart history of the record, so an agent restarted again and again
+    never restarts a crash-looping workload past its budget or without its backoff.
+    """
+    match state:
+        case ExecutionState.PENDING:
+            return Resume.START
+        case ExecutionState.STARTING | ExecutionState.HEALTHY | ExecutionState.UNHEALTHY:
+            return Resume.EXITED
+        case ExecutionState.RESTARTING:
+            return Resume.RESTART
+        case _:
+            return Resume.KEEP
+
+
+def restart_wait(restart_at: datetime | None, policy: RestartPolicy, now: datetime) -> float:
+    """Seconds until a restart decided before the agent's own restart is due.
+
+    Never longer than ``max_delay``: a wall clock that was set back must not hold it up.
+    """
+    if restart_at is None:
+        return 0.0
+    left = (restart_at - now).total_seconds()
+    return min(max(0.0, left), policy.max_delay.total_seconds())
 
 
 def _window(policy: RestartPolicy) -> str:

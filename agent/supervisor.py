@@ -8,7 +8,7 @@ import pwd
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import aiohttp
@@ -22,7 +22,15 @@ from agent.health import HealthState, HealthVerdict
 from agent.metrics import AgentMetrics
 from agent.paths import DataDir
 from agent.probes import HealthMonitor
-from agent.restart import RestartAction, decide_restart
+from agent.restart import (
+    UNKNOWN_EXIT,
+    ExitStatus,
+    RestartAction,
+    Resume,
+    decide_restart,
+    how_to_resume,
+    restart_wait,
+)
 from agent.runtime import LaunchSpec, ProcessHandle, Runtime
 from agent.runtime.environment import child_environment
 from shared.clock import Clock
@@ -137,8 +145,9 @@ class Supervisor:
         self.state = ExecutionState.PENDING
         self.message = ""
         self.restarts = restored.restarts if restored else 0
-        self.exit_code: int | None = None
-        self.history: list[datetime] = []
+        self.exit_code: int | None = restored.exit_code if restored else None
+        self.history: list[datetime] = list(restored.restart_history) if restored else []
+        """When this execution was restarted (within the window); kept across agent restarts."""
         self.last_exit = ""
         self._node = node
         self._runtime = runtime
@@ -154,7 +163,17 @@ class Supervisor:
         # A workload a previous agent run started: supervised from where it was, not restarted.
         self._adopted = adopted
         self._handle = adopted
-        if adopted is not None and restored is not None and restored.state in _RUNNING_STATES:
+        self._restart_at = restored.restart_at if restored else None
+        # A recorded workload that is gone (no adopted handle) resumes as its state says;
+        # until then it keeps its recorded state, so a record written meanwhile still
+        # tells the next agent run the same.
+        self._resume = Resume.START
+        if restored is not None and adopted is None:
+            self._resume = how_to_resume(restored.state)
+        if restored is not None and (
+            (adopted is not None and restored.state in _RUNNING_STATES)
+            or self._resume in (Resume.EXITED, Resume.RESTART)
+        ):
             self.state, self.message = restored.state, restored.message
         self._log = log.bind(job=self.job, version=assignment.version)
 
@@ -168,6 +187,8 @@ class Supervisor:
             state=self.state,
             message=self.message,
             restarts=self.restarts,
+            restart_history=self.history,
+            restart_at=self._restart_at,
             exit_code=self.exit_code,
             pid=handle.pid if handle else None,
             start_time=handle.start_time if handle else None,
@@ -187,13 +208,34 @@ class Supervisor:
     async def run(self) -> None:
         """Launch and relaunch per the restart policy until the execution is finished."""
         try:
-            while await self.step():
-                pass
+            if await self._resume_restored():
+                while await self.step():
+                    pass
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug: report it rather than hang in a stale state
             self._log.exception("supervisor_crashed")
             self._set(ExecutionState.FAILED, f"internal agent error: {exc!r}")
+
+    async def _resume_restored(self) -> bool:
+        """Pick up a recorded execution whose workload is gone; False when it is finished.
+
+        One that ran and died while no agent watched is an exit of unknown status, so
+        the restart policy decides, counting it as a restart, with the recorded history.
+        """
+        spec = self.assignment.spec
+        match self._resume:
+            case Resume.EXITED:
+                self._log.info("workload_gone", restarts=self.restarts)
+                return await self._after_exit(UNKNOWN_EXIT)
+            case Resume.RESTART:
+                wait = restart_wait(self._restart_at, spec.task.restart, self._clock.now())
+                await self._clock.sleep(wait)
+                return True
+            case Resume.KEEP:
+                return False
+            case Resume.START:
+                return True
 
     async def step(self) -> bool:
         """One launch, its lifetime and the restart decision; False when finished."""
@@ -213,6 +255,7 @@ class Supervisor:
         try:
             prepared = prepare(self.assignment, self._node, self._data_dir, version_dir)
             handle, self._adopted = self._adopted, None
+            self._restart_at = None
             if handle is None:
                 self._ensure_working_dir(prepared.launch)
                 handle = await self._runtime.start(prepared.launch)
@@ -233,6 +276,10 @@ class Supervisor:
                 monitor_task.cancel()
                 await asyncio.wait([monitor_task])
         self._handle = None
+        return await self._after_exit(status)
+
+    async def _after_exit(self, status: ExitStatus) -> bool:
+        """Apply the restart policy to an exit; after a restart's backoff, True."""
         self.exit_code = status.report_code
         self.last_exit = status.describe()
         now = self._clock.now()
@@ -246,7 +293,10 @@ class Supervisor:
             return False
         self.history.append(now)
         self.restarts += 1
+        self._restart_at = now + timedelta(seconds=decision.delay)
         self._metrics.restarts.labels(self.job).inc()
+        # Recorded (history, restart_at) before the wait: an agent restarted meanwhile
+        # neither counts this restart again nor starts the workload before it is due.
         self._set(ExecutionState.RESTARTING, decision.message)
         await self._clock.sleep(decision.delay)
         return True
@@ -349,6 +399,8 @@ class Supervisor:
     def _running(self, message: str) -> str:
         if not self.restarts:
             return message
+        if not self.last_exit:  # restarted before this agent run: how it ended is not known
+            return f"{message} (restart {self.restarts})"
         return f"{message} (restart {self.restarts}; previous run {self.last_exit})"
 
     def _ensure_working_dir(self, launch: LaunchSpec) -> None:

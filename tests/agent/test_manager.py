@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import aiohttp
@@ -21,7 +23,7 @@ from agent.runtime.exec import ExecRuntime
 from agent.supervisor import NodeInfo
 from shared.clock import FakeClock, SystemClock
 from shared.protocol import ExecutionState
-from shared.spec import Driver
+from shared.spec import Driver, JobSpec
 from tests.agent.factories import assignment, job_spec
 from tests.helpers import eventually
 
@@ -85,7 +87,7 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 def manager_for(
-    tmp_path: Path, http: aiohttp.ClientSession, runtime: object
+    tmp_path: Path, http: aiohttp.ClientSession, runtime: object, clock: FakeClock | None = None
 ) -> tuple[ExecutionManager, ExecutionStore]:
     data_dir = DataDir(tmp_path / "data")
     data_dir.ensure()
@@ -94,7 +96,7 @@ def manager_for(
         runtimes={Driver.EXEC: runtime},  # type: ignore[dict-item]
         data_dir=data_dir,
         store=store,
-        clock=FakeClock(),
+        clock=clock or FakeClock(),
         http=http,
     )
     return manager, store
@@ -218,10 +220,11 @@ class TestAdoption:
         self, tmp_path: Path, http: aiohttp.ClientSession
     ) -> None:
         """A record whose pid now belongs to another process adopts nothing and kills nothing;
-        the workload itself is started again."""
+        the workload itself is restarted after the policy's backoff."""
         other = await asyncio.create_subprocess_exec("sleep", "300")
         try:
-            manager, store = manager_for(tmp_path, http, ExecRuntime(SystemClock()))
+            clock = FakeClock()
+            manager, store = manager_for(tmp_path, http, ExecRuntime(SystemClock()), clock)
             start = psutil.Process(other.pid).create_time()
             store.save(
                 ExecutionRecord(
@@ -235,7 +238,9 @@ class TestAdoption:
             )
             await manager.restore(NODE)
             assert alive(other.pid)
-            # The recorded workload is gone, so it is started again: one new process.
+            # The recorded workload is gone, so it is restarted: one new process.
+            await eventually(lambda: manager.reports()[0].state == ExecutionState.RESTARTING)
+            clock.advance(1)
             await eventually(lambda: manager.reports()[0].state == ExecutionState.HEALTHY)
             assert manager.reports()[0].pid not in (None, other.pid)
             await manager.stop_all()
@@ -298,3 +303,217 @@ class TestAdoption:
         assert manager.reports()[0].pid == pid
         await eventually(lambda: not alive(extra.pid))
         await manager.stop_all()
+
+
+def crash_loop_spec(marker: Path, max_restarts: int = 3) -> JobSpec:
+    """A service that notes each start in ``marker``, then runs until it is killed."""
+    return job_spec(
+        "web",
+        command=["sh", "-c", f"echo run >> {marker}; exec sleep 300"],
+        task={"restart": {"max_restarts": max_restarts, "delay": "1s", "window": "1h"}},
+    )
+
+
+def starts(marker: Path) -> int:
+    return len(marker.read_text().splitlines()) if marker.exists() else 0
+
+
+class TestRestartAfterAgentRestart:
+    """A workload that died while no agent watched it is restarted by its restart policy:
+    counted, after its backoff, within its budget (real processes, a fake clock)."""
+
+    @pytest.fixture(autouse=True)
+    async def reap(self) -> AsyncIterator[None]:
+        """Workloads this test process started are reaped before the loop closes."""
+        self.children: list[ProcessHandle] = []
+        yield
+        for handle in self.children:
+            await handle.stop(1.0)
+
+    def agent_run(
+        self, tmp_path: Path, http: aiohttp.ClientSession, clock: FakeClock
+    ) -> tuple[ExecutionManager, ExecutionStore]:
+        """One agent run on the shared data dir and clock."""
+        return manager_for(tmp_path, http, ExecRuntime(SystemClock()), clock)
+
+    async def healthy(self, manager: ExecutionManager) -> int:
+        """Wait until the job runs healthy; its pid (the process is reaped at teardown)."""
+        await eventually(lambda: manager.reports()[0].state == ExecutionState.HEALTHY)
+        handle = manager.supervisors["web"]._handle
+        assert handle is not None
+        self.children.append(handle)
+        return handle.pid
+
+    async def crash_unwatched(self, manager: ExecutionManager) -> None:
+        """The agent goes away (its workload keeps running), then the workload dies."""
+        handle = manager.supervisors["web"]._handle
+        assert handle is not None
+        await manager.detach_all()
+        os.killpg(handle.pid, signal.SIGKILL)
+        await handle.wait()
+        assert not alive(handle.pid)
+
+    async def test_death_while_down_is_a_counted_restart_after_backoff(
+        self, tmp_path: Path, http: aiohttp.ClientSession
+    ) -> None:
+        """The restart is counted and recorded (history, due time), and nothing starts
+        before the policy's backoff has passed."""
+        clock = FakeClock()
+        marker = tmp_path / "runs"
+        manager, _ = self.agent_run(tmp_path, http, clock)
+        await manager.apply([StartJob(assignment(crash_loop_spec(marker)))], NODE)
+        await self.healthy(manager)
+        await self.crash_unwatched(manager)
+
+        manager, store = self.agent_run(tmp_path, http, clock)
+        await manager.restore(NODE)
+        await eventually(lambda: manager.reports()[0].state == ExecutionState.RESTARTING)
+        (report,) = manager.reports()
+        assert (report.restarts, report.pid) == (1, None)
+        assert report.message == "ended (exit status unknown); restarting in 1s"
+        (record,) = store.load_all()
+        assert record.restart_history == [clock.now()]
+        assert record.restart_at == clock.now() + timedelta(seconds=1)
+        clock.advance(0.9)
+        for _ in range(20):
+            await asyncio.sleep(0)  # a start that came too early would be under way now
+        assert starts(marker) == 1
+        clock.advance(0.1)
+        await self.healthy(manager)
+        assert starts(marker) == 2
+        assert (
+            manager.reports()[0].message
+            == "running (restart 1; previous run ended (exit status unknown))"
+        )
+        await manager.stop_all()
+
+    async def test_agent_killed_during_the_backoff_does_not_count_twice(
+        self, tmp_path: Path, http: aiohttp.ClientSession
+    ) -> None:
+        """An agent run that finds the restart already decided waits out what is left of
+        its backoff and starts the workload once, without counting it again."""
+        clock = FakeClock()
+        marker = tmp_path / "runs"
+        manager, _ = self.agent_run(tmp_path, http, clock)
+        spec = crash_loop_spec(marker)
+        await manager.apply([StartJob(assignment(spec))], NODE)
+        await self.healthy(manager)
+        os.killpg(manager.reports()[0].pid or 0, signal.SIGKILL)  # crashes while watched
+        await eventually(lambda: manager.reports()[0].state == ExecutionState.RESTARTING)
+        assert manager.reports()[0].message == "killed by signal 9; restarting in 1s"
+        clock.advance(0.5)
+        await manager.detach_all()
+
+        manager, _ = self.agent_run(tmp_path, http, clock)
+        await manager.restore(NODE)
+        assert (manager.reports()[0].state, manager.reports()[0].restarts) == (
+            ExecutionState.RESTARTING,
+            1,
+        )
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert starts(marker) == 1
+        clock.advance(0.5)
+        await self.healthy(manager)
+        assert (starts(marker), manager.reports()[0].restarts) == (2, 1)
+        await manager.stop_all()
+
+    async def test_crash_loop_across_agent_restarts_ends_failed(
+        self, tmp_path: Path, http: aiohttp.ClientSession
+    ) -> None:
+        """Crashes seen and unseen, with the agent restarted again and again: every start
+        after the first is a counted restart, and once max_restarts are spent the
+        execution fails and no later agent run starts it again."""
+        clock = FakeClock()
+        marker = tmp_path / "runs"
+        manager, _ = self.agent_run(tmp_path, http, clock)
+        await manager.apply([StartJob(assignment(crash_loop_spec(marker, max_restarts=3)))], NODE)
+        await self.healthy(manager)
+
+        # Restart 1: the workload dies while the agent is down.
+        await self.crash_unwatched(manager)
+        manager, _ = self.agent_run(tmp_path, http, clock)
+        await manager.restore(NODE)
+        await eventually(lambda: manager.reports()[0].state == ExecutionState.RESTARTING)
+        # The agent is killed again during the backoff; the next run finishes the restart.
+        await manager.detach_all()
+        manager, _ = self.agent_run(tmp_path, http, clock)
+        await manager.restore(NODE)
+        clock.advance(1)
+        pid = await self.healthy(manager)
+
+        # Restart 2: it crashes while watched.
+        os.killpg(pid, signal.SIGKILL)
+        await eventually(lambda: manager.reports()[0].restarts == 2)
+        clock.advance(2)
+        await self.healthy(manager)
+
+        # Restart 3: unseen again.
+        await self.crash_unwatched(manager)
+        manager, _ = self.agent_run(tmp_path, http, clock)
+        await manager.restore(NODE)
+        await eventually(lambda: manager.reports()[0].restarts == 3)
+        clock.advance(4)
+        await self.healthy(manager)
+
+        # The budget is spent: the next unseen death fails the execution.
+        await self.crash_unwatched(manager)
+        manager, _ = self.agent_run(tmp_path, http, clock)
+        await manager.restore(NODE)
+        await eventually(lambda: manager.reports()[0].state == ExecutionState.FAILED)
+        assert manager.reports()[0].message == (
+            "ended (exit status unknown); gave up after 3 restarts within 1h"
+        )
+        clock.advance(3600)
+        manager, _ = self.agent_run(tmp_path, http, clock)
+        await manager.restore(NODE)
+        assert [(r.state, r.restarts) for r in manager.reports()] == [(ExecutionState.FAILED, 3)]
+        assert manager.supervisors == {}
+        assert starts(marker) == 4  # the first start and 3 counted restarts, no more
+
+    async def test_spent_budget_on_record_fails_without_starting(
+        self, tmp_path: Path, http: aiohttp.ClientSession
+    ) -> None:
+        """A record whose restart history already holds max_restarts within the window
+        fails at once when its workload is gone."""
+        clock = FakeClock()
+        marker = tmp_path / "runs"
+        manager, store = self.agent_run(tmp_path, http, clock)
+        now = clock.now()
+        store.save(
+            ExecutionRecord(
+                job="web",
+                version=1,
+                state=ExecutionState.UNHEALTHY,
+                restarts=7,
+                restart_history=[now - timedelta(minutes=2), now - timedelta(minutes=1)],
+                assignment=assignment(crash_loop_spec(marker, max_restarts=2)),
+            )
+        )
+        await manager.restore(NODE)
+        await eventually(lambda: manager.reports()[0].state == ExecutionState.FAILED)
+        assert manager.reports()[0].restarts == 7
+        assert starts(marker) == 0
+
+    async def test_service_stopped_by_its_policy_stays_stopped(
+        self, tmp_path: Path, http: aiohttp.ClientSession
+    ) -> None:
+        """A service that exited 0 under on-failure was stopped by its policy: an agent
+        restart does not start it again."""
+        clock = FakeClock()
+        marker = tmp_path / "runs"
+        manager, store = self.agent_run(tmp_path, http, clock)
+        store.save(
+            ExecutionRecord(
+                job="web",
+                version=1,
+                state=ExecutionState.STOPPED,
+                message="exited with code 0 (restart policy on-failure)",
+                assignment=assignment(crash_loop_spec(marker)),
+            )
+        )
+        await manager.restore(NODE)
+        assert [r.state for r in manager.reports()] == [ExecutionState.STOPPED]
+        assert manager.current()["web"].version == 1
+        assert manager.supervisors == {}
+        assert starts(marker) == 0

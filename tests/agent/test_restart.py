@@ -6,7 +6,17 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from agent.restart import ExitStatus, RestartAction, RestartDecision, decide_restart
+from agent.restart import (
+    UNKNOWN_EXIT,
+    ExitStatus,
+    RestartAction,
+    RestartDecision,
+    Resume,
+    decide_restart,
+    how_to_resume,
+    restart_wait,
+)
+from shared.protocol import ExecutionState
 from shared.spec import JobType, RestartMode, RestartPolicy
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -90,3 +100,45 @@ class TestExitStatus:
         assert FAIL.report_code == 3
         assert OK.succeeded
         assert not KILLED.succeeded
+
+    def test_unknown_exit_is_a_failure(self) -> None:
+        """A workload that ended unseen (adopted, or while the agent was down) says so, is
+        not a success, and is restarted only by a policy that restarts failures."""
+        assert UNKNOWN_EXIT.describe() == "ended (exit status unknown)"
+        assert not UNKNOWN_EXIT.succeeded
+        restart = decide_restart([], policy(), JobType.BATCH, UNKNOWN_EXIT, NOW)
+        assert restart.message == "ended (exit status unknown); restarting in 1s"
+        never = decide_restart([], policy("never"), JobType.SERVICE, UNKNOWN_EXIT, NOW)
+        assert never.action is RestartAction.GIVE_UP
+
+
+class TestResume:
+    @pytest.mark.parametrize(
+        ("state", "resume"),
+        [
+            (ExecutionState.PENDING, Resume.START),
+            (ExecutionState.STARTING, Resume.EXITED),
+            (ExecutionState.HEALTHY, Resume.EXITED),
+            (ExecutionState.UNHEALTHY, Resume.EXITED),
+            (ExecutionState.RESTARTING, Resume.RESTART),
+            (ExecutionState.FAILED, Resume.KEEP),
+            (ExecutionState.COMPLETED, Resume.KEEP),
+            (ExecutionState.STOPPED, Resume.KEEP),
+        ],
+    )
+    def test_recorded_state_decides(self, state: ExecutionState, resume: Resume) -> None:
+        """A workload that ran is an exit; a decided restart is finished; the rest stays."""
+        assert how_to_resume(state) is resume
+
+    @pytest.mark.parametrize(
+        ("restart_at", "wait"),
+        [
+            (None, 0.0),  # nothing recorded: at once
+            (NOW + timedelta(seconds=3), 3.0),  # what is left of the backoff
+            (NOW - timedelta(seconds=3), 0.0),  # overdue
+            (NOW + timedelta(hours=1), 5.0),  # a clock set back: at most max_delay
+        ],
+    )
+    def test_restart_wait(self, restart_at: datetime | None, wait: float) -> None:
+        """A restart decided before the agent's restart waits out the rest of its backoff."""
+        assert restart_wait(restart_at, policy(), NOW) == pytest.approx(wait)

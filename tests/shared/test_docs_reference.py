@@ -248,6 +248,7 @@ REASONS = {
     "gave up after": "agent/restart.py",
     "(restart policy": "agent/restart.py",
     "killed by signal": "agent/restart.py",
+    "exit status unknown": "agent/restart.py",
     "command not found": "agent/runtime/exec.py",
     "does not exist on this node": "agent/runtime/exec.py",
     "cannot run as user": "agent/runtime/exec.py",
