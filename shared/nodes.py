@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import unicodedata
+from datetime import UTC, datetime
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from shared.status import Timestamp
 
@@ -40,6 +42,57 @@ class Load(BaseModel):
     memory_used_bytes: int = Field(default=0, ge=0)
 
 
+DATA_DIR_UNWRITABLE = "data_dir_unwritable"
+"""Condition: the agent cannot write its data dir (a full disk, a read-only mount); it goes on
+in memory and keeps heartbeating, but what it writes there does not survive its restart."""
+
+CONDITION_TYPE_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
+MAX_CONDITIONS = 8
+"""Conditions one report may carry; an agent reports a handful at most."""
+MAX_CONDITION_MESSAGE = 500
+
+
+def clean_text(value: str) -> str:
+    """``value`` safe to show in a terminal or a page: control characters become spaces,
+    other invisible ones (format, private, unassigned) are dropped."""
+    out = []
+    for char in value:
+        category = unicodedata.category(char)
+        if category == "Cc":
+            out.append(" ")
+        elif not category.startswith("C"):
+            out.append(char)
+    return "".join(out)
+
+
+class NodeCondition(BaseModel):
+    """Something wrong on a node that its agent works around, reported while it lasts.
+
+    The node stays ``ready``: its agent heartbeats and runs its workloads, but an operator
+    should look (``message`` says what and why). Sent by agents, so bounded and cleaned.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    type: str = Field(
+        pattern=CONDITION_TYPE_PATTERN,
+        description=f"what is wrong, e.g. `{DATA_DIR_UNWRITABLE}` (the agent cannot write its "
+        "data dir)",
+    )
+    message: str = Field(default="", max_length=MAX_CONDITION_MESSAGE)
+    since: Timestamp = Field(description="when the agent first saw it (the agent's clock)")
+
+    @field_validator("message")
+    @classmethod
+    def _clean_message(cls, value: str) -> str:
+        return clean_text(value)
+
+    @field_validator("since")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
 class Node(BaseModel):
     """A node in ``GET /v1/nodes``."""
 
@@ -56,3 +109,8 @@ class Node(BaseModel):
     last_heartbeat: Timestamp
     registered_at: Timestamp
     agent_version: str = ""
+    conditions: list[NodeCondition] = Field(
+        default_factory=list,
+        description="what its agent last reported as wrong (empty: nothing); the node may "
+        "still be ready",
+    )

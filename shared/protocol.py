@@ -6,7 +6,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from shared.nodes import Load, Resources
+from shared.nodes import MAX_CONDITIONS, Load, NodeCondition, Resources
 from shared.spec import LABEL_KEY_PATTERN, NAME_PATTERN, JobSpec
 
 NODE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}$"
@@ -90,6 +90,20 @@ class ReportRequest(_Wire):
     agent_version: str = Field(
         default="", max_length=64, description="the agent's version; updated after upgrades"
     )
+    conditions: list[NodeCondition] = Field(
+        default_factory=list,
+        max_length=MAX_CONDITIONS,
+        description="what is wrong on the node right now, one per type; an empty list (or "
+        "none) clears what an earlier report said",
+    )
+
+    @field_validator("conditions")
+    @classmethod
+    def _one_per_type(cls, value: list[NodeCondition]) -> list[NodeCondition]:
+        types = [condition.type for condition in value]
+        if len(set(types)) != len(types):
+            raise ValueError("each condition type may appear only once")
+        return value
 
 
 class ReportResponse(_Wire):
