@@ -65,7 +65,9 @@ def _error_response(request: web.Request, exc: Exception) -> web.Response:
         case FleetwaveError():
             if exc.status >= 500:
                 log.error("request_failed", path=request.path, error=exc.message)
-            return respond(exc.body(), status=exc.status)
+            # A 503 is an outage the caller should wait out, not a bug: say for how long.
+            headers = {"Retry-After": str(exc.retry_after)} if exc.status == 503 else None
+            return respond(exc.body(), status=exc.status, headers=headers)
         case web.HTTPRequestEntityTooLarge():
             return respond(PayloadTooLarge(exc.text or "request body too large").body(), 413)
         case web.HTTPNotFound():

@@ -29,10 +29,14 @@ class ErrorBody(BaseModel):
 
 
 class FleetwaveError(Exception):
-    """Base of every expected failure; ``status`` is the HTTP status it maps to."""
+    """Base of every expected failure; ``status`` is the HTTP status it maps to.
+
+    A 503 also says when to try again: ``retry_after`` seconds (the ``Retry-After`` header).
+    """
 
     status = 500
     code = "internal"
+    retry_after = 1
 
     def __init__(self, message: str, details: dict[str, Any] | None = None) -> None:
         super().__init__(message)
@@ -105,3 +109,12 @@ class StoreError(FleetwaveError):
     """The store could not do what was asked (I/O, corruption); a bug or an outage, never input."""
 
     code = "store_error"
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot write now (disk full, I/O error, read-only, locked past the busy
+    timeout); the failed write changed nothing, and may succeed after ``retry_after`` seconds."""
+
+    status = 503
+    code = "store_unavailable"
+    retry_after = 2

@@ -36,6 +36,15 @@ class ReportOutcome:
 
 
 @dataclass(frozen=True)
+class WriteHealth:
+    """Whether writes commit: what the last failed write said (None once one committed
+    again), and how many writes failed because of the storage since the store opened."""
+
+    failing: str | None = None
+    failures: int = 0
+
+
+@dataclass(frozen=True)
 class AssignmentChange:
     """Set (``version`` not None) or remove a node's assignment for a job."""
 
@@ -48,6 +57,17 @@ class Store(Protocol):
     async def open(self) -> None: ...
 
     async def close(self) -> None: ...
+
+    # health
+    def write_health(self) -> WriteHealth:
+        """The outcome of recent writes, without touching the storage."""
+        ...
+
+    async def check_writable(self, now: float) -> str | None:
+        """None while writes commit; else what the last one failed with, after trying a
+        small real write (at most about once a second of the monotonic ``now``), so that
+        the store notices by itself when the storage works again."""
+        ...
 
     # jobs
     async def get_job(self, name: str) -> JobRecord | None: ...

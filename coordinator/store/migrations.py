@@ -58,4 +58,11 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX events_job ON events (job, id);
     """,
+    # 2: the table /readyz writes to while writes fail, to notice when they work again
+    """
+    CREATE TABLE store_probe (
+        id INTEGER PRIMARY KEY,
+        pad BLOB NOT NULL
+    );
+    """,
 ]

@@ -12,15 +12,17 @@ import asyncio
 import contextlib
 import sqlite3
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 import structlog
 
-from coordinator.store import AssignmentChange, ReportOutcome
+from coordinator.store import AssignmentChange, ReportOutcome, WriteHealth
+from coordinator.store.health import WriteTracker, write_error
 from coordinator.store.migrations import MIGRATIONS
 from coordinator.store.mirror import Mirror
 from coordinator.store.records import (
@@ -52,6 +54,13 @@ node monitor's TTL (3 heartbeat intervals) absorbs; every execution state change
 written before its report is answered.
 """
 
+PROBE_BYTES = 16 * 1024
+"""Size of the probe write that ``check_writable`` tries while writes fail.
+
+It must need new pages: on a full disk SQLite can still rewrite a page in place, so a
+one-row update would pass while every write that grows the database fails.
+"""
+
 
 class SqliteStore:
     """Store on one SQLite file. Writes are serialised; reads use a second connection (WAL)."""
@@ -71,6 +80,7 @@ class SqliteStore:
         self._queued_nodes: Counter[str] = Counter()  # reports queued or being committed
         self._dirty_liveness: set[str] = set()  # nodes whose liveness is newer in memory
         self._liveness_flusher: asyncio.Task[None] | None = None
+        self._writes = WriteTracker(self.path)
 
     # lifecycle
 
@@ -130,7 +140,8 @@ class SqliteStore:
                 await conn.execute("INSERT INTO schema_migrations (version) VALUES (?)", (number,))
                 await conn.execute("COMMIT")
             except BaseException:
-                await conn.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):  # SQLite may have rolled back itself
+                    await conn.execute("ROLLBACK")
                 raise
 
     async def close(self) -> None:
@@ -160,20 +171,34 @@ class SqliteStore:
         return self._reader
 
     @contextlib.asynccontextmanager
-    async def _tx(self) -> AsyncIterator[aiosqlite.Connection]:
+    async def _tx(self, what: str) -> AsyncIterator[aiosqlite.Connection]:
+        """One write transaction; ``what`` it does names it in errors ("save job 'web'").
+
+        Memory (the mirror, the event listeners) follows only a COMMIT that succeeded. Any
+        failure, the COMMIT's own included (a full disk or an I/O error usually shows
+        there), rolls back and drops what the transaction would have applied, so memory
+        stays at the last committed state. A storage failure raises StoreUnavailable.
+        """
         if self._writer is None:
             raise StoreError("store is not open")
         async with self._write_lock:
             conn = self._writer
-            await conn.execute("BEGIN IMMEDIATE")
             try:
+                if conn.in_transaction:  # a ROLLBACK that failed earlier left it open
+                    await conn.execute("ROLLBACK")
+                await conn.execute("BEGIN IMMEDIATE")
                 yield conn
-            except BaseException:
+                cancelled = await _settle(_commit(conn))
+            except BaseException as exc:
                 self._events_written = False
                 self._after_commit.clear()
-                await conn.execute("ROLLBACK")
+                await self._roll_back(conn)
+                if isinstance(exc, sqlite3.Error):
+                    error = write_error(exc, what, self.path)
+                    self._writes.failed(error)
+                    raise error from exc
                 raise
-            await conn.execute("COMMIT")
+            self._writes.committed()
             applied, self._after_commit = self._after_commit, []
             for apply in applied:
                 apply()
@@ -181,6 +206,32 @@ class SqliteStore:
                 self._events_written = False
                 for listener in self._event_listeners:
                     listener()
+            if cancelled:
+                raise asyncio.CancelledError
+
+    async def _roll_back(self, conn: aiosqlite.Connection) -> None:
+        """ROLLBACK, unless SQLite already did (it does itself on a full disk or an I/O
+        error, and then refuses a ROLLBACK: no transaction is active)."""
+        try:
+            await conn.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:  # the next transaction rolls it back first
+                log.error("store_rollback_failed", database=self.path, error=str(exc))
+
+    # health
+
+    def write_health(self) -> WriteHealth:
+        return self._writes.health
+
+    async def check_writable(self, now: float) -> str | None:
+        if self._writes.should_probe(now):
+            with contextlib.suppress(StoreError):
+                async with self._tx("write a probe row") as conn:
+                    await conn.execute(
+                        "INSERT INTO store_probe (pad) VALUES (zeroblob(?))", (PROBE_BYTES,)
+                    )
+                    await conn.execute("DELETE FROM store_probe")
+        return self._writes.health.failing
 
     async def _rows(self, sql: str, params: Sequence[object] = ()) -> list[aiosqlite.Row]:
         async with self._r.execute(sql, params) as cur:
@@ -197,7 +248,7 @@ class SqliteStore:
     async def save_job(
         self, job: JobRecord, *, expected_revision: int | None, new_version: JobVersion | None
     ) -> None:
-        async with self._tx() as conn:
+        async with self._tx(f"save job {job.name!r}") as conn:
             await self._write_job(conn, job, expected_revision)
             if new_version is not None:
                 await conn.execute(
@@ -273,7 +324,7 @@ class SqliteStore:
     # nodes
 
     async def insert_node(self, node: NodeRecord) -> None:
-        async with self._tx() as conn:
+        async with self._tx(f"register node {node.name!r}") as conn:
             await conn.execute(
                 "INSERT INTO nodes (id, name, token_hash, record, last_seq, assign_index)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
@@ -337,7 +388,7 @@ class SqliteStore:
         resources: Resources,
         agent_version: str,
     ) -> NodeRecord | None:
-        async with self._tx() as conn:
+        async with self._tx(f"renew the registration of node {node_id}") as conn:
             current = self._load_node(node_id)
             if current.status != NodeStatus.INITIALIZING or current.last_seq != 0:
                 return None
@@ -357,19 +408,19 @@ class SqliteStore:
             return node
 
     async def set_node_status(self, node_id: str, status: NodeStatus) -> None:
-        async with self._tx() as conn:
+        async with self._tx(f"set the status of node {node_id}") as conn:
             node = self._load_node(node_id)
             await self._update_node(conn, node.model_copy(update={"status": status}))
 
     async def set_node_agent_version(self, node_id: str, agent_version: str) -> None:
-        async with self._tx() as conn:
+        async with self._tx(f"set the agent version of node {node_id}") as conn:
             node = self._load_node(node_id)
             await self._update_node(conn, node.model_copy(update={"agent_version": agent_version}))
 
     async def set_node_scheduling(
         self, node_id: str, *, eligibility: Eligibility | None = None, drain: bool | None = None
     ) -> None:
-        async with self._tx() as conn:
+        async with self._tx(f"change the scheduling of node {node_id}") as conn:
             node = self._load_node(node_id)
             update: dict[str, object] = {}
             if eligibility is not None:
@@ -456,17 +507,24 @@ class SqliteStore:
             return
         self._dirty_liveness = set()
         self._mirror.liveness_kept = set()
-        async with self._tx() as conn:
-            # Under the write lock the mirror holds the latest committed state plus liveness.
-            # Encoded in chunks, each written before the next is encoded: at 10,000 nodes
-            # encoding them all at once would hold the event loop for a third of a second.
-            ordered = sorted(ids)
-            for start in range(0, len(ordered), FLUSH_CHUNK):
-                chunk = [self._mirror.nodes.get(i) for i in ordered[start : start + FLUSH_CHUNK]]
-                await conn.executemany(
-                    "UPDATE nodes SET record = ?, last_seq = ? WHERE id = ?",
-                    [(n.model_dump_json(), n.last_seq, n.id) for n in chunk if n is not None],
-                )
+        try:
+            async with self._tx(f"write the heartbeats of {len(ids)} nodes") as conn:
+                # Under the write lock the mirror holds the latest committed state plus
+                # liveness. Encoded in chunks, each written before the next is encoded: at
+                # 10,000 nodes encoding them all at once would hold the event loop for a
+                # third of a second.
+                ordered = sorted(ids)
+                for start in range(0, len(ordered), FLUSH_CHUNK):
+                    chunk = [
+                        self._mirror.nodes.get(i) for i in ordered[start : start + FLUSH_CHUNK]
+                    ]
+                    await conn.executemany(
+                        "UPDATE nodes SET record = ?, last_seq = ? WHERE id = ?",
+                        [(n.model_dump_json(), n.last_seq, n.id) for n in chunk if n is not None],
+                    )
+        except BaseException:
+            self._dirty_liveness |= ids  # still only in memory: the next flush writes them
+            raise
 
     async def _write_reports(self) -> None:
         """Commit the queued reports, and whatever queued up meanwhile, until none is left."""
@@ -493,7 +551,7 @@ class SqliteStore:
     async def _commit_reports(
         self, batch: Sequence[_PendingReport]
     ) -> list[ReportOutcome | Exception]:
-        async with self._tx() as conn:
+        async with self._tx(f"record {len(batch)} reports") as conn:
             # Computed under the write lock, from the latest committed state.
             outcomes, nodes, upserts, deletes = self._merge_reports(batch)
             if nodes:
@@ -605,7 +663,7 @@ class SqliteStore:
         assigned_at = format_time(now)
         removed: list[tuple[str, str]] = []
         assigned: list[AssignmentRecord] = []
-        async with self._tx() as conn:
+        async with self._tx(f"apply a plan for job {job.name!r}") as conn:
             await self._write_job(conn, job, expected_revision)
             for change in changes:
                 node = self._mirror.nodes.get(change.node_id)
@@ -662,7 +720,7 @@ class SqliteStore:
 
     async def append_events(self, events: Sequence[Event]) -> None:
         if events:
-            async with self._tx() as conn:
+            async with self._tx(f"append {len(events)} events") as conn:
                 await self._insert_events(conn, events)
 
     async def last_event_id(self) -> int:
@@ -694,6 +752,27 @@ class SqliteStore:
                 (job, after, limit),
             )
         return [Event.model_validate(dict(r)) for r in rows]
+
+
+async def _commit(conn: aiosqlite.Connection) -> None:
+    await conn.execute("COMMIT")
+
+
+async def _settle(work: Coroutine[Any, Any, None]) -> bool:
+    """Run ``work`` to its end even if the caller is cancelled meanwhile; return whether
+    it was. A COMMIT runs on in aiosqlite's thread after its waiter is cancelled, so a
+    transaction that stopped waiting could not tell memory whether it committed."""
+    task = asyncio.ensure_future(work)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.wait([task])
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled and task.exception() is not None:
+        raise asyncio.CancelledError from task.exception()
+    task.result()  # raises what the work raised
+    return cancelled
 
 
 def _assignment(row: aiosqlite.Row) -> AssignmentRecord:
