@@ -22,14 +22,14 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
-from coordinator.store import Store
+from coordinator.store import Store, WriteHealth
 from coordinator.store.records import (
     AssignmentRecord,
     ExecutionRecord,
@@ -87,6 +87,7 @@ class StateSnapshot:
     nodes_ineligible: int = 0
     nodes_draining: int = 0
     jobs: Sequence[JobProgress] = ()
+    writes: WriteHealth = field(default_factory=WriteHealth)
 
 
 def job_progress(
@@ -123,6 +124,7 @@ def summarize(
     jobs: Sequence[JobRecord],
     nodes: Sequence[NodeRecord],
     progress: Sequence[JobProgress],
+    writes: WriteHealth,
 ) -> StateSnapshot:
     return StateSnapshot(
         jobs_by_state=Tally(j.status.state.state_type.value for j in jobs),
@@ -130,11 +132,13 @@ def summarize(
         nodes_ineligible=sum(1 for n in nodes if n.eligibility is Eligibility.INELIGIBLE),
         nodes_draining=sum(1 for n in nodes if n.drain),
         jobs=progress,
+        writes=writes,
     )
 
 
 async def read_state(store: Store) -> StateSnapshot:
-    """Read what the state gauges need: every job and node, and each live job's progress."""
+    """Read what the state gauges need: every job and node, each live job's progress, and
+    whether the store's writes commit."""
     jobs = await store.list_jobs()
     nodes = await store.list_nodes()
     progress = []
@@ -144,7 +148,7 @@ async def read_state(store: Store) -> StateSnapshot:
         assignments = await store.job_assignments(job.name)
         executions = await store.job_executions(job.name)
         progress.append(job_progress(job, assignments, executions))
-    return summarize(jobs, nodes, progress)
+    return summarize(jobs, nodes, progress, store.write_health())
 
 
 class StateCollector:
@@ -179,6 +183,17 @@ class StateCollector:
         )
         yield GaugeMetricFamily(
             "fleetwave_nodes_draining", "Nodes being drained.", value=snap.nodes_draining
+        )
+        # The store counts its failed writes; like the state above, read at scrape time.
+        yield CounterMetricFamily(
+            "fleetwave_store_write_failures",
+            "Store writes that failed because of the storage (disk full, I/O error, read-only).",
+            value=snap.writes.failures,
+        )
+        yield GaugeMetricFamily(
+            "fleetwave_store_write_failing",
+            "1 while the store's last write failed (until a write commits again), else 0.",
+            value=1 if snap.writes.failing is not None else 0,
         )
         yield from self._progress(snap.jobs)
 

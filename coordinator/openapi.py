@@ -64,6 +64,14 @@ ERROR_RESPONSES: dict[int, tuple[str, str]] = {
     409: ("Conflict", "The request does not apply to the current state (`details` says why)."),
     412: ("PreconditionFailed", "`If-Match` names a stale revision."),
     413: ("PayloadTooLarge", "The body is over the coordinator's `max_body_bytes`."),
+    503: (
+        "StoreUnavailable",
+        "The coordinator cannot write to its database now (disk full, I/O error); nothing "
+        "was changed by the failed write. Retry after `Retry-After` seconds.",
+    ),
+}
+ERROR_HEADERS: dict[int, Mapping[str, str]] = {
+    503: {"Retry-After": "Seconds to wait before retrying."},
 }
 
 
@@ -182,7 +190,8 @@ def build_openapi(
             "description": "JSON over HTTP. Operator endpoints need the admin token, agent "
             "endpoints a node token (`Authorization: Bearer <token>`); the monitoring and "
             "documentation endpoints are open. Every error body is "
-            '`{"error": {"code", "message", "details"}}`; a 5xx is a bug.',
+            '`{"error": {"code", "message", "details"}}`. A 503 (`store_unavailable`) is '
+            "an outage to wait out (retry after `Retry-After` seconds); a 500 is a bug.",
             "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
         },
         "servers": [{"url": "/"}],
@@ -191,7 +200,8 @@ def build_openapi(
         "components": {
             "schemas": components,
             "responses": {
-                name: _error_response(description) for name, description in ERROR_RESPONSES.values()
+                name: _error_response(description, ERROR_HEADERS.get(status, {}))
+                for status, (name, description) in ERROR_RESPONSES.items()
             },
             "securitySchemes": SECURITY_SCHEMES,
         },
@@ -226,12 +236,19 @@ def _component_schemas(
     return by_model, dict(sorted(top.get("$defs", {}).items()))
 
 
-def _error_response(description: str) -> dict[str, Any]:
+def _error_response(description: str, headers: Mapping[str, str]) -> dict[str, Any]:
+    response: dict[str, Any] = {"description": description}
+    if headers:
+        response["headers"] = _headers(headers)
+    response["content"] = {
+        "application/json": {"schema": {"$ref": REF_TEMPLATE.format(model="ErrorBody")}}
+    }
+    return response
+
+
+def _headers(headers: Mapping[str, str]) -> dict[str, Any]:
     return {
-        "description": description,
-        "content": {
-            "application/json": {"schema": {"$ref": REF_TEMPLATE.format(model="ErrorBody")}}
-        },
+        name: {"description": text, "schema": {"type": "string"}} for name, text in headers.items()
     }
 
 
@@ -298,10 +315,7 @@ def _param(p: Param) -> dict[str, Any]:
 def _reply(reply: Reply, refs: Mapping[tuple[type[BaseModel], JsonSchemaMode], Any]) -> Any:
     out: dict[str, Any] = {"description": reply.description}
     if reply.headers:
-        out["headers"] = {
-            name: {"description": text, "schema": {"type": "string"}}
-            for name, text in reply.headers.items()
-        }
+        out["headers"] = _headers(reply.headers)
     if reply.content:
         out["content"] = {
             media.media_type: {

@@ -84,7 +84,7 @@ def _action(
         replies={200: json_reply("The action was applied.", ActionResult)},
         body=body,
         body_required=body_required,
-        errors=(409,),
+        errors=(409, 503),
     )
 
 
@@ -118,10 +118,17 @@ ROUTE_DOCS: dict[RouteKey, RouteDoc] = {
         summary="Readiness",
         tag="system",
         auth=Auth.OPEN,
-        description="Ready once the store is open and the engine runs.",
+        description="Ready once the store is open and the engine runs, and while the store's "
+        "writes commit. After a failed write (disk full, I/O error) it answers 503 "
+        '`{"status": "storage_failing", "error": ...}` and tries a small write at most once '
+        "a second, so it turns ready again by itself once the storage works.",
         replies={
             200: json_reply("Ready.", ProbeStatus),
-            503: json_reply("Starting or stopping.", ProbeStatus),
+            503: json_reply(
+                "Starting or stopping, or the store cannot write (`storage_failing`).",
+                ProbeStatus,
+                {"Retry-After": "With `storage_failing`: seconds to wait before asking again."},
+            ),
         },
     ),
     ("GET", "/metrics"): RouteDoc(
@@ -222,7 +229,7 @@ ROUTE_DOCS: dict[RouteKey, RouteDoc] = {
             200: json_reply("Updated, or unchanged.", SubmitResult),
             201: json_reply("Created.", SubmitResult),
         },
-        errors=(412,),
+        errors=(412, 503),
     ),
     ("GET", "/v1/jobs"): RouteDoc(
         summary="List jobs",
@@ -394,6 +401,7 @@ ROUTE_DOCS: dict[RouteKey, RouteDoc] = {
         body=DrainRequest,
         body_required=False,
         replies={200: json_reply("The node.", Node)},
+        errors=(503,),
     ),
     ("POST", "/v1/nodes/{node}/eligibility"): RouteDoc(
         summary="Set a node's eligibility",
@@ -402,6 +410,7 @@ ROUTE_DOCS: dict[RouteKey, RouteDoc] = {
         params=(_NODE,),
         body=EligibilityRequest,
         replies={200: json_reply("The node.", Node)},
+        errors=(503,),
     ),
     # --- agent --------------------------------------------------------------------------
     ("POST", "/v1/agent/register"): RouteDoc(
@@ -412,7 +421,7 @@ ROUTE_DOCS: dict[RouteKey, RouteDoc] = {
         "in the answer is shown only once.",
         body=RegisterRequest,
         replies={201: json_reply("Registered.", RegisterResponse)},
-        errors=(401, 409),
+        errors=(401, 409, 503),
     ),
     ("GET", "/v1/agent/assignments"): RouteDoc(
         summary="The node's assignments (blocking query)",
@@ -427,8 +436,11 @@ ROUTE_DOCS: dict[RouteKey, RouteDoc] = {
         summary="Heartbeat and execution report",
         tag="agent",
         auth=Auth.NODE,
-        description="A `seq` not above the last accepted one is ignored (`accepted: false`).",
+        description="A `seq` not above the last accepted one is ignored (`accepted: false`); "
+        "`last_seq` in the answer is then the seq to continue after. After a coordinator "
+        "restart that may be above anything the agent sent.",
         body=ReportRequest,
         replies={200: json_reply("Recorded (or ignored as a replay).", ReportResponse)},
+        errors=(503,),
     ),
 }

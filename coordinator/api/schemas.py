@@ -23,9 +23,12 @@ class _Body(BaseModel):
 
 
 class ProbeStatus(_Body):
-    """Liveness or readiness: ``ok``, ``ready`` or ``starting``."""
+    """Liveness or readiness: ``ok``, ``ready``, ``starting`` or ``storage_failing``."""
 
-    status: Literal["ok", "ready", "starting"]
+    status: Literal["ok", "ready", "starting", "storage_failing"]
+    error: str | None = Field(
+        default=None, description="with `storage_failing`: what the last failed write said"
+    )
 
 
 class JobSummary(_Body):

@@ -6,6 +6,7 @@ from aiohttp import web
 
 from coordinator.api.deps import deps, respond
 from coordinator.metrics import CONTENT_TYPE, read_state
+from shared.errors import StoreUnavailable
 
 routes = web.RouteTableDef()
 
@@ -20,7 +21,15 @@ async def handle_readyz(request: web.Request) -> web.Response:
     d = deps(request)
     if not d.started:
         return respond({"status": "starting"}, status=503)
-    await d.store.list_jobs()  # the store answers
+    failing = await d.store.check_writable(d.clock.monotonic())
+    if failing is not None:
+        # Reads still work, but every write fails: send the traffic elsewhere until a
+        # probe write (at most one a second, from these calls) commits again.
+        return respond(
+            {"status": "storage_failing", "error": failing},
+            status=503,
+            headers={"Retry-After": str(StoreUnavailable.retry_after)},
+        )
     return respond({"status": "ready"})
 
 
