@@ -437,8 +437,8 @@ ROUTE_DOCS: dict[RouteKey, RouteDoc] = {
         tag="agent",
         auth=Auth.NODE,
         description="A `seq` not above the last accepted one is ignored (`accepted: false`); "
-        "`last_seq` in the answer is then the seq to continue after. After a coordinator "
-        "restart that may be above anything the agent sent.",
+        "`last_seq` in the answer is then the seq to continue after; after a crash of the "
+        "coordinator it may be above anything the agent sent.",
         body=ReportRequest,
         replies={200: json_reply("Recorded (or ignored as a replay).", ReportResponse)},
         errors=(503,),

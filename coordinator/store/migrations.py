@@ -65,4 +65,8 @@ MIGRATIONS: list[str] = [
         pad BLOB NOT NULL
     );
     """,
+    # 3: a durable floor for report seqs, since heartbeats are acknowledged from memory
+    """
+    ALTER TABLE nodes ADD COLUMN seq_reserved INTEGER NOT NULL DEFAULT 0;
+    """,
 ]

@@ -39,6 +39,9 @@ class Mirror:
         self._executions = _Pairs[ExecutionRecord]()
         self.liveness_kept: set[str] = set()
         """Nodes whose newer in-memory liveness survived a write of an older copy."""
+        self.seq_reserved: dict[str, int] = {}
+        """Per node, the committed seq reservation: heartbeats up to it may be acknowledged
+        from memory (see ``store.sqlite.SEQ_RESERVATION``)."""
 
     # jobs
 
@@ -73,6 +76,10 @@ class Mirror:
             self._node_by_token.pop(old.token_hash, None)
         self._node_by_token[node.token_hash] = node.id
         self.nodes[node.id] = node
+
+    def reserve_seq(self, node_id: str, up_to: int) -> None:
+        """A committed reservation; reservations never shrink while the store is open."""
+        self.seq_reserved[node_id] = max(self.seq_reserved.get(node_id, 0), up_to)
 
     def node_by_token(self, token_hash: str) -> NodeRecord | None:
         node_id = self._node_by_token.get(token_hash)

@@ -1,9 +1,11 @@
 """Heartbeat-only reports: applied to memory at once, written lazily; state changes stay
-durable before the answer. Real SqliteStore on a real file; a second store opened on the same
-file shows what is on disk."""
+durable before the answer. Real SqliteStore on a real file; a plain SQLite connection to the
+same file shows what is on disk."""
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -30,16 +32,20 @@ async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
     await store.close()
 
 
-async def on_disk(store: SqliteStore) -> NodeRecord:
-    """The node as a freshly opened store reads it from the file."""
-    other = SqliteStore(store.path)
-    await other.open()
-    try:
-        node = await other.get_node("n1")
-        assert node is not None
-        return node
-    finally:
-        await other.close()
+def stored(path: str) -> list[NodeRecord]:
+    """Every node row as the file holds it, ``last_seq`` from its column."""
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        rows = conn.execute("SELECT record, last_seq FROM nodes ORDER BY id").fetchall()
+    return [
+        NodeRecord.model_validate_json(record).model_copy(update={"last_seq": last_seq})
+        for record, last_seq in rows
+    ]
+
+
+def on_disk(store: SqliteStore) -> NodeRecord:
+    """Node n1 as the file holds it."""
+    (node,) = [n for n in stored(store.path) if n.id == "n1"]
+    return node
 
 
 def healthy(state: ExecutionState = ExecutionState.HEALTHY) -> list[ExecutionReport]:
@@ -62,7 +68,7 @@ class TestLiveness:
     async def test_state_changes_are_durable_before_the_answer(self, store: SqliteStore) -> None:
         """A report that changes an execution (or brings the node up) is on disk at once."""
         assert await report(store, 1, ExecutionState.STARTING, at=1)
-        node = await on_disk(store)
+        node = on_disk(store)
         assert (node.last_seq, node.status) == (1, NodeStatus.READY)
         assert (await store.job_executions("web"))["n1"].state == ExecutionState.STARTING
 
@@ -73,9 +79,9 @@ class TestLiveness:
         node = await store.get_node("n1")
         assert node is not None
         assert (node.last_seq, node.load.cpu_percent) == (2, 2.0)
-        assert (await on_disk(store)).last_seq == 1
+        assert on_disk(store).last_seq == 1
         await store.flush_liveness()
-        persisted = await on_disk(store)
+        persisted = on_disk(store)
         assert (persisted.last_seq, persisted.last_heartbeat) == (2, node.last_heartbeat)
 
     async def test_replays_are_refused_without_a_write(self, store: SqliteStore) -> None:
@@ -95,7 +101,7 @@ class TestLiveness:
         assert await report(store, 1, ExecutionState.HEALTHY, at=1)
         assert await report(store, 2, ExecutionState.HEALTHY, at=2)
         await store.close()
-        assert (await on_disk(store)).last_seq == 2
+        assert on_disk(store).last_seq == 2
 
     async def test_an_older_copy_never_rolls_liveness_back(self, store: SqliteStore) -> None:
         """A write computed from an older copy of the node keeps the newer heartbeat, and the
@@ -109,7 +115,7 @@ class TestLiveness:
         assert node is not None
         assert (node.last_seq, node.eligibility) == (2, Eligibility.INELIGIBLE)
         await store.flush_liveness()
-        assert (await on_disk(store)).last_seq == 2
+        assert on_disk(store).last_seq == 2
 
 
 async def test_flush_writes_every_node_across_chunks(tmp_path: Path) -> None:
@@ -128,11 +134,6 @@ async def test_flush_writes_every_node_across_chunks(tmp_path: Path) -> None:
                     f"n{i}", seq=seq, load=Load(), resources=None, executions=[], now=CLOCK.now()
                 )
         await store.flush_liveness()
-        other = SqliteStore(store.path)
-        await other.open()
-        try:
-            assert {n.last_seq for n in await other.list_nodes()} == {2}
-        finally:
-            await other.close()
+        assert {n.last_seq for n in stored(store.path)} == {2}
     finally:
         await store.close()
