@@ -108,13 +108,21 @@ class LocalFleet:
         )
         return Proc(name, popen, log_path, log)
 
-    def start_coordinator(self, *extra: str, wait: bool = True) -> Proc:
-        env = self._env() | {
-            "FLEETWAVE_ADMIN_TOKEN": ADMIN_TOKEN,
-            "FLEETWAVE_JOIN_TOKEN": JOIN_TOKEN,
-        }
+    def start_coordinator(
+        self, *extra: str, wait: bool = True, env: dict[str, str] | None = None
+    ) -> Proc:
+        """Start the coordinator on this fleet's port and data dir (again, after a stop);
+        ``env`` adds variables to its environment (the fault tests preload faketime)."""
+        environ = (
+            self._env()
+            | (env or {})
+            | {
+                "FLEETWAVE_ADMIN_TOKEN": ADMIN_TOKEN,
+                "FLEETWAVE_JOIN_TOKEN": JOIN_TOKEN,
+            }
+        )
         if self.heartbeat_ttl is not None:
-            env["FLEETWAVE_HEARTBEAT_TTL"] = self.heartbeat_ttl
+            environ["FLEETWAVE_HEARTBEAT_TTL"] = self.heartbeat_ttl
         argv = [
             self.python,
             "-m",
@@ -129,7 +137,7 @@ class LocalFleet:
             "json",
             *extra,
         ]
-        self.coordinator = self._spawn("coordinator", argv, env)
+        self.coordinator = self._spawn("coordinator", argv, environ)
         if wait:
             self.wait_ready()
         return self.coordinator
@@ -147,8 +155,15 @@ class LocalFleet:
         wait_for("the coordinator to be ready", ready, timeout)
 
     def start_agent(
-        self, name: str, labels: dict[str, str] | None = None, *, on_stop: str = "stop-workloads"
+        self,
+        name: str,
+        labels: dict[str, str] | None = None,
+        *,
+        on_stop: str = "stop-workloads",
+        coordinator: str | None = None,
     ) -> Proc:
+        """Start agent ``name`` (again: its labels are remembered); ``coordinator`` is the URL
+        it talks to, this fleet's coordinator unless given (the fault tests put a proxy there)."""
         if labels is not None:
             self.labels[name] = labels
         argv = [
@@ -156,7 +171,7 @@ class LocalFleet:
             "-m",
             "agent",
             "--coordinator",
-            self.url,
+            coordinator or self.url,
             "--join-token",
             JOIN_TOKEN,
             "--data-dir",
