@@ -99,15 +99,20 @@ async def serve(
     clock = clock or SystemClock()
     stop = stop or asyncio.Event()
     config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    admin = load_or_create(config.admin_token, config.data_dir / "admin.token", "fwa")
-    join = load_or_create(config.join_token, config.data_dir / "join.token", "fwj")
-    _announce_token(admin, "admin token")
-    _announce_token(join, "join token")
-
     raise_fd_limit()
     shorten_switch_interval()
+    # The database before the tokens: a coordinator that refuses its database must not
+    # have generated and printed secrets for a start that never happened.
     store = open_store(config)
     await store.open()
+    try:
+        admin = load_or_create(config.admin_token, config.data_dir / "admin.token", "fwa")
+        join = load_or_create(config.join_token, config.data_dir / "join.token", "fwj")
+    except BaseException:
+        await store.close()
+        raise
+    _announce_token(admin, "admin token")
+    _announce_token(join, "join token")
     tune_gc()  # after the store loaded its mirror: that part of the heap is frozen
     watches = Watches()
     locks = JobLocks()

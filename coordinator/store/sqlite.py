@@ -102,7 +102,10 @@ class SqliteStore:
 
     async def open(self) -> None:
         if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot open database {self.path}: {exc}") from exc
         self._writer = await self._connect()
         await self._migrate(self._writer)
         self._reader = await self._connect() if self.path != ":memory:" else self._writer
