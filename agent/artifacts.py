@@ -143,7 +143,12 @@ class ArtifactStore:
             try:
                 final = self.version_dir(job, version)
                 if self.is_installed(job, version, artifacts):
-                    os.utime(final / MANIFEST)
+                    try:
+                        os.utime(final / MANIFEST)  # marks it used, for pruning
+                    except OSError as exc:
+                        # A full or read-only data dir must not stop a cached version from
+                        # starting; only the pruning order becomes less exact.
+                        log.debug("artifacts_touch_failed", job=job, error=str(exc))
                     log.debug("artifacts_cached", job=job, version=version)
                 else:
                     await self._install(job, version, artifacts)

@@ -33,6 +33,7 @@ from agent.runtime.systemd import SystemdRuntime
 from agent.session import NodeSession
 from agent.sync import SyncLoop
 from agent.waiting import sleep_or_event
+from agent.writes import DataDirWrites
 from shared.clock import Clock, SystemClock
 from shared.spec import Driver
 
@@ -96,6 +97,7 @@ class Agent:
         self._http: aiohttp.ClientSession | None = None
         self._ready = False
         self._parts: AgentParts | None = None
+        self._writes: DataDirWrites | None = None
         self.local_port: int | None = None
         self.metrics = AgentMetrics()
         self.failed = asyncio.Event()
@@ -122,10 +124,15 @@ class Agent:
         host = self._host or PsutilHost(settings.data_dir)
         self._http = aiohttp.ClientSession()
         store = IdentityStore(settings.data_dir)
+        # One place learns of every failed write to the data dir; the report says so.
+        writes = self._writes = DataDirWrites(
+            settings.data_dir, clock=self.clock, metrics=self.metrics
+        )
         client = CoordinatorClient(settings.coordinators, self._http, poll_margin=self._poll_margin)
         session = NodeSession(
             client=client,
             store=store,
+            writes=writes,
             name=settings.name,
             labels=settings.labels,
             join_token=self._join_token,
@@ -136,6 +143,7 @@ class Agent:
             or {Driver.EXEC: ExecRuntime(self.clock), Driver.SYSTEMD: SystemdRuntime(self.clock)},
             data_dir=self.data_dir,
             store=ExecutionStore(self.data_dir.executions),
+            writes=writes,
             clock=self.clock,
             http=self._http,
             on_change=self._on_execution_change,
@@ -162,6 +170,7 @@ class Agent:
             client=client,
             manager=manager,
             store=store,
+            writes=writes,
             host=host,
             clock=self.clock,
             rand=self._rand,
@@ -174,6 +183,7 @@ class Agent:
             self.data_dir.logs,
             settings.log_max_bytes,
             clock=self.clock,
+            writes=writes,
             interval=self._rotate_interval,
         )
         await manager.restore(session.node_info())
@@ -332,7 +342,8 @@ class Agent:
         )
         counts = Counter(str(report.state) for report in self.manager.reports())
         jobs = ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "no jobs"
-        return f"{who}; {sync}; {jobs}"
+        degraded = "; data dir not writable" if self._writes and self._writes.degraded else ""
+        return f"{who}; {sync}; {jobs}{degraded}"
 
 
 async def run_until_stopped(

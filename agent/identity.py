@@ -42,18 +42,22 @@ class IdentityStore:
             return None
 
     def save(self, identity: Identity) -> None:
-        """Persist ``identity`` atomically with mode 0600 and restart the report sequence."""
+        """Persist ``identity`` atomically with mode 0600.
+
+        The report sequence is left as it is: a new node's seqs may start anywhere, and the
+        report loop starts them over itself.
+        """
         atomic_write(self.path, identity.model_dump_json(indent=2).encode())
-        self.save_seq(0)
 
     def load_seq(self) -> int:
-        """The last report sequence number the coordinator accepted (0 when unknown)."""
+        """The highest report sequence number this node may have used (0 when unknown)."""
         try:
-            value = json.loads(self.seq_path.read_bytes()).get("last_seq", 0)
+            data = json.loads(self.seq_path.read_bytes())
+            value = data.get("reserved", data.get("last_seq", 0))  # last_seq: older agents
         except (OSError, ValueError, AttributeError):
             return 0
         return value if isinstance(value, int) and value >= 0 else 0
 
-    def save_seq(self, last_seq: int) -> None:
-        """Persist the last accepted report sequence number."""
-        atomic_write(self.seq_path, json.dumps({"last_seq": last_seq}).encode())
+    def save_seq(self, reserved: int) -> None:
+        """Persist the highest report sequence number this node may use before saving again."""
+        atomic_write(self.seq_path, json.dumps({"reserved": reserved}).encode())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 
 import aiohttp
 import structlog
@@ -23,6 +24,7 @@ from agent.reconcile import (
 from agent.restart import Resume, how_to_resume
 from agent.runtime import Discovered, ProcessHandle, Runtime
 from agent.supervisor import NodeInfo, Supervisor
+from agent.writes import DataDirWrites
 from shared.clock import Clock
 from shared.protocol import Assignment, ExecutionReport
 from shared.spec import Driver
@@ -42,6 +44,7 @@ class ExecutionManager:
         runtimes: Mapping[Driver, Runtime],
         data_dir: DataDir,
         store: ExecutionStore,
+        writes: DataDirWrites,
         clock: Clock,
         http: aiohttp.ClientSession,
         on_change: Callable[[], None] = lambda: None,
@@ -51,6 +54,7 @@ class ExecutionManager:
         self._runtimes = dict(runtimes)
         self._data_dir = data_dir
         self._store = store
+        self._writes = writes
         self._clock = clock
         self._http = http
         self._on_change = on_change
@@ -110,7 +114,7 @@ class ExecutionManager:
                     self._supervise(record.assignment, node, restored=record)
                 elif record is not None:
                     log.info("workload_gone", job=job, version=record.version, pid=record.pid)
-                    self._store.delete(job)
+                    self._persist(job, None)
                 continue
             same = record is not None and (record.version, record.generation) == (
                 picked.version,
@@ -128,7 +132,7 @@ class ExecutionManager:
                 )
                 self.unclaimed[job] = picked
                 if record is not None:
-                    self._store.delete(job)
+                    self._persist(job, None)
 
     async def claim(self, desired: Sequence[Assignment], node: NodeInfo) -> None:
         """Settle workloads found without a record against the coordinator's assignments:
@@ -198,6 +202,7 @@ class ExecutionManager:
         """Stop supervising without stopping workloads; their records stay for the next run."""
         await asyncio.gather(*(sup.detach() for sup in self.supervisors.values()))
         self.supervisors.clear()
+        self._writes.retry()  # the last chance for records that could not be written yet
 
     async def _shut_down(self, job: str) -> None:
         supervisor = self.supervisors.pop(job)
@@ -205,9 +210,9 @@ class ExecutionManager:
         record = supervisor.record()
         if record.state in TERMINAL_STATES:
             self.finished[job] = record
-            self._store.save(record)
+            self._persist(job, record)
         else:
-            self._store.delete(job)
+            self._persist(job, None)
 
     async def _apply_one(self, action: Action, node: NodeInfo) -> None:
         match action:
@@ -247,6 +252,7 @@ class ExecutionManager:
             http=self._http,
             on_change=self._changed,
             metrics=self._metrics,
+            writes=self._writes,
             artifacts=self._artifacts,
             adopted=adopted,
             restored=restored,
@@ -264,17 +270,21 @@ class ExecutionManager:
             if self.supervisors.get(job) is supervisor:
                 del self.supervisors[job]
         self.finished.pop(job, None)
-        self._store.delete(job)
+        self._persist(job, None)
         self._on_change()
 
     def _changed(self, supervisor: Supervisor) -> None:
         if self.supervisors.get(supervisor.job) is not supervisor:
             return  # a stopped, replaced execution
-        try:
-            self._store.save(supervisor.record())
-        except OSError as exc:
-            log.warning("execution_record_write_failed", job=supervisor.job, error=str(exc))
+        self._persist(supervisor.job, supervisor.record())
         self._on_change()
+
+    def _persist(self, job: str, record: ExecutionRecord | None) -> None:
+        """Write the job's record (None: remove it). When the data dir cannot take it, the
+        execution goes on as it is and the write is retried at the next report."""
+        store = self._store
+        write = partial(store.save, record) if record is not None else partial(store.delete, job)
+        self._writes.attempt("execution_record", write, item=job)
 
 
 def _same_workload(a: ProcessHandle, b: ProcessHandle) -> bool:

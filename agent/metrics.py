@@ -196,6 +196,12 @@ class AgentMetrics:
             ["loop", "kind"],
             registry=reg,
         )
+        self.data_dir_write_errors = Counter(
+            "fleetwave_agent_data_dir_write_errors",
+            "Failed writes of agent state to its data dir (full disk, read-only), by kind.",
+            ["kind"],
+            registry=reg,
+        )
         self.last_sync = Gauge(
             "fleetwave_agent_last_successful_sync_timestamp_seconds",
             "Unix time of the last assignments poll that was answered and applied.",

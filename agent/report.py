@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Callable
+from functools import partial
 
 import structlog
 
@@ -17,6 +18,7 @@ from agent.manager import ExecutionManager
 from agent.metrics import AgentMetrics, error_kind
 from agent.session import NodeSession
 from agent.waiting import sleep_or_event
+from agent.writes import DataDirWrites
 from shared.clock import Clock
 from shared.protocol import ReportRequest, ReportResponse
 
@@ -24,6 +26,23 @@ log = structlog.get_logger("agent.report")
 
 MAX_RESENDS = 3
 """Resends with a corrected seq after ``accepted=false`` before waiting for the next turn."""
+
+RESERVATION = "report_seq"
+"""The kind of data dir write that reserves seqs (a metric label)."""
+
+SEQ_BLOCK = 100
+"""Report seqs reserved on disk at a time: one write of report_seq.json per 100 reports."""
+
+
+def seq_reservation(seq: int, reserved: int, block: int = SEQ_BLOCK) -> int | None:
+    """The ceiling to write to disk before sending ``seq``; None while ``reserved`` covers it.
+
+    The file holds the highest seq this node may have used, so an agent that restarts goes
+    on above it: seqs only grow. Should a write fail (a full disk), the agent goes on in
+    memory; after a restart it may then repeat a seq, which the coordinator refuses with
+    the seq it saw, and the agent resends above that.
+    """
+    return None if seq <= reserved else seq + block - 1
 
 
 def next_heartbeat(scheduled: float, now: float, interval: float, *, timed_out: bool) -> float:
@@ -39,13 +58,15 @@ def next_heartbeat(scheduled: float, now: float, interval: float, *, timed_out: 
 
 
 class ReportLoop:
-    """Sends ``ReportRequest``s with a per-node sequence number persisted in the data dir.
+    """Sends ``ReportRequest``s with a per-node sequence number reserved in the data dir.
 
     Nothing is queued while no coordinator answers: every report is built when it is sent
     and carries the current state of every job, so an outage of any length buffers at most
     one pending report (the latest state per job) and never replays stale intermediate
-    states. Seqs are reserved on disk before sending, so they only grow, across outages,
-    lost answers and agent restarts alike.
+    states. Seqs are reserved on disk in blocks before sending, so they only grow, across
+    outages, lost answers and agent restarts alike. A data dir that cannot be written stops
+    no report: the seq goes on in memory, and each report first retries the writes that
+    failed and carries the ``data_dir_unwritable`` condition while any is pending.
     """
 
     def __init__(
@@ -55,6 +76,7 @@ class ReportLoop:
         client: CoordinatorClient,
         manager: ExecutionManager,
         store: IdentityStore,
+        writes: DataDirWrites,
         host: HostProbe,
         clock: Clock,
         rand: Callable[[], float],
@@ -66,6 +88,7 @@ class ReportLoop:
         self._client = client
         self._manager = manager
         self._store = store
+        self._writes = writes
         self._host = host
         self._clock = clock
         self._rand = rand
@@ -74,7 +97,7 @@ class ReportLoop:
         self._metrics = metrics or AgentMetrics()
         self._changed = asyncio.Event()
         self._changed.set()  # report right after start
-        self._last_seq = store.load_seq()
+        self._last_seq = self._reserved = store.load_seq()
         self._seq_node = session.identity.node_id if session.identity else ""
         self.failures = 0
         self.sent = 0
@@ -139,32 +162,36 @@ class ReportLoop:
         session = self._session
         identity = await session.ensure_identity()
         if identity.node_id != self._seq_node:
-            self._seq_node, self._last_seq = identity.node_id, 0
+            self._new_node(identity.node_id)
+        # What could not be written before may go through now; the report says either way.
+        # (The seq reservation is tried below, for this report's seq.)
+        self._writes.retry(skip=(RESERVATION,))
         response: ReportResponse | None = None
         for _ in range(MAX_RESENDS):
+            seq = self._last_seq + 1
+            # Reserve the seq first: a report whose answer got lost is never resent with the
+            # same seq, so the coordinator never has to reject a replay.
+            self._reserve(seq)
+            self._last_seq = seq
             request = ReportRequest(
-                seq=self._last_seq + 1,
+                seq=seq,
                 load=self._host.load(),
                 resources=self._host.resources(),
                 executions=self._manager.reports(),
                 agent_version=agent_version(),
+                conditions=self._writes.conditions(),
             )
-            # Reserve the seq first: a report whose answer got lost is never resent with the
-            # same seq, so the coordinator never has to reject a replay.
-            self._last_seq = request.seq
-            self._store.save_seq(request.seq)
             try:
                 response = await self._client.report(identity.node_token, request)
             except TokenRejected as exc:
                 self._metrics.sync_errors.labels("report", error_kind(exc)).inc()
                 identity = await session.reregister(identity)
-                self._seq_node, self._last_seq = identity.node_id, 0
+                self._new_node(identity.node_id)
                 continue
             if response.accepted:
                 break
             log.info("report_seq_behind", seq=request.seq, last_seq=response.last_seq)
             self._last_seq = max(self._last_seq, response.last_seq)
-            self._store.save_seq(self._last_seq)
         if response is None:
             raise CoordinatorUnavailable("the node token was rejected again after registering")
         session.mark_contact(self._clock.monotonic())
@@ -173,6 +200,24 @@ class ReportLoop:
         if response.index > session.index:
             session.repoll.set()
         return response
+
+    def _new_node(self, node_id: str) -> None:
+        """A new identity: its seqs start over at 1 (what the file holds for the old one
+        is only higher, so it may stay until the next reservation)."""
+        self._seq_node, self._last_seq, self._reserved = node_id, 0, 0
+
+    def _reserve(self, seq: int) -> None:
+        """Make sure the seq file covers ``seq``; when it cannot be written, go on anyway.
+
+        While it fails, every report tries again (its seq is above what the file holds).
+        """
+        ceiling = seq_reservation(seq, self._reserved)
+        if ceiling is not None:
+            self._writes.attempt(RESERVATION, partial(self._save_reservation, ceiling))
+
+    def _save_reservation(self, ceiling: int) -> None:
+        self._store.save_seq(ceiling)
+        self._reserved = max(self._reserved, ceiling)
 
     async def _failed(self, event: str, exc: Exception) -> None:
         delay = backoff_delay(self.failures, self._backoff, self._rand)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from functools import partial
 
 import structlog
 
@@ -12,6 +13,7 @@ from agent.errors import JoinTokenRejected
 from agent.host import HostProbe
 from agent.identity import Identity, IdentityStore
 from agent.supervisor import NodeInfo
+from agent.writes import DataDirWrites
 from shared.protocol import RegisterRequest
 
 log = structlog.get_logger("agent.session")
@@ -27,6 +29,7 @@ class NodeSession:
         *,
         client: CoordinatorClient,
         store: IdentityStore,
+        writes: DataDirWrites,
         name: str,
         labels: Mapping[str, str],
         join_token: str,
@@ -34,6 +37,7 @@ class NodeSession:
     ) -> None:
         self._client = client
         self._store = store
+        self._writes = writes
         self._name = name
         self._labels = dict(labels)
         self._join_token = join_token
@@ -114,7 +118,10 @@ class NodeSession:
             identity = Identity(
                 node_id=response.node_id, node_token=response.node_token, name=self._name
             )
-            self._store.save(identity)
+            # Kept in memory when the data dir cannot take it (and written when it can): the
+            # node is registered either way, and only an agent restart before then would
+            # need to register it again.
+            self._writes.attempt("identity", partial(self._store.save, identity))
             self.identity = identity
             self.index = 0
             self.heartbeat_interval = response.heartbeat_interval or DEFAULT_HEARTBEAT

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import pwd
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import aiohttp
@@ -19,6 +21,7 @@ from agent.backoff import BackoffPolicy, backoff_delay
 from agent.errors import LaunchError
 from agent.executions import ExecutionRecord
 from agent.health import HealthState, HealthVerdict
+from agent.logs import ensure_log_files
 from agent.metrics import AgentMetrics
 from agent.paths import DataDir
 from agent.probes import HealthMonitor
@@ -33,6 +36,7 @@ from agent.restart import (
 )
 from agent.runtime import LaunchSpec, ProcessHandle, Runtime
 from agent.runtime.environment import child_environment
+from agent.writes import DataDirWrites
 from shared.clock import Clock
 from shared.interpolation import InterpolationError, interpolate, node_variables
 from shared.protocol import Assignment, ExecutionReport, ExecutionState
@@ -134,6 +138,7 @@ class Supervisor:
         clock: Clock,
         http: aiohttp.ClientSession,
         on_change: Callable[[Supervisor], None],
+        writes: DataDirWrites,
         artifacts: ArtifactStore | None = None,
         rand: Callable[[], float] = random.random,
         adopted: ProcessHandle | None = None,
@@ -155,6 +160,7 @@ class Supervisor:
         self._clock = clock
         self._http = http
         self._on_change = on_change
+        self._writes = writes
         self._artifacts = artifacts
         self._rand = rand
         self._metrics = metrics or AgentMetrics()
@@ -258,7 +264,7 @@ class Supervisor:
             self._restart_at = None
             if handle is None:
                 self._ensure_working_dir(prepared.launch)
-                handle = await self._runtime.start(prepared.launch)
+                handle = await self._runtime.start(self._with_output(prepared.launch))
             else:
                 self._log.info("process_adopted", pid=handle.pid, unit=handle.unit)
         except (InterpolationError, LaunchError) as exc:
@@ -402,6 +408,15 @@ class Supervisor:
         if not self.last_exit:  # restarted before this agent run: how it ended is not known
             return f"{message} (restart {self.restarts})"
         return f"{message} (restart {self.restarts}; previous run {self.last_exit})"
+
+    def _with_output(self, launch: LaunchSpec) -> LaunchSpec:
+        """``launch`` with its log files, or with its output discarded when they cannot be
+        created or opened (a full or read-only data dir): the workload runs either way."""
+        paths = [path for path in (launch.stdout_path, launch.stderr_path) if path is not None]
+        if self._writes.attempt("log_files", partial(ensure_log_files, paths), item=self.job):
+            return launch
+        self._log.warning("workload_output_discarded", paths=[str(path) for path in paths])
+        return dataclasses.replace(launch, stdout_path=None, stderr_path=None)
 
     def _ensure_working_dir(self, launch: LaunchSpec) -> None:
         default = self._data_dir.job_dir(self.job)

@@ -8,6 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from agent.config import AgentSettings
+from agent.metrics import AgentMetrics
+from agent.writes import DataDirWrites
+from shared.clock import Clock, FakeClock
 from shared.protocol import Assignment
 from shared.spec import JobSpec
 
@@ -23,6 +26,11 @@ def job_spec(name: str = "web", command: list[str] | None = None, **extra: Any) 
 
 def assignment(spec: JobSpec, version: int = 1, generation: int = 0) -> Assignment:
     return Assignment(job=spec.name, version=version, generation=generation, spec=spec)
+
+
+def data_dir_writes(root: Path, clock: Clock | None = None) -> DataDirWrites:
+    """The failed-writes tracker of an agent on ``root``, with its own metrics."""
+    return DataDirWrites(root, clock=clock or FakeClock(), metrics=AgentMetrics())
 
 
 def free_port() -> int:

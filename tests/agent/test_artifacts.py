@@ -26,7 +26,7 @@ from agent.supervisor import NodeInfo, Supervisor
 from shared.clock import Clock, FakeClock, SystemClock
 from shared.protocol import ExecutionState
 from shared.spec import Artifact, JobSpec
-from tests.agent.factories import PYTHON, assignment, job_spec
+from tests.agent.factories import PYTHON, assignment, data_dir_writes, job_spec
 from tests.helpers import eventually
 
 
@@ -383,6 +383,7 @@ class TestExecution:
             clock=clock,
             http=http,
             on_change=lambda s: None,
+            writes=data_dir_writes(data_dir.root, clock),
             artifacts=ArtifactStore(data_dir.artifacts, http),
             rand=lambda: 1.0,
         )

@@ -34,11 +34,14 @@ class TestIdentityStore:
         store.path.write_text("{not json")
         assert store.load() is None
 
-    def test_seq_persists_and_resets_on_new_identity(self, tmp_path: Path) -> None:
-        """The last accepted seq survives reloads and restarts at 0 for a new identity."""
+    def test_reserved_seq_persists(self, tmp_path: Path) -> None:
+        """The reserved seq survives reloads, also across a new identity (whose seqs the
+        report loop starts over); an older agent's file (the last seq used) reads the same."""
         store = IdentityStore(tmp_path)
         assert store.load_seq() == 0
         store.save_seq(41)
         assert IdentityStore(tmp_path).load_seq() == 41
         store.save(Identity(node_id="n-2", node_token="t", name="n"))
-        assert store.load_seq() == 0
+        assert store.load_seq() == 41
+        store.seq_path.write_text('{"last_seq": 7}')
+        assert store.load_seq() == 7

@@ -9,6 +9,7 @@ from agent.logs import LogRotator, open_log, rotate_log
 from agent.runtime import LaunchSpec
 from agent.runtime.exec import ExecRuntime
 from shared.clock import FakeClock, SystemClock
+from tests.agent.factories import data_dir_writes
 from tests.helpers import eventually
 
 
@@ -43,6 +44,32 @@ class TestRotateLog:
 
 
 class TestLogRotator:
+    def test_unwritable_rotation_is_retried_not_fatal(self, tmp_path: Path) -> None:
+        """A log that cannot be rotated (a directory stands where ``.1`` goes) is left as
+        it is and counts as a pending data dir write; the next turn that works clears it.
+        A stray file in the logs dir is not a job's log directory."""
+        logs = tmp_path / "logs"
+        (logs / "web").mkdir(parents=True)
+        (logs / "stray").write_text("not a job")
+        stdout = logs / "web" / "stdout.log"
+        stdout.write_bytes(b"x" * 2048)
+        (logs / "web" / "stdout.log.1").mkdir()
+        writes = data_dir_writes(tmp_path)
+        rotator = LogRotator(logs, 1024, clock=FakeClock(), writes=writes)
+        assert rotator.step() == []
+        assert stdout.stat().st_size == 2048
+        assert writes.degraded
+        (logs / "web" / "stdout.log.1").rmdir()
+        assert rotator.step() == [stdout]
+        assert not writes.degraded
+
+    def test_missing_logs_dir_is_nothing_to_do(self, tmp_path: Path) -> None:
+        """Before any job ran there is nothing to rotate, and nothing is wrong."""
+        writes = data_dir_writes(tmp_path)
+        rotator = LogRotator(tmp_path / "logs", 1024, clock=FakeClock(), writes=writes)
+        assert rotator.step() == []
+        assert not writes.degraded
+
     async def test_rotates_a_running_process_log(self, tmp_path: Path) -> None:
         """A live process's log is capped by the periodic check and the process keeps logging."""
         logs = tmp_path / "logs"
@@ -59,7 +86,7 @@ class TestLogRotator:
             )
         )
         stdout = logs / "chatty" / "stdout.log"
-        rotator = LogRotator(logs, 1024, clock=FakeClock())
+        rotator = LogRotator(logs, 1024, clock=FakeClock(), writes=data_dir_writes(tmp_path))
         try:
             await eventually(lambda: stdout.exists() and stdout.stat().st_size > 1024)
             assert rotator.step() == [stdout]

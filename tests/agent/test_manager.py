@@ -21,10 +21,11 @@ from agent.restart import ExitStatus
 from agent.runtime import Discovered, LaunchSpec, ProcessHandle
 from agent.runtime.exec import ExecRuntime
 from agent.supervisor import NodeInfo
+from agent.writes import DataDirWrites
 from shared.clock import FakeClock, SystemClock
 from shared.protocol import ExecutionState
 from shared.spec import Driver, JobSpec
-from tests.agent.factories import assignment, job_spec
+from tests.agent.factories import assignment, data_dir_writes, job_spec
 from tests.helpers import eventually
 
 NODE = NodeInfo(node_id="n-1", name="node-1")
@@ -87,7 +88,11 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 def manager_for(
-    tmp_path: Path, http: aiohttp.ClientSession, runtime: object, clock: FakeClock | None = None
+    tmp_path: Path,
+    http: aiohttp.ClientSession,
+    runtime: object,
+    clock: FakeClock | None = None,
+    writes: DataDirWrites | None = None,
 ) -> tuple[ExecutionManager, ExecutionStore]:
     data_dir = DataDir(tmp_path / "data")
     data_dir.ensure()
@@ -96,6 +101,7 @@ def manager_for(
         runtimes={Driver.EXEC: runtime},  # type: ignore[dict-item]
         data_dir=data_dir,
         store=store,
+        writes=writes or data_dir_writes(data_dir.root),
         clock=clock or FakeClock(),
         http=http,
     )
@@ -128,6 +134,39 @@ class TestApply:
         await manager.apply([StopJob("web")], NODE)
         assert store.load_all() == []
         assert manager.reports() == []
+
+
+class TestUnwritableRecords:
+    async def test_supervision_goes_on_and_the_record_follows(
+        self, tmp_path: Path, http: aiohttp.ClientSession
+    ) -> None:
+        """A job whose record cannot be written runs and is reported all the same; the
+        newest record is written by the retry once the data dir takes it, and removed the
+        same way when the job stops."""
+        runtime = RecordingRuntime()
+        writes = data_dir_writes(tmp_path / "data")
+        manager, store = manager_for(tmp_path, http, runtime, writes=writes)
+        record_path = store.directory / "web.json"
+        record_path.mkdir()
+        await manager.apply([StartJob(assignment(job_spec("web"), 1))], NODE)
+        await eventually(lambda: manager.reports()[0].state == ExecutionState.HEALTHY)
+        assert writes.degraded
+        record_path.rmdir()
+        writes.retry()
+        assert [r.state for r in store.load_all()] == [ExecutionState.HEALTHY]
+
+        record_path.unlink()
+        record_path.mkdir()
+        (record_path / "keep").touch()  # not empty: cannot be removed as a record either
+        await manager.apply([StopJob("web")], NODE)
+        assert manager.reports() == []
+        assert writes.degraded
+        (record_path / "keep").unlink()
+        record_path.rmdir()
+        record_path.write_text("{}")  # a stale record the retry must remove
+        writes.retry()
+        assert not record_path.exists()
+        assert not writes.degraded
 
 
 class TestRestore:

@@ -9,6 +9,7 @@ session, execution manager, identity store and host probe that only record what 
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -18,6 +19,7 @@ from agent.report import ReportLoop, next_heartbeat
 from shared.clock import FakeClock
 from shared.nodes import Load, Resources
 from shared.protocol import ReportRequest, ReportResponse
+from tests.agent.factories import data_dir_writes
 
 INTERVAL = 10.0
 PHASE = 0.3  # what the fake random source returns: heartbeats at 30 % of the interval
@@ -67,6 +69,7 @@ def loop_and_recorder(clock: FakeClock) -> tuple[ReportLoop, Recorder]:
         client=recorder,  # type: ignore[arg-type]
         manager=manager,  # type: ignore[arg-type]
         store=store,  # type: ignore[arg-type]
+        writes=data_dir_writes(Path("data"), clock),  # no write fails: the path is not used
         host=host,  # type: ignore[arg-type]
         clock=clock,
         rand=lambda: PHASE,

@@ -15,7 +15,7 @@ from agent.runtime.exec import ExecRuntime
 from agent.supervisor import NodeInfo, Supervisor
 from shared.clock import Clock, FakeClock, SystemClock
 from shared.protocol import Assignment, ExecutionState
-from tests.agent.factories import PYTHON, assignment, free_port, job_spec
+from tests.agent.factories import PYTHON, assignment, data_dir_writes, free_port, job_spec
 from tests.helpers import eventually
 
 NODE = NodeInfo(node_id="n-1", name="node-1", labels={"zone": "z1"})
@@ -36,6 +36,7 @@ class Harness:
         self.http = http
         self.states: list[ExecutionState] = []
         self.started: list[Supervisor] = []
+        self.writes = data_dir_writes(self.data_dir.root)
 
     def supervisor(
         self, item: Assignment, clock: Clock, node: NodeInfo = NODE, *, runtime: bool = True
@@ -48,6 +49,7 @@ class Harness:
             clock=clock,
             http=self.http,
             on_change=lambda s: self.states.append(s.state),
+            writes=self.writes,
         )
         self.started.append(sup)
         sup.start()
@@ -200,3 +202,22 @@ class TestLaunchFailures:
         sup = harness.supervisor(assignment(job_spec(command=["no-such-x"])), SystemClock())
         await eventually(lambda: sup.state is ExecutionState.FAILED)
         assert sup.message == "command not found: 'no-such-x'"
+
+
+class TestUnwritableLogs:
+    async def test_workload_runs_with_its_output_discarded(self, harness: Harness) -> None:
+        """When its log files cannot be created (here a file stands where the job's log
+        directory goes) the workload runs all the same, without them, and the data dir is
+        reported unwritable until they can be created."""
+        blocker = harness.data_dir.log_dir("web")
+        blocker.parent.mkdir(parents=True, exist_ok=True)
+        blocker.write_text("not a directory")
+        spec = job_spec(command=["sh", "-c", "echo hello; exec sleep 300"])
+        sup = harness.supervisor(assignment(spec), SystemClock())
+        await eventually(lambda: sup.state is ExecutionState.HEALTHY)
+        assert sup.report().pid is not None
+        assert harness.writes.degraded
+        blocker.unlink()
+        harness.writes.retry()
+        assert not harness.writes.degraded
+        assert (blocker / "stdout.log").exists()

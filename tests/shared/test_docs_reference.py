@@ -320,6 +320,7 @@ LOG_EVENTS = {
     "process_exited": "agent/supervisor.py",
     "execution_state_changed": "agent/supervisor.py",
     "artifacts_failed": "agent/supervisor.py",
+    "data_dir_write_failed": "agent/writes.py",
 }
 
 
