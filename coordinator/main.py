@@ -9,6 +9,7 @@ import os
 import resource
 import signal
 import sys
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import structlog
@@ -18,12 +19,13 @@ from coordinator.api.deps import Deps
 from coordinator.app import create_app
 from coordinator.config import CoordinatorConfig
 from coordinator.engine.driver import JobLocks, NodeMonitor, RolloutDriver
+from coordinator.engine.observation import ObservationWindow
 from coordinator.metrics import CoordinatorMetrics
 from coordinator.store import Store
 from coordinator.store.sqlite import SqliteStore
 from coordinator.tokens import LoadedToken, load_or_create
 from coordinator.watch import Watches
-from shared.clock import Clock, SystemClock
+from shared.clock import ZERO_TIME, Clock, SteadyClock
 from shared.errors import FieldError, ValidationFailed
 from shared.sdnotify import SystemdNotifier, feed_watchdog
 
@@ -92,11 +94,17 @@ def shorten_switch_interval() -> None:
     sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
 
 
+async def newest_stored_time(store: Store) -> datetime:
+    """The latest time the store holds: job updates and node heartbeats."""
+    times = [job.status.updated_at for job in await store.list_jobs()]
+    times += [node.last_heartbeat for node in await store.list_nodes()]
+    return max(times, default=ZERO_TIME)
+
+
 async def serve(
     config: CoordinatorConfig, *, clock: Clock | None = None, stop: asyncio.Event | None = None
 ) -> None:
     """Run the coordinator until ``stop`` is set (or SIGTERM/SIGINT), then shut down cleanly."""
-    clock = clock or SystemClock()
     stop = stop or asyncio.Event()
     config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     raise_fd_limit()
@@ -113,12 +121,18 @@ async def serve(
         raise
     _announce_token(admin, "admin token")
     _announce_token(join, "join token")
+    if clock is None:
+        # Deadlines and stored times follow a clock that a wall-clock step cannot move,
+        # and that never starts before what is already stored (a clock set back across
+        # a restart would otherwise date new records before old ones).
+        clock = SteadyClock(floor=await newest_stored_time(store))
     tune_gc()  # after the store loaded its mirror: that part of the heap is frozen
     watches = Watches()
     locks = JobLocks()
     metrics = CoordinatorMetrics()
-    driver = RolloutDriver(store, clock, watches, locks, metrics)
-    monitor = NodeMonitor(store, clock, driver, config.ttl_seconds)
+    window = ObservationWindow(clock, timedelta(seconds=config.ttl_seconds))
+    driver = RolloutDriver(store, clock, watches, locks, window, metrics)
+    monitor = NodeMonitor(store, clock, driver, window, config.ttl_seconds)
     deps = Deps(
         store=store,
         clock=clock,
@@ -142,6 +156,7 @@ async def serve(
     try:
         await site.start()
         tasks = [
+            asyncio.create_task(window.run(), name="observation-window"),
             asyncio.create_task(driver.run(), name="rollout-driver"),
             asyncio.create_task(monitor.run(), name="node-monitor"),
             asyncio.create_task(feed_watchdog(notifier, clock), name="sd-watchdog"),

@@ -43,6 +43,31 @@ class SystemClock:
         await asyncio.sleep(max(0.0, seconds))
 
 
+class SteadyClock(SystemClock):
+    """Wall time that moves only with the monotonic clock: a wall-clock step changes nothing.
+
+    It reads the wall clock once, when created, and from then on adds monotonic time to
+    that reading. Every timestamp the coordinator stores and every deadline it judges is
+    taken from it, so an NTP step or an operator's ``date -s`` neither fires deadlines
+    early (+1 h) nor stalls them (-1 h) while the process runs. ``floor`` is the newest
+    time already stored: a clock that stepped back across a restart must not make stored
+    times lie in the future, so the reading never starts before it. The price is that
+    timestamps are off by the size of a step until the next restart; ``wall_offset()``
+    tells how far, for a log line and a metric.
+    """
+
+    def __init__(self, floor: datetime = ZERO_TIME) -> None:
+        self._anchor = max(datetime.now(UTC), floor)
+        self._mono = time.monotonic()
+
+    def now(self) -> datetime:
+        return self._anchor + timedelta(seconds=time.monotonic() - self._mono)
+
+    def wall_offset(self) -> float:
+        """Seconds the system's wall clock is ahead of this clock (negative: behind)."""
+        return (datetime.now(UTC) - self.now()).total_seconds()
+
+
 class FakeClock:
     """A clock that only moves when told to; sleepers wake when ``advance`` passes their time."""
 

@@ -169,6 +169,7 @@ def retry(job: JobRecord, now: datetime) -> ActionResult:
             "started": [],
             "updated": [],
             "failed": {},
+            "skipped": {},
             "started_at": now,
             "completed_at": ZERO_TIME,
             "progress_at": now,

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 
 import structlog
 
+from coordinator.engine.observation import ObservationWindow
 from coordinator.engine.planner import plan_rollout
 from coordinator.metrics import CoordinatorMetrics
 from coordinator.store import Store
@@ -47,6 +48,7 @@ class RolloutDriver:
         clock: Clock,
         watches: Watches,
         locks: JobLocks,
+        window: ObservationWindow,
         metrics: CoordinatorMetrics | None = None,
     ) -> None:
         self._store = store
@@ -54,10 +56,15 @@ class RolloutDriver:
         self._clock = clock
         self._watches = watches
         self._locks = locks
+        self._window = window
         self._dirty: set[str] = set()
-        self._all_dirty = True  # evaluate every job once after start: level-triggered recovery
+        # Evaluate every job at once after start: level-triggered recovery. Deadlines live
+        # in memory only as timers; that first evaluation derives them again from the
+        # stored state, so no rollout waits for a timer that died with the last process.
+        self._all_dirty = True
         self._timers: dict[str, datetime] = {}
         self._wakeup = asyncio.Event()
+        self._wakeup.set()
 
     def kick(self, job: str | None = None) -> None:
         """Ask for ``job`` (or every job, when None) to be evaluated soon."""
@@ -85,7 +92,7 @@ class RolloutDriver:
             await self._clock.sleep(self._clock.monotonic() - started)
 
     async def _wait(self) -> None:
-        if self._wakeup.is_set():
+        if self._wakeup.is_set() or self._all_dirty or self._dirty:
             return
         now = self._clock.now()
         delay = 60.0
@@ -125,8 +132,9 @@ class RolloutDriver:
             nodes = {n.id: n for n in await self._store.list_nodes()}
             assignments = await self._store.job_assignments(name)
             executions = await self._store.job_executions(name)
+            observation = self._window.observe()
             now = self._clock.now()
-            plan = plan_rollout(job, nodes, assignments, executions, now)
+            plan = plan_rollout(job, nodes, assignments, executions, now, observation)
             if plan.changed(job):
                 indexes = await self._store.apply_plan(
                     plan.job,
@@ -161,14 +169,26 @@ class RolloutDriver:
 
 
 class NodeMonitor:
-    """Marks nodes ``down`` when their heartbeats stop for longer than the TTL."""
+    """Marks nodes ``down`` when the coordinator has heard nothing from them for the TTL.
+
+    Only silence the coordinator could have observed counts: after its own start, or a
+    pause of its process, a node gets a whole TTL from that moment to be heard, however
+    old its last stored heartbeat is (heartbeats are written lazily, and none can arrive
+    while the coordinator is down or stopped).
+    """
 
     def __init__(
-        self, store: Store, clock: Clock, driver: RolloutDriver, ttl_seconds: float
+        self,
+        store: Store,
+        clock: Clock,
+        driver: RolloutDriver,
+        window: ObservationWindow,
+        ttl_seconds: float,
     ) -> None:
         self._store = store
         self._clock = clock
         self._driver = driver
+        self._window = window
         self._ttl = timedelta(seconds=ttl_seconds)
 
     async def run(self) -> None:
@@ -183,14 +203,15 @@ class NodeMonitor:
             await self._clock.sleep(interval)
 
     async def tick(self) -> list[str]:
-        """Mark every node whose last sign of life is older than the TTL; return their ids."""
+        """Mark every node not heard from for the TTL of observed time; return their ids."""
+        observation = self._window.observe()
         now = self._clock.now()
         lost = []
         for node in await self._store.list_nodes():
             if node.status == NodeStatus.DOWN:
                 continue
             last = max(node.last_heartbeat, node.registered_at)
-            if now - last > self._ttl:
+            if now - observation.heard_since(last) > self._ttl:
                 await self._store.set_node_status(node.id, NodeStatus.DOWN)
                 await self._store.append_events(
                     [

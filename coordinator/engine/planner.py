@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from coordinator.engine.membership import plan_membership
+from coordinator.engine.observation import ALWAYS_LISTENING, Observation
 from coordinator.engine.status import derive_status
 from coordinator.engine.targets import is_schedulable, select_targets
 from coordinator.store import AssignmentChange
@@ -34,7 +35,7 @@ from shared.spec import JobType, OnUnreachable, resolve_count
 from shared.status import JobStateType, RolloutType
 
 IDLE_STATES = {JobStateType.STOPPED, JobStateType.DELETED}
-_MAX_TRANSITIONS = 16  # canary done -> promoted -> wave 1 ... in one evaluation, bounded
+_MAX_TRANSITIONS = 32  # start, pass, promote, next wave ... in one evaluation, bounded
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class _Step:
     assignments: Mapping[str, AssignmentRecord]
     executions: Mapping[str, ExecutionRecord]
     now: datetime
+    observation: Observation
     events: list[Event] = field(default_factory=list)
     wake_at: datetime | None = None
     # Nodes started in this step: their assignment is written now, even when it already names
@@ -90,9 +92,14 @@ def plan_rollout(
     assignments: Mapping[str, AssignmentRecord],
     executions: Mapping[str, ExecutionRecord],
     now: datetime,
+    observation: Observation = ALWAYS_LISTENING,
 ) -> RolloutPlan:
-    """Decide the next step of ``job``'s rollout."""
-    step = _Step(job, nodes, assignments, executions, now)
+    """Decide the next step of ``job``'s rollout.
+
+    ``observation`` says since when the coordinator has been able to hear nodes: no node is
+    failed, skipped or counted healthy on the strength of a silence it could not observe.
+    """
+    step = _Step(job, nodes, assignments, executions, now, observation)
     if job.status.state.state_type in IDLE_STATES:
         changes = [AssignmentChange(node_id=n, version=None) for n in assignments]
         return RolloutPlan(job=job, changes=changes)
@@ -223,7 +230,7 @@ def _advance(step: _Step, rs: RolloutState) -> RolloutState:
                 return rs
             rs = _next_wave(step, rs.model_copy(update={"gate_until": ZERO_TIME}))
             continue
-        deadline = rs.progress_at + policy.progress_deadline
+        deadline = max(rs.progress_at + policy.progress_deadline, step.observation.blind_until)
         if step.now >= deadline:
             return _halt(
                 step,
@@ -232,13 +239,19 @@ def _advance(step: _Step, rs: RolloutState) -> RolloutState:
                 f" progress_deadline ({format_duration(policy.progress_deadline)})",
             )
         step.wake(deadline)
+        given = len(rs.started)
         rs = _start_nodes(step, rs)
+        if len(rs.started) != given:
+            continue  # judge the nodes just given the version (an unreachable one) at once
         if not _group_finished(step, rs):
             return rs
+        if _canary_gate_shut(rs):
+            return _no_healthy_canary(step, rs)
         before = (rs.phase, rs.current_wave, rs.gate, rs.gate_until)
         rs = _group_passed(step, rs)
         if rs.phase == Phase.DONE or before == (rs.phase, rs.current_wave, rs.gate, rs.gate_until):
             return rs
+    step.wake(step.now)  # more to do than one evaluation may take on: continue at once
     return rs
 
 
@@ -264,30 +277,38 @@ def _group_name(rs: RolloutState) -> str:
     return "the canary phase" if rs.phase == Phase.CANARY else f"wave {rs.current_wave}"
 
 
-def _is_skipped(step: _Step, node_id: str) -> bool:
-    """Nodes the rollout does not wait for: gone, drained, ineligible, or unreachable (skip)."""
+def _is_excluded(step: _Step, node_id: str) -> bool:
+    """Nodes an operator took out of the rollout: gone, drained or ineligible.
+
+    An unreachable node is not among them: it is only passed over once it has been skipped
+    explicitly (``RolloutState.skipped``), after the full grace window.
+    """
     node = step.nodes.get(node_id)
-    if node is None or not is_schedulable(node):
-        return True
-    return node.status == NodeStatus.DOWN
+    return node is None or not is_schedulable(node)
+
+
+def _settled(rs: RolloutState) -> set[str]:
+    """Nodes the rollout has decided about: passed, failed, or skipped as unreachable."""
+    return set(rs.updated) | set(rs.failed) | set(rs.skipped)
 
 
 def _start_nodes(step: _Step, rs: RolloutState) -> RolloutState:
     """Give the target version to the current group's nodes, at most max_parallel in flight."""
     policy = step.job.spec.rollout
     started = set(rs.started)
-    settled = set(rs.updated) | set(rs.failed)
-    in_flight = [n for n in rs.started if n not in settled and not _is_skipped(step, n)]
+    settled = _settled(rs)
+    # An unreachable node that has not been skipped yet is still in flight: it may be
+    # running the version unobserved, so it takes its place under max_parallel.
+    in_flight = [n for n in rs.started if n not in settled and not _is_excluded(step, n)]
     limit = policy.max_parallel if policy.max_parallel and rs.type != RolloutType.ROLLBACK else 0
     room = limit - len(in_flight) if limit else None
     newly = []
     for node_id in _group(rs):
         if node_id in started:
             continue
-        node = step.nodes.get(node_id)
-        if node is None or not is_schedulable(node):
+        if _is_excluded(step, node_id):
             continue  # ineligible or draining: keeps what it runs, gets nothing new
-        if room is not None and node.status != NodeStatus.DOWN:
+        if room is not None:
             if room <= 0:
                 continue
             room -= 1
@@ -301,9 +322,15 @@ def _start_nodes(step: _Step, rs: RolloutState) -> RolloutState:
 
 
 def _evaluate_nodes(step: _Step, rs: RolloutState) -> RolloutState:
-    """Sort started nodes into updated and failed; both stick for the rest of the rollout."""
+    """Sort started nodes into updated, failed and skipped.
+
+    Updated and failed stick for the rest of the rollout. A node skipped as unreachable
+    that comes back is judged again, but only by what it reports: it can pass, or fail by
+    reporting a failure, never by a deadline that ran while it could not be heard.
+    """
     policy = step.job.spec.rollout
-    updated, failed = list(rs.updated), dict(rs.failed)
+    observation = step.observation
+    updated, failed, skipped = list(rs.updated), dict(rs.failed), dict(rs.skipped)
     already = set(updated)  # a set: fleets have thousands of nodes
     for node_id in rs.started:
         if node_id in failed or node_id in already:
@@ -320,18 +347,32 @@ def _evaluate_nodes(step: _Step, rs: RolloutState) -> RolloutState:
         if current and execution is not None:
             if _passed_gate(step, execution):
                 updated.append(node_id)
+                skipped.pop(node_id, None)
                 step.event("node_updated", node=node_id, new=str(rs.target_version))
                 continue
             if execution.state == ExecutionState.FAILED:
                 failed[node_id] = execution.message or "execution failed"
+                skipped.pop(node_id, None)
                 step.event("node_failed", node=node_id, reason=failed[node_id])
                 continue
             if execution.state == ExecutionState.HEALTHY:
-                step.wake(execution.since + policy.min_healthy_time)
+                step.wake(_healthy_from(step, execution) + policy.min_healthy_time)
+        if node_id in skipped:
+            continue
         if node.status == NodeStatus.DOWN:
+            if not observation.can_judge_silence(step.now):
+                # Marked down before the coordinator's own blind spot (a restart, a pause):
+                # it may well be alive; give it the grace window to be heard.
+                step.wake(observation.blind_until)
+                continue
             if policy.on_unreachable == OnUnreachable.FAIL:
                 failed[node_id] = "node stopped heartbeating (on_unreachable = fail)"
                 step.event("node_failed", node=node_id, reason=failed[node_id])
+            else:
+                skipped[node_id] = (
+                    "unreachable: no heartbeat within the TTL (on_unreachable = skip)"
+                )
+                step.event("node_skipped", node=node_id, reason=skipped[node_id])
             continue
         assignment = step.assignments.get(node_id)
         assigned_at = step.now
@@ -343,7 +384,9 @@ def _evaluate_nodes(step: _Step, rs: RolloutState) -> RolloutState:
             # A node that already had the version (a retry, a rollback) was given it by this
             # rollout only when the rollout started.
             assigned_at = max(assignment.assigned_at, rs.started_at)
-        deadline = assigned_at + policy.healthy_deadline
+        # Never judged before a live node could have reported since the coordinator's
+        # last blind spot: a paused or restarted coordinator does not blame nodes for it.
+        deadline = max(assigned_at + policy.healthy_deadline, observation.blind_until)
         if step.now >= deadline:
             failed[node_id] = (
                 f"not healthy within healthy_deadline ({format_duration(policy.healthy_deadline)})"
@@ -354,7 +397,13 @@ def _evaluate_nodes(step: _Step, rs: RolloutState) -> RolloutState:
         step.wake(deadline)
     if len(updated) != len(rs.updated):
         rs = rs.model_copy(update={"progress_at": step.now})
-    return rs.model_copy(update={"updated": updated, "failed": failed})
+    return rs.model_copy(update={"updated": updated, "failed": failed, "skipped": skipped})
+
+
+def _healthy_from(step: _Step, execution: ExecutionRecord) -> datetime:
+    """Healthy time counts only while the coordinator was listening: a node may have
+    flapped unseen during a blind spot."""
+    return step.observation.heard_since(execution.since)
 
 
 def _passed_gate(step: _Step, execution: ExecutionRecord) -> bool:
@@ -362,13 +411,13 @@ def _passed_gate(step: _Step, execution: ExecutionRecord) -> bool:
         return execution.state == ExecutionState.COMPLETED
     return (
         execution.state == ExecutionState.HEALTHY
-        and step.now - execution.since >= step.job.spec.rollout.min_healthy_time
+        and step.now - _healthy_from(step, execution) >= step.job.spec.rollout.min_healthy_time
     )
 
 
 def _group_finished(step: _Step, rs: RolloutState) -> bool:
-    settled = set(rs.updated) | set(rs.failed)
-    return all(n in settled or _is_skipped(step, n) for n in _group(rs))
+    settled = _settled(rs)
+    return all(n in settled or _is_excluded(step, n) for n in _group(rs))
 
 
 def _group_passed(step: _Step, rs: RolloutState) -> RolloutState:
@@ -399,6 +448,23 @@ def _group_passed(step: _Step, rs: RolloutState) -> RolloutState:
     if pause.total_seconds() > 0:
         return rs.model_copy(update={"gate_until": step.now + pause})
     return _next_wave(step, rs)
+
+
+def _canary_gate_shut(rs: RolloutState) -> bool:
+    """The canary gate opens only on a canary that passed (or an operator's promote)."""
+    return rs.phase == Phase.CANARY and not rs.promoted and not set(rs.canary) & set(rs.updated)
+
+
+def _no_healthy_canary(step: _Step, rs: RolloutState) -> RolloutState:
+    """Every canary is decided and none passed: the gate never opens on that.
+
+    Canaries that failed (within the failure budget) halt the rollout: there is nothing
+    left to learn from. Canaries only skipped as unreachable may come back and pass, so
+    the rollout waits for them, within its progress deadline (the status says so).
+    """
+    if all(n in rs.failed or _is_excluded(step, n) for n in rs.canary):
+        return _halt(step, rs, "no canary became healthy: " + _failure_summary(rs.failed))
+    return rs
 
 
 def _next_wave(step: _Step, rs: RolloutState) -> RolloutState:

@@ -106,6 +106,16 @@ def _active_state(rs: RolloutState, max_parallel: int) -> JobState:
             f"{verb} version {rs.target_version} ({where}): {len(rs.updated)} of"
             f" {total} nodes updated"
         )
+        if rs.skipped:
+            message += f", {len(rs.skipped)} skipped as unreachable"
+        canaries = set(rs.canary)
+        if (
+            rs.phase == Phase.CANARY
+            and canaries
+            and not canaries & set(rs.updated)
+            and canaries <= set(rs.skipped) | set(rs.failed)
+        ):
+            message += "; no canary is healthy: waiting for an unreachable canary"
         if rs.gate_until.year > 1:
             message += f"; next wave at {rs.gate_until.isoformat()}"
     if max_parallel:
@@ -212,6 +222,9 @@ def _counts(rs: RolloutState) -> dict[str, str]:
         "updated": str(len(rs.updated)),
         "failed": str(len(rs.failed)),
     }
+    if rs.skipped:
+        details["skipped"] = str(len(rs.skipped))
+        details |= {f"skipped.{n}": why for n, why in sorted(rs.skipped.items())[:_MAX_DETAILS]}
     return details | _failed_details(rs.failed)
 
 

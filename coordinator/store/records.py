@@ -7,7 +7,7 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.clock import ZERO_TIME
-from shared.nodes import Eligibility, Load, Node, NodeStatus, Resources
+from shared.nodes import Eligibility, Load, Node, NodeCondition, NodeStatus, Resources
 from shared.protocol import ExecutionState
 from shared.spec import JobSpec
 from shared.status import JobStatus, RolloutType, Timestamp
@@ -54,6 +54,10 @@ class RolloutState(_Record):
     started: list[str] = Field(default_factory=list, description="nodes given the target")
     updated: list[str] = Field(default_factory=list, description="nodes that passed the gate")
     failed: dict[str, str] = Field(default_factory=dict, description="failed node id -> reason")
+    skipped: dict[str, str] = Field(
+        default_factory=dict,
+        description="node id -> reason: unreachable past the grace window, on_unreachable = skip",
+    )
     started_at: Timestamp = ZERO_TIME
     completed_at: Timestamp = ZERO_TIME
     progress_at: Timestamp = ZERO_TIME
@@ -103,6 +107,9 @@ class NodeRecord(_Record):
     resources: Resources = Field(default_factory=Resources)
     load: Load = Field(default_factory=Load)
     agent_version: str = ""
+    conditions: list[NodeCondition] = Field(
+        default_factory=list, description="what the agent's last accepted report said is wrong"
+    )
     registered_at: Timestamp
     last_heartbeat: Timestamp = ZERO_TIME
     last_seq: int = 0
@@ -121,6 +128,7 @@ class NodeRecord(_Record):
             last_heartbeat=self.last_heartbeat,
             registered_at=self.registered_at,
             agent_version=self.agent_version,
+            conditions=self.conditions,
         )
 
 

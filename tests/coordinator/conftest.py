@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+import math
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,7 @@ from aiohttp.test_utils import TestClient
 from coordinator.api.deps import Deps
 from coordinator.app import create_app
 from coordinator.engine.driver import JobLocks, NodeMonitor, RolloutDriver
+from coordinator.engine.observation import ObservationWindow
 from coordinator.metrics import CoordinatorMetrics
 from coordinator.store.sqlite import SqliteStore
 from coordinator.watch import Watches
@@ -80,8 +83,11 @@ async def harness(tmp_path: Path, aiohttp_client: Any) -> AsyncIterator[Harness]
     watches = Watches()
     locks = JobLocks()
     metrics = CoordinatorMetrics()
-    driver = RolloutDriver(store, clock, watches, locks, metrics)
-    monitor = NodeMonitor(store, clock, driver, ttl_seconds=30)
+    # The fake clock jumps when a test advances it: that is time passing, not a pause of
+    # the coordinator, so this window never sees a gap (its own tests cover gaps).
+    window = ObservationWindow(clock, timedelta(0), gap_seconds=math.inf)
+    driver = RolloutDriver(store, clock, watches, locks, window, metrics)
+    monitor = NodeMonitor(store, clock, driver, window, ttl_seconds=30)
     deps = Deps(
         store=store,
         clock=clock,

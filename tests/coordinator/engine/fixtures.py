@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from coordinator.engine.observation import Observation
 from coordinator.engine.planner import RolloutPlan, plan_rollout
 from coordinator.store.records import (
     AssignmentRecord,
@@ -56,6 +57,7 @@ class World:
     now: datetime = T0
     assignments: dict[str, AssignmentRecord] = field(default_factory=dict)
     executions: dict[str, ExecutionRecord] = field(default_factory=dict)
+    observation: Observation = field(default_factory=Observation)
 
     @classmethod
     def new(cls, spec: JobSpec, node_count: int = 3, **labels: str) -> World:
@@ -70,7 +72,9 @@ class World:
         return cls(job=JobRecord(name=spec.name, spec=spec, status=status), nodes=nodes)
 
     def plan(self) -> RolloutPlan:
-        plan = plan_rollout(self.job, self.nodes, self.assignments, self.executions, self.now)
+        plan = plan_rollout(
+            self.job, self.nodes, self.assignments, self.executions, self.now, self.observation
+        )
         self.job = plan.job
         for change in plan.changes:
             if change.version is None:
@@ -87,6 +91,12 @@ class World:
 
     def advance(self, seconds: float) -> None:
         self.now += timedelta(seconds=seconds)
+
+    def blind_spot(self, downtime: float = 0, grace: float = 30) -> None:
+        """The coordinator was down or paused for ``downtime`` seconds and listens again
+        now, giving nodes ``grace`` seconds to be heard."""
+        self.advance(downtime)
+        self.observation = Observation(since=self.now, grace=timedelta(seconds=grace))
 
     def report(self, node_id: str, state: ExecutionState, version: int | None = None) -> None:
         """The agent on ``node_id`` reports ``state`` for its assigned version."""

@@ -4,8 +4,12 @@ The machine plays the driver, the agents and the operator around the pure planne
 report health for the version actually assigned to them, nodes go down and come back, the fake
 clock moves (stopping at every wake-up the plan asks for, as the driver's timers do), operators
 pause, resume, promote, abort, retry, roll back and restart, new spec versions supersede the
-running rollout, and the coordinator "restarts" by round-tripping the job record through JSON.
-After every planner step it checks the invariants of DESIGN.md §3, §4 and §6.
+running rollout, and the coordinator "restarts" (or pauses): the job record round-trips through
+JSON and the planner is told that the coordinator listens again only from now (a blind spot).
+After every planner step it checks the invariants of DESIGN.md §3, §4 and §6, and those of
+issue 15: a gate opens only on nodes that positively passed or were skipped explicitly, the
+canary gate never opens without a healthy canary, a node is failed or skipped for silence only
+after the grace window, and "complete" means every member passed, failed or was skipped.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
 
 from coordinator.engine import actions
 from coordinator.engine.actions import ActionResult
-from coordinator.engine.planner import RolloutPlan, plan_rollout
+from coordinator.engine.observation import Observation
+from coordinator.engine.planner import RolloutPlan
 from coordinator.store.records import (
     ExecutionRecord,
     JobRecord,
@@ -37,6 +42,7 @@ from shared.status import JobStateType, JobStatus, Rollout, RolloutType
 from tests.coordinator.engine.fixtures import T0, ExecutionState, NodeStatus, World, make_node
 
 MAX_NODES = 12
+GRACE = timedelta(seconds=30)  # the heartbeat TTL the driver passes after a blind spot
 TIMER_MARGIN = timedelta(milliseconds=5)  # the driver wakes just after a deadline, not on it
 SETTLED = {
     JobStateType.RUNNING,
@@ -243,6 +249,7 @@ class RolloutMachine(RuleBasedStateMachine):
         assert len(versions) <= 2, f"three versions assigned at once: {sorted(versions)}"
         self.check_max_parallel(rs, plan)
         self.check_timers(rs, plan)
+        self.check_judgements(before, plan)
         failing = halted_version(rs)
         if failing is not None:
             self.halted.add(failing)
@@ -273,13 +280,21 @@ class RolloutMachine(RuleBasedStateMachine):
             self.started_at.setdefault(node_id, self.world.now)
 
     def note_passed_groups(self, rs: RolloutState) -> None:
-        settled = set(rs.updated) | set(rs.failed)
+        """A group has passed once each of its nodes positively passed, failed, or was skipped
+        explicitly as unreachable; a node that is merely down does not count."""
+        settled = set(rs.updated) | set(rs.failed) | set(rs.skipped)
         for k, group in enumerate([rs.canary, *rs.waves]):
             index = k if rs.canary else k + 1
-            if all(n in settled or self.is_skipped(n) for n in group):
+            if all(n in settled or self.is_excluded(n) for n in group):
                 self.passed.add(index)
 
+    def is_excluded(self, node_id: str) -> bool:
+        """Taken out of the rollout by an operator (or gone): never waited for."""
+        node = self.world.nodes.get(node_id)
+        return node is None or node.drain or node.eligibility != "eligible"
+
     def is_skipped(self, node_id: str) -> bool:
+        """Down (its agent says nothing) or gone."""
         node = self.world.nodes.get(node_id)
         return node is None or node.status == NodeStatus.DOWN
 
@@ -298,48 +313,94 @@ class RolloutMachine(RuleBasedStateMachine):
         )
 
     def check_max_parallel(self, rs: RolloutState, plan: RolloutPlan) -> None:
-        """Invariant 1: the planner gives the target to a reachable node only while fewer than
-        max_parallel reachable nodes are updating. (A node that was updating when it went down
-        and comes back resumes its update on its own: that can briefly exceed the limit without
-        any decision of the planner, see the module docstring.)"""
+        """Invariant 1: the planner gives the target to a node only while at most max_parallel
+        nodes are in flight, unreachable ones included until they are skipped explicitly."""
         limit = self.world.job.spec.rollout.max_parallel
         if not limit or rs.type == RolloutType.ROLLBACK:
             return
         target = (rs.target_version, rs.generation)
-        if not any(
-            (c.version, c.generation) == target and not self.is_skipped(c.node_id)
-            for c in plan.changes
-        ):
+        if not any((c.version, c.generation) == target for c in plan.changes):
             return
-        settled = set(rs.updated) | set(rs.failed)
+        settled = set(rs.updated) | set(rs.failed) | set(rs.skipped)
         updating = [
             n
             for n in rs.started
             if n not in settled
-            and not self.is_skipped(n)
+            and not self.is_excluded(n)
             and (a := self.world.assignments.get(n)) is not None
             and (a.version, a.generation) == (rs.target_version, rs.generation)
         ]
         assert len(updating) <= limit, f"{len(updating)} nodes updating, max_parallel={limit}"
 
+    def check_judgements(self, before: JobRecord, plan: RolloutPlan) -> None:
+        """Issue 15's invariants for one planner step: every pass is earned by observed
+        health, silence is judged only after the grace window, the canary gate opens only on
+        a healthy canary, and a completed rollout decided about every member."""
+        world, rs = self.world, self.world.job.rollout
+        observation, policy = world.observation, world.job.spec.rollout
+        for event in plan.events:
+            if event.kind == "node_updated":
+                # One plan may end a rollout and start the next: the event names its version.
+                execution = world.executions.get(event.node)
+                assert execution is not None, f"{event.node} passed without any report"
+                assert execution.version == int(event.new), (
+                    f"{event.node} passed on a run of version {execution.version}"
+                )
+                if world.job.spec.type == "service":
+                    assert execution.state == ExecutionState.HEALTHY
+                    observed = world.now - max(execution.since, observation.since)
+                    assert observed >= policy.min_healthy_time, (
+                        f"{event.node} passed after {observed} of observed health"
+                    )
+            if event.kind == "node_skipped" or (
+                event.kind == "node_failed" and "heartbeating" in event.reason
+            ):
+                node = world.nodes.get(event.node)
+                assert node is not None, f"{event.node} judged unreachable, but it is gone"
+                assert node.status == NodeStatus.DOWN, (
+                    f"{event.node} judged unreachable while it was not down"
+                )
+                assert world.now >= observation.blind_until, (
+                    f"{event.node} judged unreachable {world.now} inside the grace window"
+                    f" (until {observation.blind_until})"
+                )
+        was = before.rollout
+        if (
+            was.phase == Phase.CANARY
+            and rollout_key(was) == rollout_key(rs)
+            and rs.phase == Phase.WAVES
+            and not was.promoted  # an operator's promote approves canaries on purpose
+        ):
+            assert set(rs.canary) & set(rs.updated), (
+                "the canary gate opened without a healthy canary"
+            )
+        if any(e.kind == "rollout_completed" for e in plan.events):
+            decided = set(rs.updated) | set(rs.failed) | set(rs.skipped)
+            undecided = [n for n in rs.members() if n not in decided and not self.is_excluded(n)]
+            assert not undecided, f"rollout completed while {undecided} never passed"
+
     def check_timers(self, rs: RolloutState, plan: RolloutPlan) -> None:
         """Deadlines are enforced by the engine's own timers (DESIGN §6): an updating node is
         failed by its healthy deadline, not before, and the plan asks to be woken by then."""
         hd = self.world.job.spec.rollout.healthy_deadline
+        blind_until = self.world.observation.blind_until
         for node_id, reason in rs.failed.items():
             if "healthy_deadline" in reason and node_id not in self.failed_seen:
                 assert self.world.now >= self.started_at[node_id] + hd, (
                     f"{node_id} failed for healthy_deadline {hd} only"
                     f" {self.world.now - self.started_at[node_id]} after it was given the version"
                 )
+                assert self.world.now >= blind_until, (
+                    f"{node_id} failed for healthy_deadline inside the grace window"
+                )
         self.failed_seen = set(rs.failed)
         if not rs.is_active():
             return
-        settled = set(rs.updated) | set(rs.failed)
+        settled = set(rs.updated) | set(rs.failed) | set(rs.skipped)
         for node_id in rs.started:
             if node_id in settled or self.is_skipped(node_id):
                 continue
-            deadline = self.started_at[node_id] + hd
+            deadline = max(self.started_at[node_id] + hd, blind_until)
             assert self.world.now < deadline, f"{node_id} is past its healthy deadline"
             assert plan.wake_at is not None, f"no timer at all while {node_id} is in flight"
             assert plan.wake_at <= deadline, (
@@ -492,23 +553,19 @@ class RolloutMachine(RuleBasedStateMachine):
         self.observe_status()
         self.step()
 
-    @rule(downtime=st.sampled_from([0, 0, 20, 90]))
-    def coordinator_restarts(self, downtime: int) -> None:
-        """The job record survives a JSON round trip, and the planner continues identically."""
-        self.world.now += timedelta(seconds=downtime)  # nothing was evaluated meanwhile
-        job = self.world.job
-        restored = JobRecord.model_validate_json(job.model_dump_json())
-        assert restored == job
-        args = (self.world.nodes, self.world.assignments, self.world.executions, self.world.now)
-        expected = plan_rollout(job, *args)
-        self.world.job = restored
-        plan = self.step()
-        assert (plan.job, plan.changes, plan.events, plan.wake_at) == (
-            expected.job,
-            expected.changes,
-            expected.events,
-            expected.wake_at,
-        )
+    @rule(downtime=st.sampled_from([0, 0, 20, 90]), restart=st.booleans())
+    def coordinator_blind_spot(self, downtime: int, restart: bool) -> None:
+        """The coordinator restarts (the job record round-trips through JSON) or its process
+        is paused: nothing is evaluated for ``downtime``, agents meanwhile report nothing it
+        hears, and it listens again from now with a grace window of one TTL."""
+        self.world.now += timedelta(seconds=downtime)
+        if restart:
+            job = self.world.job
+            restored = JobRecord.model_validate_json(job.model_dump_json())
+            assert restored == job
+            self.world.job = restored
+        self.world.observation = Observation(since=self.world.now, grace=GRACE)
+        self.step()
 
     def teardown(self) -> None:
         """Invariant 6: with every live agent healthy and no operator, the rollout settles in
@@ -523,7 +580,9 @@ class RolloutMachine(RuleBasedStateMachine):
         n = groups(world.job.rollout) + 1
         pause = policy.pause_between_waves
         pauses = pause * n if isinstance(pause, timedelta) else timedelta(0)
-        deadline = world.now + (policy.healthy_deadline + policy.progress_deadline) * n + pauses
+        deadline = (
+            world.now + (policy.healthy_deadline + policy.progress_deadline) * n + pauses + GRACE
+        )
         for _ in range(10_000):
             # Agents pick up new assignments at once and report; then the clock moves on.
             for _ in range(MAX_NODES + 2):
