@@ -161,8 +161,10 @@ def _node_result(rs: RolloutState, node_id: str, node: NodeRecord | None) -> tup
         return "skipped", "node is draining"
     if not is_schedulable(node):
         return "skipped", "node is ineligible"
-    if node.status == NodeStatus.DOWN:
-        return "skipped", "node is unreachable"
+    if node_id in rs.skipped:
+        return "skipped", rs.skipped[node_id]
     if node_id in set(rs.started):
+        if node.status == NodeStatus.DOWN:
+            return "in_progress", "node is unreachable; skipped if it stays silent"
         return "in_progress", ""
     return "waiting", ""
