@@ -155,37 +155,42 @@ async def handle_report(request: web.Request) -> web.Response:
         now=now,
     )
     d.metrics.count_report(accepted=outcome.accepted)
-    if outcome.accepted and body.agent_version and body.agent_version != node.agent_version:
-        # Registration recorded the version; an upgraded agent keeps its identity.
-        await d.store.set_node_agent_version(node.id, body.agent_version)
-        await d.store.append_events(
-            [
-                Event(
-                    time=now,
-                    node=node.id,
-                    kind="node_agent_version",
-                    old=node.agent_version,
-                    new=body.agent_version,
-                    reason="reported by the agent",
-                )
-            ]
-        )
-    if outcome.status_changed:
-        await d.store.append_events(
-            [
-                Event(
-                    time=now,
-                    node=node.id,
-                    kind="node_status",
-                    old=node.status.value,
-                    new=NodeStatus.READY.value,
-                    reason="heartbeat received",
-                )
-            ]
-        )
-        d.driver.kick()
-    for job in outcome.changed_jobs:
-        d.driver.kick(job)
+    try:
+        if outcome.accepted and body.agent_version and body.agent_version != node.agent_version:
+            # Registration recorded the version; an upgraded agent keeps its identity.
+            await d.store.set_node_agent_version(node.id, body.agent_version)
+            await d.store.append_events(
+                [
+                    Event(
+                        time=now,
+                        node=node.id,
+                        kind="node_agent_version",
+                        old=node.agent_version,
+                        new=body.agent_version,
+                        reason="reported by the agent",
+                    )
+                ]
+            )
+        if outcome.status_changed:
+            await d.store.append_events(
+                [
+                    Event(
+                        time=now,
+                        node=node.id,
+                        kind="node_status",
+                        old=node.status.value,
+                        new=NodeStatus.READY.value,
+                        reason="heartbeat received",
+                    )
+                ]
+            )
+    finally:
+        # The report is committed: the engine must hear of it even when a write above
+        # fails (the agent then gets a 503, and its next report changes nothing).
+        if outcome.status_changed:
+            d.driver.kick()
+        for job in outcome.changed_jobs:
+            d.driver.kick(job)
     # Encoded by hand: every heartbeat of every node ends here. A test checks it against
     # the ReportResponse model.
     return web.Response(

@@ -12,7 +12,7 @@ from coordinator.engine import actions
 from coordinator.engine.driver import job_key
 from coordinator.engine.preview import plan_preview, rollout_view
 from coordinator.store.records import Event, JobRecord
-from shared.errors import FieldError, ValidationFailed
+from shared.errors import FieldError, StoreUnavailable, ValidationFailed
 from shared.spec import parse_job_spec
 
 routes = web.RouteTableDef()
@@ -35,7 +35,12 @@ async def act(request: web.Request, action: Action) -> web.Response:
                 events=events,
                 now=d.clock.now(),
             )
-    await d.driver.evaluate(name)
+    try:
+        await d.driver.evaluate(name)
+    except StoreUnavailable:
+        # The action is committed; only the engine's reaction to it is not. Answer what
+        # was done and leave the reaction to the engine's next step.
+        d.driver.kick(name)
     d.watches.bump(job_key(name))
     job = await load_job(request)
     return respond({"name": name, "status": job.status.model_dump(mode="json")})

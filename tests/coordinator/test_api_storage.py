@@ -11,7 +11,7 @@ import pytest
 from aiohttp import ClientResponse
 
 from tests.coordinator.conftest import JOIN, Harness, web_spec
-from tests.coordinator.store.faults import fill_disk, free_disk, writer
+from tests.coordinator.store.faults import commit_faults, fill_disk, free_disk, writer
 from tests.coordinator.test_metrics import scrape
 from tests.coordinator.test_openapi import check, fetch_document, operation_for
 
@@ -133,6 +133,51 @@ class TestEveryWriteAnswers503:
         await read_only(harness, False)
         assert (await harness.report(token, 1, []))["accepted"] is True
         await harness.register("b", port="1")
+
+
+class TestAFollowUpWriteFails:
+    async def test_a_rollout_action_is_answered_when_only_the_engine_fails_to_write(
+        self, harness: Harness
+    ) -> None:
+        """stop is committed but the engine's reaction cannot be written: the answer is 200
+        with the stopped job (not a 503 for a change that was made), and the engine's next
+        step removes the assignment."""
+        node_id, token = await harness.register("a", port="1")
+        await harness.report(token, 1, [])
+        assert (await harness.put_job(web_spec(canary=0, waves=1))).status == 201
+        await harness.driver.step()
+        assert node_id in await harness.store.job_assignments("web")
+        faults = await commit_faults(harness.store)
+        faults.passing, faults.failing = 1, 1
+        resp = await harness.client.post("/v1/jobs/web/stop", headers=harness.admin())
+        assert resp.status == 200, await resp.text()
+        assert (await resp.json())["status"]["state"]["state_type"] == "stopped"
+        assert node_id in await harness.store.job_assignments("web")
+        await harness.driver.step()
+        assert node_id not in await harness.store.job_assignments("web")
+
+    async def test_a_committed_report_reaches_the_engine_when_a_follow_up_fails(
+        self, harness: Harness
+    ) -> None:
+        """A report of a healthy execution is committed, but recording the agent's new
+        version is not: the agent gets a 503, and the engine still counts the node."""
+        _, token = await harness.register("a", port="1")
+        await harness.report(token, 1, [])
+        assert (await harness.put_job(web_spec(canary=0, waves=1))).status == 201
+        await harness.driver.step()
+        faults = await commit_faults(harness.store)
+        faults.passing, faults.failing = 1, 1
+        report = {
+            "seq": 2,
+            "executions": [{"job": "web", "version": 1, "state": "healthy"}],
+            "agent_version": "9.9.9",
+        }
+        auth = {"Authorization": f"Bearer {token}"}
+        resp = await harness.client.post("/v1/agent/report", json=report, headers=auth)
+        await assert_unavailable(resp, says="set the agent version")
+        harness.clock.advance(2.0)  # past min_healthy_time
+        await harness.driver.step()
+        assert (await harness.status("web"))["rollout"]["updated_nodes"] == 1
 
 
 class TestDocumented:

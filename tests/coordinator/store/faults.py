@@ -52,9 +52,11 @@ async def free_disk(store: SqliteStore) -> None:
 @dataclass
 class CommitFaults:
     """Makes the next ``failing`` COMMITs of a connection fail (SQLite interrupts them: the
-    COMMIT itself fails and leaves the transaction open), and can hold a COMMIT in flight."""
+    COMMIT itself fails and leaves the transaction open), after letting ``passing`` COMMITs
+    through, and can hold a COMMIT in flight."""
 
     failing: int = 0
+    passing: int = 0
     hold: bool = False
     reached: threading.Event = field(default_factory=threading.Event)
     release: threading.Event = field(default_factory=threading.Event)
@@ -68,7 +70,9 @@ class CommitFaults:
         if self.hold:
             self.reached.set()
             self.release.wait(timeout=30)
-        if self.failing > 0:
+        if self.passing > 0:
+            self.passing -= 1
+        elif self.failing > 0:
             self.failing -= 1
             self._interrupt = True
 
