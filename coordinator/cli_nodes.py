@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 import click
 
 from coordinator.cliutil import Ctx, fail, json_option, node_argument, print_json, table
@@ -16,7 +19,7 @@ def node() -> None:
 @json_option('the nodes ({"nodes": [...]})')
 @click.pass_obj
 def node_list(obj: Ctx, as_json: bool) -> None:
-    """List nodes with status, eligibility and labels."""
+    """List nodes with status, conditions, eligibility and labels."""
     body = obj.call("GET", "/v1/nodes").body
     if as_json:
         print_json(body)
@@ -25,11 +28,17 @@ def node_list(obj: Ctx, as_json: bool) -> None:
     if not nodes:
         click.echo("No nodes have registered yet.")
         return
+    click.echo(node_table(nodes))
+
+
+def node_table(nodes: Sequence[Mapping[str, Any]]) -> str:
+    """``node list``: one row per node; CONDITIONS names what its agent reports as wrong."""
     rows = [
         (
             n["id"][:8],
             n["name"],
             n["status"],
+            ",".join(c["type"] for c in n.get("conditions", [])) or "-",
             n["eligibility"],
             "yes" if n["drain"] else "no",
             ",".join(f"{k}={v}" for k, v in sorted(n["labels"].items())),
@@ -37,7 +46,18 @@ def node_list(obj: Ctx, as_json: bool) -> None:
         )
         for n in nodes
     ]
-    click.echo(table(rows, ["ID", "NAME", "STATUS", "ELIGIBILITY", "DRAIN", "LABELS", "HEARTBEAT"]))
+    headers = ["ID", "NAME", "STATUS", "CONDITIONS", "ELIGIBILITY", "DRAIN", "LABELS", "HEARTBEAT"]
+    return table(rows, headers)
+
+
+def condition_lines(conditions: Sequence[Mapping[str, Any]]) -> list[str]:
+    """``node show``: each condition with its start and message, or that there is none."""
+    if not conditions:
+        return [f"{'conditions:':<16}none"]
+    lines = [f"{'conditions:':<16}{len(conditions)}"]
+    for c in conditions:
+        lines.append(f"  {c['type']} since {c['since']}: {c['message']}")
+    return lines
 
 
 @node.command("show")
@@ -45,7 +65,7 @@ def node_list(obj: Ctx, as_json: bool) -> None:
 @json_option("the node")
 @click.pass_obj
 def node_show(obj: Ctx, node_id: str, as_json: bool) -> None:
-    """Show one node (by id or name) and its assignments."""
+    """Show one node (by id or name), its conditions and its assignments."""
     body = obj.call("GET", f"/v1/nodes/{node_id}").body
     if as_json:
         print_json(body)
@@ -62,6 +82,8 @@ def node_show(obj: Ctx, node_id: str, as_json: bool) -> None:
     ):
         click.echo(f"{key + ':':<16}{body[key]}")
     click.echo(f"{'labels:':<16}{', '.join(f'{k}={v}' for k, v in sorted(body['labels'].items()))}")
+    for line in condition_lines(body.get("conditions", [])):
+        click.echo(line)
     for a in body["assignments"]:
         click.echo(f"  job {a['job']} version {a['version']} (since {a['assigned_at']})")
 

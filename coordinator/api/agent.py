@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
+from datetime import datetime
 from typing import TypeVar
 
 from aiohttp import web
@@ -15,7 +17,7 @@ from coordinator.engine.driver import node_key
 from coordinator.store.records import Event, NodeRecord
 from coordinator.tokens import hash_token, new_token, token_matches
 from shared.errors import Conflict, Unauthorized, ValidationFailed
-from shared.nodes import NodeStatus
+from shared.nodes import NodeCondition, NodeStatus
 from shared.protocol import (
     RegisterRequest,
     RegisterResponse,
@@ -153,6 +155,7 @@ async def handle_report(request: web.Request) -> web.Response:
         resources=body.resources,
         executions=body.executions,
         now=now,
+        conditions=body.conditions,
     )
     d.metrics.count_report(accepted=outcome.accepted)
     try:
@@ -191,12 +194,35 @@ async def handle_report(request: web.Request) -> web.Response:
             d.driver.kick()
         for job in outcome.changed_jobs:
             d.driver.kick(job)
+    if outcome.accepted:
+        # The report replaced the node's conditions: record what appeared and what cleared.
+        events = condition_events(node.id, node.conditions, body.conditions, now)
+        await d.store.append_events(events)
     # Encoded by hand: every heartbeat of every node ends here. A test checks it against
     # the ReportResponse model.
     return web.Response(
         text=report_answer(outcome.accepted, outcome.last_seq, outcome.assign_index),
         content_type="application/json",
     )
+
+
+def condition_events(
+    node_id: str, old: Sequence[NodeCondition], new: Sequence[NodeCondition], now: datetime
+) -> list[Event]:
+    """A ``node_condition`` event for each condition type that appeared (``new`` is the
+    type, ``reason`` its message) or cleared (``old`` is the type); a changed message of a
+    condition that stays is no event."""
+    before = {condition.type for condition in old}
+    after = {condition.type: condition for condition in new}
+    events = [
+        Event(time=now, node=node_id, kind="node_condition", new=kind, reason=after[kind].message)
+        for kind in sorted(after.keys() - before)
+    ]
+    events += [
+        Event(time=now, node=node_id, kind="node_condition", old=kind, reason="cleared")
+        for kind in sorted(before - after.keys())
+    ]
+    return events
 
 
 def report_answer(accepted: bool, last_seq: int, index: int) -> str:

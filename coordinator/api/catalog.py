@@ -384,7 +384,8 @@ ROUTE_DOCS: dict[RouteKey, RouteDoc] = {
         summary="List nodes",
         tag="nodes",
         description="`status`: `initializing` (registered, no report yet), `ready`, or `down` "
-        "(no heartbeat for 3 heartbeat intervals).",
+        "(no heartbeat for 3 heartbeat intervals). `conditions`: what the node's agent last "
+        "reported as wrong while it keeps working, e.g. `data_dir_unwritable`.",
         replies={200: json_reply("Every node.", NodeList)},
     ),
     ("GET", "/v1/nodes/{node}"): RouteDoc(
@@ -438,7 +439,8 @@ ROUTE_DOCS: dict[RouteKey, RouteDoc] = {
         auth=Auth.NODE,
         description="A `seq` not above the last accepted one is ignored (`accepted: false`); "
         "`last_seq` in the answer is then the seq to continue after; after a crash of the "
-        "coordinator it may be above anything the agent sent.",
+        "coordinator it may be above anything the agent sent. `conditions` replace the node's "
+        "(empty or absent: none); a change is recorded as a `node_condition` event.",
         body=ReportRequest,
         replies={200: json_reply("Recorded (or ignored as a replay).", ReportResponse)},
         errors=(503,),

@@ -20,7 +20,7 @@ from coordinator.store.records import (
     JobVersion,
     NodeRecord,
 )
-from shared.nodes import Eligibility, Load, NodeStatus, Resources
+from shared.nodes import Eligibility, Load, NodeCondition, NodeStatus, Resources
 from shared.protocol import ExecutionReport
 
 
@@ -125,7 +125,10 @@ class Store(Protocol):
         resources: Resources | None,
         executions: Sequence[ExecutionReport],
         now: datetime,
-    ) -> ReportOutcome: ...
+        conditions: Sequence[NodeCondition] = (),
+    ) -> ReportOutcome:
+        """Record a report; ``conditions`` replace the node's (an empty list clears them)."""
+        ...
 
     # assignments and executions
     async def node_assignments(self, node_id: str) -> tuple[int, list[AssignmentRecord]]: ...

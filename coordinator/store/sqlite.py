@@ -35,7 +35,7 @@ from coordinator.store.records import (
 )
 from shared.clock import format_time
 from shared.errors import Conflict, StoreError
-from shared.nodes import Eligibility, Load, NodeStatus, Resources
+from shared.nodes import Eligibility, Load, NodeCondition, NodeStatus, Resources
 from shared.protocol import ExecutionReport
 from shared.spec import JobSpec
 
@@ -461,17 +461,22 @@ class SqliteStore:
         resources: Resources | None,
         executions: Sequence[ExecutionReport],
         now: datetime,
+        conditions: Sequence[NodeCondition] = (),
     ) -> ReportOutcome:
         """Queue the report for the next group commit; return once it is durable.
 
-        A report that only says the node is alive (same executions, same resources) is
-        applied to memory at once and persisted lazily; see LIVENESS_FLUSH_SECONDS.
+        A report that only says the node is alive (same executions, resources and
+        conditions) is applied to memory at once and persisted lazily; see
+        LIVENESS_FLUSH_SECONDS.
         """
-        quick = self._liveness_only(node_id, seq, load, resources, executions, now)
+        quick = self._liveness_only(node_id, seq, load, resources, executions, now, conditions)
         if quick is not None:
             return quick
         future: asyncio.Future[ReportOutcome] = asyncio.get_running_loop().create_future()
-        self._reports.append(_PendingReport(node_id, seq, load, resources, executions, now, future))
+        pending = _PendingReport(
+            node_id, seq, load, resources, executions, now, future, conditions=tuple(conditions)
+        )
+        self._reports.append(pending)
         self._queued_nodes[node_id] += 1
         if self._report_writer is None or self._report_writer.done():
             self._report_writer = asyncio.create_task(self._write_reports())
@@ -490,6 +495,7 @@ class SqliteStore:
         resources: Resources | None,
         executions: Sequence[ExecutionReport],
         now: datetime,
+        conditions: Sequence[NodeCondition] = (),
     ) -> ReportOutcome | None:
         """The outcome of a report that changes nothing durable, applied to memory; None
         when the report must go through a transaction."""
@@ -504,6 +510,8 @@ class SqliteStore:
             return None
         if resources is not None and resources != node.resources:
             return None
+        if list(conditions) != node.conditions:
+            return None  # a condition appeared, changed or cleared
         existing = self._mirror.node_executions(node_id)
         if len(existing) != len(executions) or not all(
             _unchanged(existing.get(report.job), report) for report in executions
@@ -638,6 +646,7 @@ class SqliteStore:
             }
             if p.resources is not None:
                 update["resources"] = p.resources
+            update["conditions"] = list(p.conditions)
             nodes[p.node_id] = node.model_copy(update=update)
             existing = runs.get(p.node_id)
             if existing is None:
@@ -827,6 +836,7 @@ class _PendingReport:
     executions: Sequence[ExecutionReport]
     now: datetime
     future: asyncio.Future[ReportOutcome]
+    conditions: tuple[NodeCondition, ...] = ()
 
 
 def _merge_executions(

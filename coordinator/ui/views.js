@@ -421,9 +421,31 @@ export function renderJob(model, actionBar) {
 
 // ---------------------------------------------------------------- nodes
 
+/** What a node's agent reports as wrong while it keeps working (a full data dir, ...). */
+function conditionList(conditions) {
+  if (!conditions || !conditions.length) return null;
+  return h(
+    "ul",
+    { class: "conditions", "aria-label": "Conditions" },
+    conditions.map((c) =>
+      h(
+        "li",
+        { class: "condition", dataset: { condition: c.type } },
+        badge(c.type.replaceAll("_", " "), "warn", { class: "badge badge-small tone-warn" }),
+        h("div", { class: "small" }, c.message),
+        h("div", { class: "muted small" }, "since ", since(c.since)),
+      ),
+    ),
+  );
+}
+
 export function renderNodes(nodes) {
   const ready = nodes.filter((n) => n.status === "ready").length;
-  const head = pageHeader("Nodes", h("span", { class: "muted count" }, `${ready} of ${plural(nodes.length, "node")} ready`));
+  const flagged = nodes.filter((n) => n.conditions && n.conditions.length).length;
+  const head = pageHeader(
+    "Nodes",
+    h("span", { class: "muted count" }, `${ready} of ${plural(nodes.length, "node")} ready`, flagged ? ` · ${flagged} with conditions` : ""),
+  );
   if (!nodes.length) {
     return h("div", {}, head, h("section", { class: "card empty" }, h("p", {}, "No nodes have registered yet."), h("p", { class: "muted" }, "Start ", h("code", {}, "fleetwave-agent"), " on a host with the join token.")));
   }
@@ -439,7 +461,7 @@ export function renderNodes(nodes) {
       "tr",
       { dataset: { node: n.name } },
       h("td", {}, h("strong", {}, n.name), h("div", { class: "muted small mono", title: n.id }, n.id.slice(0, 12))),
-      h("td", {}, badge(label, tone)),
+      h("td", {}, badge(label, tone), conditionList(n.conditions)),
       h("td", {}, scheduling),
       h("td", {}, h("div", { class: "labels" }, Object.entries(n.labels || {}).map(([k, v]) => h("span", { class: "chip" }, `${k}=${v}`)))),
       h("td", { class: "muted small nowrap" }, [res.cpu_count ? `${res.cpu_count} CPU` : "", bytes(res.memory_bytes), n.load && n.load.load1 ? `load ${n.load.load1.toFixed(2)}` : ""].filter(Boolean).join(" · ")),

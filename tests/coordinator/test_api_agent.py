@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from coordinator.api.agent import report_answer
@@ -93,3 +95,93 @@ class TestAssignments:
         )
         assert body == expected.model_dump(mode="json")
         assert AssignmentsResponse.model_validate(body) == expected
+
+
+FULL_DISK = {
+    "type": "data_dir_unwritable",
+    "message": "cannot write /var/lib/fleetwave-agent: [Errno 28] No space left on device",
+    "since": "2026-01-01T00:00:00Z",
+}
+
+
+class TestConditions:
+    async def report(self, harness: Harness, token: str, seq: int, conditions: Any) -> Any:
+        resp = await harness.client.post(
+            "/v1/agent/report",
+            json={"seq": seq, "executions": [], "conditions": conditions},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert resp.status == 200, await resp.text()
+        return await resp.json()
+
+    async def node(self, harness: Harness, node_id: str) -> Any:
+        resp = await harness.client.get(f"/v1/nodes/{node_id}", headers=harness.admin())
+        assert resp.status == 200
+        return await resp.json()
+
+    async def condition_events(self, harness: Harness) -> list[tuple[str, str, str]]:
+        events = await harness.store.list_events()
+        return [(e.old, e.new, e.reason) for e in events if e.kind == "node_condition"]
+
+    async def test_reported_conditions_are_shown_and_recorded(self, harness: Harness) -> None:
+        """A condition a report carries is shown on the node (list and detail) and recorded
+        as an event when it appears and when a later report clears it; repeating it, or a
+        replay, changes nothing."""
+        node_id, token = await harness.register("a")
+        await self.report(harness, token, 1, [])
+        await self.report(harness, token, 2, [FULL_DISK])
+        assert (await self.node(harness, node_id))["conditions"] == [FULL_DISK]
+        resp = await harness.client.get("/v1/nodes", headers=harness.admin())
+        assert [n["conditions"] for n in (await resp.json())["nodes"]] == [[FULL_DISK]]
+        assert (await self.node(harness, node_id))["status"] == "ready"
+
+        await self.report(harness, token, 3, [FULL_DISK])  # still there: no new event
+        replay = await self.report(harness, token, 3, [])  # ignored: clears nothing
+        assert replay["accepted"] is False
+        assert (await self.node(harness, node_id))["conditions"] == [FULL_DISK]
+        assert await self.condition_events(harness) == [
+            ("", "data_dir_unwritable", FULL_DISK["message"])
+        ]
+
+        await self.report(harness, token, 4, [])
+        assert (await self.node(harness, node_id))["conditions"] == []
+        assert await self.condition_events(harness) == [
+            ("", "data_dir_unwritable", FULL_DISK["message"]),
+            ("data_dir_unwritable", "", "cleared"),
+        ]
+
+    async def test_an_older_agent_reports_none(self, harness: Harness) -> None:
+        """A report without the field says there are none (and clears earlier ones)."""
+        node_id, token = await harness.register("a")
+        await self.report(harness, token, 1, [FULL_DISK])
+        await harness.report(token, 2, [])  # no "conditions" key at all
+        assert (await self.node(harness, node_id))["conditions"] == []
+
+    async def test_message_is_cleaned_of_control_characters(self, harness: Harness) -> None:
+        """Terminal escapes and newlines in a message never reach an operator's screen."""
+        node_id, token = await harness.register("a")
+        await self.report(harness, token, 1, [FULL_DISK | {"message": "disk\x1b[2J\nfull"}])
+        (condition,) = (await self.node(harness, node_id))["conditions"]
+        assert condition["message"] == "disk [2J full"
+
+    @pytest.mark.parametrize(
+        "conditions",
+        [
+            [FULL_DISK | {"type": f"c{i}"} for i in range(9)],  # more than 8
+            [FULL_DISK, FULL_DISK],  # one type twice
+            [FULL_DISK | {"message": "x" * 501}],
+            [FULL_DISK | {"type": "Not Snake"}],
+        ],
+    )
+    async def test_bad_conditions_are_400(self, harness: Harness, conditions: Any) -> None:
+        """Count, uniqueness, message length and type are checked, naming the field."""
+        _, token = await harness.register("a")
+        resp = await harness.client.post(
+            "/v1/agent/report",
+            json={"seq": 1, "conditions": conditions},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert resp.status == 400
+        fields = [e["field"] for e in (await resp.json())["error"]["details"]["errors"]]
+        assert fields
+        assert all(f.startswith("conditions") for f in fields), fields

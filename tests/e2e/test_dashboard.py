@@ -250,6 +250,41 @@ def test_render_functions_map_states_to_words_and_colours(fleet: LocalFleet, pag
     }
 
 
+NODES_PROBE = """
+async () => {
+  const views = await import("/ui/views.js");
+  const zero = "0001-01-01T00:00:00Z";
+  const node = (name, conditions) => ({
+    id: `id-${name}`, name, status: "ready", eligibility: "eligible", drain: false, labels: {},
+    resources: {}, load: {}, last_heartbeat: zero, registered_at: zero, agent_version: "",
+    conditions,
+  });
+  const full = {
+    type: "data_dir_unwritable", since: "2026-01-01T00:00:00Z",
+    message: "cannot write /var/lib/fleetwave-agent: [Errno 28] No space left on device",
+  };
+  const page = views.renderNodes([node("n1", [full]), node("n2", [])]);
+  return {
+    count: page.querySelector(".count").textContent,
+    flagged: [...page.querySelectorAll("tr[data-node] li[data-condition]")].map((li) => [
+      li.closest("tr").dataset.node,
+      li.dataset.condition,
+      li.textContent.includes("[Errno 28]"),
+    ]),
+  };
+}
+"""
+
+
+def test_nodes_page_shows_conditions(fleet: LocalFleet, page: Any) -> None:
+    """A node whose agent reports a condition shows it (type and message) under its status."""
+    page.goto(f"{fleet.url}/ui/")
+    assert page.evaluate(NODES_PROBE) == {
+        "count": "2 of 2 nodes ready · 1 with conditions",
+        "flagged": [["n1", "data_dir_unwritable", True]],
+    }
+
+
 def test_promote_moves_a_gated_rollout_on_live(fleet: LocalFleet, page: Any) -> None:
     """A v2 rollout shows up live at its canary gate; Promote (confirmed) moves it on to running."""
     page.goto(f"{fleet.url}/ui/#token={ADMIN_TOKEN}")
