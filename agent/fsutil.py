@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 from pathlib import Path
@@ -40,6 +41,27 @@ def atomic_write(path: Path, data: bytes, *, mode: int = 0o600) -> None:
             tmp.unlink()
         raise
     _fsync_dir(path.parent)
+
+
+def write_problem(st: os.statvfs_result, *, privileged: bool) -> int | None:
+    """The errno a new file on a filesystem with these ``statvfs`` figures would fail with:
+    EROFS when it is mounted read-only, ENOSPC when no block or inode is left (root may use
+    the reserved ones); None when writing may work."""
+    if st.f_flag & os.ST_RDONLY:
+        return errno.EROFS
+    blocks = st.f_bfree if privileged else st.f_bavail
+    inodes = st.f_ffree if privileged else st.f_favail
+    if blocks == 0 or (st.f_files and inodes == 0):  # f_files 0: no inode limit (btrfs)
+        return errno.ENOSPC
+    return None
+
+
+def check_writable(path: Path) -> None:
+    """Raise the OSError a write under ``path`` would meet (full, read-only), without
+    writing anything."""
+    code = write_problem(os.statvfs(path), privileged=os.geteuid() == 0)
+    if code is not None:
+        raise OSError(code, os.strerror(code), str(path))
 
 
 def _fsync_dir(path: Path) -> None:

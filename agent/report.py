@@ -165,6 +165,7 @@ class ReportLoop:
             self._new_node(identity.node_id)
         # What could not be written before may go through now; the report says either way.
         # (The seq reservation is tried below, for this report's seq.)
+        self._writes.check()
         self._writes.retry(skip=(RESERVATION,))
         response: ReportResponse | None = None
         for _ in range(MAX_RESENDS):

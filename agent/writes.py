@@ -5,17 +5,21 @@ write on a loop's path goes through ``DataDirWrites.attempt``: a failure is coun
 (``fleetwave_agent_data_dir_write_errors_total``), logged once per file and episode, kept
 to be tried again (the report loop retries at every report, so at least once a heartbeat),
 and reported to the coordinator as the node condition ``data_dir_unwritable`` until every
-pending write has gone through.
+pending write has gone through. Seqs are reserved in blocks, so a quiet agent may not write
+for a long time: each report also looks at the filesystem (``check``, no write), so a full
+or read-only data dir shows before the agent needs to write there.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 
 import structlog
 
+from agent.fsutil import check_writable
 from agent.metrics import AgentMetrics
 from shared.clock import Clock
 from shared.nodes import DATA_DIR_UNWRITABLE, MAX_CONDITION_MESSAGE, NodeCondition
@@ -23,6 +27,9 @@ from shared.nodes import DATA_DIR_UNWRITABLE, MAX_CONDITION_MESSAGE, NodeConditi
 log = structlog.get_logger("agent.writes")
 
 Write = Callable[[], object]
+
+FILESYSTEM = "filesystem"
+"""The kind of ``check``: the filesystem looks full or read-only (found without writing)."""
 
 
 def describe_error(exc: OSError) -> str:
@@ -99,10 +106,16 @@ class DataDirWrites:
         seconds = (self._clock.now() - since).total_seconds() if since else 0.0
         log.info("data_dir_writable_again", data_dir=str(self._root), seconds=round(seconds, 3))
 
+    def check(self) -> None:
+        """Look at the data dir's filesystem: full or read-only counts like a failed write
+        (kind ``filesystem``) until a later check finds it writable."""
+        self.attempt(FILESYSTEM, partial(check_writable, self._root))
+
     def retry(self, *, skip: Collection[str] = ()) -> None:
-        """Try every pending write once more, but those of the ``skip`` kinds."""
+        """Try every pending write once more, but those of the ``skip`` kinds (and the
+        filesystem, which ``check`` looks at)."""
         for (kind, item), write in list(self._pending.items()):
-            if kind in skip:
+            if kind in skip or kind == FILESYSTEM:
                 continue
             if self._pending.get((kind, item)) is write:  # not replaced by a newer one meanwhile
                 self.attempt(kind, write, item=item)

@@ -137,3 +137,19 @@ class TestDataDirWrites:
         writes.attempt("identity", partial(atomic_write, blocked(deep / "identity.json"), b"x"))
         (condition,) = writes.conditions()
         assert len(condition.message) == 500
+
+    def test_check_sees_a_data_dir_that_is_gone(
+        self, tmp_path: Path, clock: FakeClock, metrics: AgentMetrics
+    ) -> None:
+        """The filesystem check (no write) reports a data dir it cannot look at, and clears
+        once it can; a retry of pending writes does not repeat it."""
+        root = tmp_path / "data"
+        writes = DataDirWrites(root, clock=clock, metrics=metrics)
+        writes.check()
+        (condition,) = writes.conditions()
+        assert condition.message == f"cannot write {root}: [Errno 2] No such file or directory"
+        writes.retry()
+        assert errors(metrics, "filesystem") == 1
+        root.mkdir()
+        writes.check()
+        assert writes.conditions() == []
