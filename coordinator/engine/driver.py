@@ -16,6 +16,7 @@ from coordinator.store import Store
 from coordinator.store.records import Event, JobRecord
 from coordinator.watch import Watches
 from shared.clock import Clock
+from shared.errors import StoreUnavailable
 from shared.nodes import NodeStatus
 
 log = structlog.get_logger("fleetwave.engine")
@@ -82,6 +83,10 @@ class RolloutDriver:
                 await self.step()
             except asyncio.CancelledError:
                 raise
+            except StoreUnavailable as exc:
+                # An outage, not a bug: the store counts its failed writes; try again soon.
+                log.warning("engine_step_postponed", error=exc.message)
+                await self._clock.sleep(1.0)
             except Exception:
                 log.exception("engine_step_failed")
                 self._metrics.engine_step_errors.inc()
@@ -118,9 +123,15 @@ class RolloutDriver:
             self._dirty.update(job.name for job in await self._store.list_jobs())
         due = {name for name, at in self._timers.items() if at <= now}
         names, self._dirty = self._dirty | due, set()
-        for name in sorted(names):
+        pending = sorted(names)
+        for index, name in enumerate(pending):
             self._timers.pop(name, None)
-            await self.evaluate(name)
+            try:
+                await self.evaluate(name)
+            except BaseException:
+                # Not evaluated (a failed write rolled back): it and the rest stay due.
+                self._dirty.update(pending[index:])
+                raise
         self._metrics.engine_step_duration.observe(self._clock.monotonic() - started)
 
     async def evaluate(self, name: str) -> None:
@@ -198,6 +209,8 @@ class NodeMonitor:
                 await self.tick()
             except asyncio.CancelledError:
                 raise
+            except StoreUnavailable as exc:
+                log.warning("node_monitor_postponed", error=exc.message)
             except Exception:
                 log.exception("node_monitor_failed")
             await self._clock.sleep(interval)

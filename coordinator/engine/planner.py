@@ -259,13 +259,14 @@ def _group(rs: RolloutState) -> list[str]:
     """The nodes the rollout is working on now: canaries, the current wave, or all with --full.
 
     Members of earlier groups that were never given the version (a retry after a rollback
-    gives it again; a node eligible again) catch up with the current wave, paced like it.
+    gives it again; a node eligible again) catch up with the current wave, paced like it,
+    and stay in it until they are decided too.
     """
     if rs.phase == Phase.CANARY:
         return list(rs.canary)
     passed = [*rs.canary, *(n for wave in rs.waves[: max(rs.current_wave - 1, 0)] for n in wave)]
-    started = set(rs.started)
-    behind = [n for n in passed if n not in started]
+    started, settled = set(rs.started), _settled(rs)
+    behind = [n for n in passed if n not in started or n not in settled]
     if rs.promote_full:
         return behind + [n for wave in rs.waves[rs.current_wave - 1 :] for n in wave]
     if 1 <= rs.current_wave <= len(rs.waves):

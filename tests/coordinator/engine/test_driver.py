@@ -11,14 +11,18 @@ import asyncio
 import contextlib
 from datetime import timedelta
 
+import pytest
+
 from coordinator.engine.driver import JobLocks, NodeMonitor, RolloutDriver
 from coordinator.engine.observation import ObservationWindow
 from coordinator.metrics import CoordinatorMetrics
 from coordinator.store.records import NodeRecord
 from coordinator.watch import Watches
 from shared.clock import FakeClock
+from shared.errors import StoreUnavailable
 from shared.nodes import NodeStatus
 from tests.coordinator.conftest import Harness, web_spec
+from tests.coordinator.store.faults import writer
 
 TTL = 30.0
 
@@ -139,3 +143,20 @@ class TestDriverResumes:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+class TestDriverWhenWritesFail:
+    async def test_a_job_whose_plan_could_not_be_written_stays_due(self, harness: Harness) -> None:
+        """An evaluation whose write fails (here: SQLITE_READONLY) leaves the job due: the
+        next step after writes work again evaluates it, without a kick or a timer."""
+        _, token = await harness.register("a", port="1")
+        await harness.report(token, 1, [])
+        await harness.put_job(web_spec())
+        engine = Engine(harness)
+        await writer(harness.store).execute("PRAGMA query_only = 1")
+        with pytest.raises(StoreUnavailable):
+            await engine.driver.step()
+        assert (await harness.status("web"))["state"]["state_type"] == "pending"
+        await writer(harness.store).execute("PRAGMA query_only = 0")
+        await engine.driver.step()
+        assert (await harness.status("web"))["state"]["state_type"] == "deploying"
