@@ -220,7 +220,8 @@ def check_canary_gate(
                 f"canary_promoted (event {promoted.id}) for version {v} before canary"
                 f" {names.get(node, node)} passed or was skipped"
             )
-        elif cleared.kind == PASSED:
+        updated = seg.first(PASSED, node, str(v))
+        if updated is not None and updated.id < promoted.id:
             passed += 1
     if passed == 0 and not problems:
         problems.append(

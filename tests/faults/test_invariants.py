@@ -115,6 +115,16 @@ class TestCanaryGate:
         assert len(found) == 1
         assert "no canary passed" in found[0]
 
+    def test_a_canary_skipped_then_passed_is_a_healthy_canary(self) -> None:
+        """A canary skipped while unreachable that passed before the promotion counts as passed."""
+        events = [
+            started(1, 10.0),
+            ev(2, 11.0, "node_skipped", "id-c"),
+            ev(3, 13.0, "node_updated", "id-c", "2"),
+            ev(4, 13.0, "canary_promoted"),
+        ]
+        assert check_canary_gate(ROLLOUT, events, [], NAMES, broken_everywhere=False) == []
+
     def test_a_broken_version_on_a_non_canary_node_is_reported(self) -> None:
         """A version broken everywhere that starts beyond the canary broke the gate."""
         starts = [life("c", 2, 10.5, broken=True), life("a", 2, 11.0, broken=True)]

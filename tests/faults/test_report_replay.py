@@ -52,7 +52,9 @@ def test_an_acknowledged_report_is_never_accepted_twice(
     faults.fleet.stop(faults.fleet.agents[victim], signal.SIGKILL)
     faults.outage_begins(victim)
     token = json.loads((data_dir / "identity.json").read_text())["node_token"]
-    next_seq = json.loads((data_dir / "report_seq.json").read_text())["last_seq"] + 1
+    used = json.loads((data_dir / "report_seq.json").read_text())
+    # The agent's highest seq ("reserved"; "last_seq" in older agents): ours come after it.
+    next_seq = int(used.get("reserved", used.get("last_seq", 0))) + 1
     acknowledged: list[int] = []
     problems: list[str] = []
     replays = accepted_again = 0
