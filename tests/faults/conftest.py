@@ -21,8 +21,10 @@ from typing import Any
 import pytest
 
 from tests.faults.harness import FaultFleet, rerun_hint
+from tests.faults.report import REPORT, scenario_table, totals_table
 
-REPORT = Path(__file__).resolve().parents[2] / ".fault-report.json"
+OUTCOME = pytest.StashKey[str]()
+FAILURE = pytest.StashKey[str]()
 _figures: dict[str, dict[str, Any]] = {}
 
 
@@ -48,6 +50,9 @@ def figures(request: pytest.FixtureRequest, seed: int) -> Iterator[dict[str, Any
     found: dict[str, Any] = {"seed": seed}
     started = time.monotonic()
     yield found
+    found["outcome"] = request.node.stash.get(OUTCOME, "error")
+    if FAILURE in request.node.stash:
+        found["failure"] = request.node.stash[FAILURE]
     found["seconds"] = round(time.monotonic() - started, 1)
     found["at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     _figures[request.node.name] = found
@@ -67,6 +72,16 @@ def faults(tmp_path: Path, seed: int, figures: dict[str, Any]) -> Iterator[Fault
         print(f"logs and records: {tmp_path}")
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    if report.when == "call":
+        item.stash[OUTCOME] = report.outcome
+        if call.excinfo is not None:
+            item.stash[FAILURE] = str(call.excinfo.value).splitlines()[0][:300]
+    return report
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
     if not _figures:
         return
@@ -83,6 +98,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     if not _figures:
         return
     terminalreporter.section("fault injection figures")
-    for name, found in sorted(_figures.items()):
-        terminalreporter.write_line(f"{name}: {json.dumps(found, sort_keys=True)}")
-    terminalreporter.write_line(f"written to {REPORT}")
+    this_run = {"scenarios": _figures}
+    for line in [*totals_table(this_run), "", *scenario_table(this_run)]:
+        terminalreporter.write_line(line)
+    terminalreporter.write_line(f"all figures: {REPORT}")

@@ -410,6 +410,14 @@ class FaultFleet:
         done = status["rollout"]["completed_at"] != ZERO_TIME
         return status if status["version"] == version and ended and done else None
 
+    def rollout_ended_now(self, version: int) -> bool:
+        """Whether the rollouts of ``version`` are over; False when the coordinator is busy
+        or unreachable (it was just restarted)."""
+        try:
+            return self.rollout_ended(version) is not None
+        except ApiError:
+            return False
+
     def job_nodes(self) -> dict[str, dict[str, Any]]:
         """GET /v1/jobs/web/nodes by node name."""
         rows = self.api.request("GET", f"/v1/jobs/{JOB}/nodes").body["nodes"]

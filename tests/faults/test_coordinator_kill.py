@@ -31,7 +31,7 @@ def run_with_kills(faults: FaultFleet, spec: dict[str, Any]) -> tuple[int, list[
     """Deploy ``spec`` and kill the coordinator at random points until its rollout ends."""
     version = faults.deploy(spec)
     kills = 0
-    while kills < MAX_KILLS_PER_ROLLOUT and not faults.rollout_ended(version):
+    while kills < MAX_KILLS_PER_ROLLOUT and not faults.rollout_ended_now(version):
         time.sleep(faults.rng.uniform(0.1, 2.0))  # the random kill point is the fault itself
         faults.restart_coordinator(faults.kill_coordinator())
         kills += 1
