@@ -21,7 +21,8 @@ from typing import Any
 import pytest
 
 from coordinator.demo.fleet import wait_for
-from tests.faults.harness import FaultFleet, ended_running, http_call
+from tests.faults.events import http_call
+from tests.faults.harness import FaultFleet, ended_running
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 

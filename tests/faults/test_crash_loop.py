@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from coordinator.demo.fleet import wait_for
-from tests.faults.harness import FaultFleet, parse_time
+from tests.faults.events import parse_time
+from tests.faults.harness import FaultFleet
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 

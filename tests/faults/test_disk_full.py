@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 
 from coordinator.demo.fleet import wait_for
-from tests.faults.harness import FaultFleet, ended_running, http_call, parse_time
+from tests.faults.events import http_call, parse_time
+from tests.faults.harness import FaultFleet, ended_running
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
