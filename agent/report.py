@@ -45,6 +45,17 @@ def seq_reservation(seq: int, reserved: int, block: int = SEQ_BLOCK) -> int | No
     return None if seq <= reserved else seq + block - 1
 
 
+def report_retry_delay(
+    failures: int, policy: BackoffPolicy, rand: Callable[[], float], interval: float
+) -> float:
+    """Seconds before the next try after ``failures`` failed reports: the backoff, but never
+    longer than a heartbeat interval. A coordinator that comes back (a restart, a pause)
+    gives every node one TTL (3 heartbeat intervals) to be heard before it counts the node
+    as down, so a node must not be backing off longer than that."""
+    delay = backoff_delay(failures, policy, rand)
+    return min(delay, interval) if interval > 0 else delay
+
+
 def next_heartbeat(scheduled: float, now: float, interval: float, *, timed_out: bool) -> float:
     """When the heartbeat after a report sent at ``now`` is due, on the schedule that had
     one due at ``scheduled``: unchanged while that is still ahead, else moved past ``now``
@@ -221,7 +232,9 @@ class ReportLoop:
         self._reserved = max(self._reserved, ceiling)
 
     async def _failed(self, event: str, exc: Exception) -> None:
-        delay = backoff_delay(self.failures, self._backoff, self._rand)
+        delay = report_retry_delay(
+            self.failures, self._backoff, self._rand, self._session.heartbeat_interval
+        )
         self.failures += 1
         self._metrics.sync_errors.labels("report", error_kind(exc)).inc()
         log.warning(event, error=str(exc), retry_in=round(delay, 3), failures=self.failures)

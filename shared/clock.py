@@ -52,8 +52,7 @@ class SteadyClock(SystemClock):
     early (+1 h) nor stalls them (-1 h) while the process runs. ``floor`` is the newest
     time already stored: a clock that stepped back across a restart must not make stored
     times lie in the future, so the reading never starts before it. The price is that
-    timestamps are off by the size of a step until the next restart; ``wall_offset()``
-    tells how far, for a log line and a metric.
+    timestamps are off by the size of a step until the next restart.
     """
 
     def __init__(self, floor: datetime = ZERO_TIME) -> None:
@@ -62,10 +61,6 @@ class SteadyClock(SystemClock):
 
     def now(self) -> datetime:
         return self._anchor + timedelta(seconds=time.monotonic() - self._mono)
-
-    def wall_offset(self) -> float:
-        """Seconds the system's wall clock is ahead of this clock (negative: behind)."""
-        return (datetime.now(UTC) - self.now()).total_seconds()
 
 
 class FakeClock:

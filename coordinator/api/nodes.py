@@ -46,6 +46,7 @@ async def handle_drain(request: web.Request) -> web.Response:
     only_fields(body, "enable")
     enable = bool_field(body, "enable", True)
     await d.store.set_node_scheduling(node.id, drain=enable)
+    d.driver.kick()  # committed: the engine reacts even if the event below cannot be written
     await d.store.append_events(
         [
             Event(
@@ -58,7 +59,6 @@ async def handle_drain(request: web.Request) -> web.Response:
             )
         ]
     )
-    d.driver.kick()
     updated = await d.store.get_node(node.id)
     assert updated is not None
     return respond(updated.to_api())
@@ -78,6 +78,7 @@ async def handle_eligibility(request: web.Request) -> web.Response:
         )
     eligibility = Eligibility(raw)
     await d.store.set_node_scheduling(node.id, eligibility=eligibility)
+    d.driver.kick()  # committed: the engine reacts even if the event below cannot be written
     await d.store.append_events(
         [
             Event(
@@ -90,7 +91,6 @@ async def handle_eligibility(request: web.Request) -> web.Response:
             )
         ]
     )
-    d.driver.kick()
     updated = await d.store.get_node(node.id)
     assert updated is not None
     return respond(updated.to_api())

@@ -159,6 +159,8 @@ def retry(job: JobRecord, now: datetime) -> ActionResult:
             "from_version": job.stable_version,
             "phase": Phase.CANARY if canary_pending else Phase.WAVES,
             "current_wave": wave,
+            # An early promote approved the canaries of the attempt that failed, not these.
+            "promoted": base.promoted and not canary_pending,
             "gate": Gate.NONE,
             "gate_until": ZERO_TIME,
             "promote_full": False,

@@ -40,6 +40,10 @@ def node_key(node_id: str) -> str:
     return f"node:{node_id}"
 
 
+RETRY_SECONDS = 1.0
+"""How soon a job whose evaluation failed is evaluated again."""
+
+
 class RolloutDriver:
     """Runs the planner for every job that was kicked or whose timer is due, one at a time."""
 
@@ -65,7 +69,6 @@ class RolloutDriver:
         self._all_dirty = True
         self._timers: dict[str, datetime] = {}
         self._wakeup = asyncio.Event()
-        self._wakeup.set()
 
     def kick(self, job: str | None = None) -> None:
         """Ask for ``job`` (or every job, when None) to be evaluated soon."""
@@ -128,10 +131,19 @@ class RolloutDriver:
             self._timers.pop(name, None)
             try:
                 await self.evaluate(name)
-            except BaseException:
-                # Not evaluated (a failed write rolled back): it and the rest stay due.
+            except StoreUnavailable:
+                # Nothing can be written now: this job and the rest stay due.
                 self._dirty.update(pending[index:])
                 raise
+            except asyncio.CancelledError:
+                self._dirty.update(pending[index:])
+                raise
+            except Exception:
+                # A bug (or a conflict) in one job must not stall the others: try it again
+                # a little later, and go on with the rest.
+                log.exception("engine_evaluation_failed", job=name)
+                self._metrics.engine_step_errors.inc()
+                self._timers[name] = now + timedelta(seconds=RETRY_SECONDS)
         self._metrics.engine_step_duration.observe(self._clock.monotonic() - started)
 
     async def evaluate(self, name: str) -> None:
@@ -226,6 +238,8 @@ class NodeMonitor:
             last = max(node.last_heartbeat, node.registered_at)
             if now - observation.heard_since(last) > self._ttl:
                 await self._store.set_node_status(node.id, NodeStatus.DOWN)
+                lost.append(node.id)
+                self._driver.kick()  # before the event: a failed append must not hide it
                 await self._store.append_events(
                     [
                         Event(
@@ -239,7 +253,4 @@ class NodeMonitor:
                     ]
                 )
                 log.warning("node_down", node_id=node.id, name=node.name)
-                lost.append(node.id)
-        if lost:
-            self._driver.kick()
         return lost

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from coordinator.engine.targets import matches, stable_rank
 from coordinator.store.records import NodeRecord
+from shared.nodes import NodeStatus
 from shared.spec import RolloutPolicy, resolve_count
 
 
@@ -43,6 +44,9 @@ def plan_membership(
     if with_canary and total:
         want = resolve_count(policy.canary, total, round_up=True)
         pool = [n for n in ordered if matches(policy.canary_selector, n.labels)]
+        # A node that is down when the rollout starts cannot be a canary's evidence: take
+        # reachable ones first (stable sort: the order is otherwise unchanged).
+        pool.sort(key=lambda n: n.status == NodeStatus.DOWN)
         canary = [n.id for n in pool[:want]]
     rest = [n.id for n in ordered if n.id not in set(canary)]
     return Membership(canary=canary, waves=split_waves(rest, total, len(canary), policy.waves))

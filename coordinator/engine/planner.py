@@ -124,7 +124,24 @@ def plan_rollout(
         rs = _advance(step, rs)
     if rs.phase == Phase.DONE and rs.completed_at == ZERO_TIME:
         rs = _complete(step, rs)
+    if rs.phase == Phase.DONE:
+        rs = _catch_up_returned(step, rs)
     return _finish(step, rs)
+
+
+def _catch_up_returned(step: _Step, rs: RolloutState) -> RolloutState:
+    """After a rollout completed, members skipped while unreachable (never given its
+    version) get it when they return, as nodes joining after the end do."""
+    back = [
+        n
+        for n in rs.skipped
+        if n not in rs.started and not _is_excluded(step, n) and not _is_down(step, n)
+    ]
+    if not back:
+        return rs
+    for node_id in back:
+        step.event("node_joined_rollout", node=node_id, new="returned after it was skipped")
+    return rs.model_copy(update={"started": [*rs.started, *back]})
 
 
 def start_rollout(
@@ -239,13 +256,13 @@ def _advance(step: _Step, rs: RolloutState) -> RolloutState:
                 f" progress_deadline ({format_duration(policy.progress_deadline)})",
             )
         step.wake(deadline)
-        given = len(rs.started)
+        given = (len(rs.started), len(rs.failed))
         rs = _start_nodes(step, rs)
-        if len(rs.started) != given:
-            continue  # judge the nodes just given the version (an unreachable one) at once
+        if (len(rs.started), len(rs.failed)) != given:
+            continue  # judge what changed at once: nodes just given the version, failures
         if not _group_finished(step, rs):
             return rs
-        if _canary_gate_shut(rs):
+        if _canary_gate_shut(step, rs):
             return _no_healthy_canary(step, rs)
         before = (rs.phase, rs.current_wave, rs.gate, rs.gate_until)
         rs = _group_passed(step, rs)
@@ -288,6 +305,30 @@ def _is_excluded(step: _Step, node_id: str) -> bool:
     return node is None or not is_schedulable(node)
 
 
+def _is_down(step: _Step, node_id: str) -> bool:
+    node = step.nodes.get(node_id)
+    return node is not None and node.status == NodeStatus.DOWN
+
+
+def _judge_unreachable(
+    step: _Step, node_id: str, skipped: dict[str, str], failed: dict[str, str]
+) -> None:
+    """Skip or fail a down node by ``on_unreachable``, once the grace window has passed.
+
+    Before that it may well be alive (marked down before the coordinator's own blind spot,
+    a restart or a pause): wait for it to be heard.
+    """
+    observation = step.observation
+    if not observation.can_judge_silence(step.now):
+        step.wake(observation.blind_until)
+    elif step.job.spec.rollout.on_unreachable == OnUnreachable.FAIL:
+        failed[node_id] = "node stopped heartbeating (on_unreachable = fail)"
+        step.event("node_failed", node=node_id, reason=failed[node_id])
+    else:
+        skipped[node_id] = "unreachable: no heartbeat within the TTL (on_unreachable = skip)"
+        step.event("node_skipped", node=node_id, reason=skipped[node_id])
+
+
 def _settled(rs: RolloutState) -> set[str]:
     """Nodes the rollout has decided about: passed, failed, or skipped as unreachable."""
     return set(rs.updated) | set(rs.failed) | set(rs.skipped)
@@ -300,20 +341,37 @@ def _start_nodes(step: _Step, rs: RolloutState) -> RolloutState:
     settled = _settled(rs)
     # An unreachable node that has not been skipped yet is still in flight: it may be
     # running the version unobserved, so it takes its place under max_parallel.
-    in_flight = [n for n in rs.started if n not in settled and not _is_excluded(step, n)]
+    # A skipped node that came back runs toward the version on its own: in flight again.
+    in_flight = [
+        n
+        for n in rs.started
+        if not _is_excluded(step, n)
+        and (n not in settled or (n in rs.skipped and not _is_down(step, n)))
+        and n not in rs.failed
+    ]
     limit = policy.max_parallel if policy.max_parallel and rs.type != RolloutType.ROLLBACK else 0
     room = limit - len(in_flight) if limit else None
     newly = []
+    skipped, failed = dict(rs.skipped), dict(rs.failed)
     for node_id in _group(rs):
-        if node_id in started:
+        if node_id in started or node_id in failed:
             continue
         if _is_excluded(step, node_id):
             continue  # ineligible or draining: keeps what it runs, gets nothing new
+        if _is_down(step, node_id):
+            # Not given the version while unreachable: a partition that heals must not
+            # restart a whole group at once. Judged once the grace window has passed; a
+            # skipped node catches up, paced like the others, when it returns.
+            if node_id not in skipped:
+                _judge_unreachable(step, node_id, skipped, failed)
+            continue
         if room is not None:
             if room <= 0:
                 continue
             room -= 1
         newly.append(node_id)
+    if (skipped, failed) != (rs.skipped, rs.failed):
+        rs = rs.model_copy(update={"skipped": skipped, "failed": failed})
     if not newly:
         return rs
     # Their healthy deadline runs from now: look again then even if no agent reports.
@@ -361,19 +419,7 @@ def _evaluate_nodes(step: _Step, rs: RolloutState) -> RolloutState:
         if node_id in skipped:
             continue
         if node.status == NodeStatus.DOWN:
-            if not observation.can_judge_silence(step.now):
-                # Marked down before the coordinator's own blind spot (a restart, a pause):
-                # it may well be alive; give it the grace window to be heard.
-                step.wake(observation.blind_until)
-                continue
-            if policy.on_unreachable == OnUnreachable.FAIL:
-                failed[node_id] = "node stopped heartbeating (on_unreachable = fail)"
-                step.event("node_failed", node=node_id, reason=failed[node_id])
-            else:
-                skipped[node_id] = (
-                    "unreachable: no heartbeat within the TTL (on_unreachable = skip)"
-                )
-                step.event("node_skipped", node=node_id, reason=skipped[node_id])
+            _judge_unreachable(step, node_id, skipped, failed)
             continue
         assignment = step.assignments.get(node_id)
         assigned_at = step.now
@@ -437,7 +483,7 @@ def _group_passed(step: _Step, rs: RolloutState) -> RolloutState:
         rs = rs.model_copy(update={"promoted": True, "phase": Phase.WAVES, "current_wave": 0})
         return _next_wave(step, rs)
     if rs.promote_full or rs.current_wave >= len(rs.waves):
-        return rs.model_copy(update={"phase": Phase.DONE})
+        return _done(step, rs)
     pause = policy.pause_between_waves
     if pause == "manual":
         step.event(
@@ -451,9 +497,14 @@ def _group_passed(step: _Step, rs: RolloutState) -> RolloutState:
     return _next_wave(step, rs)
 
 
-def _canary_gate_shut(rs: RolloutState) -> bool:
-    """The canary gate opens only on a canary that passed (or an operator's promote)."""
-    return rs.phase == Phase.CANARY and not rs.promoted and not set(rs.canary) & set(rs.updated)
+def _canary_gate_shut(step: _Step, rs: RolloutState) -> bool:
+    """The canary gate opens only on a canary that passed, even after an early promote
+    (which approves the canaries, not their health). Canaries an operator took out (drained,
+    ineligible, gone) are no evidence either way: with none left, the gate opens."""
+    if rs.phase != Phase.CANARY:
+        return False
+    candidates = [n for n in rs.canary if not _is_excluded(step, n)]
+    return bool(candidates) and not set(candidates) & set(rs.updated)
 
 
 def _no_healthy_canary(step: _Step, rs: RolloutState) -> RolloutState:
@@ -468,10 +519,22 @@ def _no_healthy_canary(step: _Step, rs: RolloutState) -> RolloutState:
     return rs
 
 
+def _done(step: _Step, rs: RolloutState) -> RolloutState:
+    """Every group is decided: the rollout is done, if any node positively passed.
+
+    A version that no node ran healthy (every member skipped as unreachable, or failed
+    within the budget) never becomes the stable version: the rollout waits, within its
+    progress deadline, for a skipped node to come back and pass.
+    """
+    if not rs.updated and any(not _is_excluded(step, n) for n in rs.members()):
+        return rs
+    return rs.model_copy(update={"phase": Phase.DONE})
+
+
 def _next_wave(step: _Step, rs: RolloutState) -> RolloutState:
     wave = rs.current_wave + 1
     if wave > len(rs.waves):
-        return rs.model_copy(update={"phase": Phase.DONE})
+        return _done(step, rs)
     step.event("wave_started", new=str(wave), reason=f"{len(rs.waves[wave - 1])} nodes")
     return rs.model_copy(
         update={"current_wave": wave, "phase": Phase.WAVES, "progress_at": step.now}

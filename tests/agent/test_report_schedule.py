@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from agent.report import ReportLoop, next_heartbeat
+from agent.backoff import BackoffPolicy
+from agent.report import ReportLoop, next_heartbeat, report_retry_delay
 from shared.clock import FakeClock
 from shared.nodes import Load, Resources
 from shared.protocol import ReportRequest, ReportResponse
@@ -135,3 +136,13 @@ def test_next_heartbeat_keeps_the_phase(
     scheduled: float, now: float, timed_out: bool, expected: float
 ) -> None:
     assert next_heartbeat(scheduled, now, INTERVAL, timed_out=timed_out) == pytest.approx(expected)
+
+
+def test_report_retries_never_back_off_past_a_heartbeat() -> None:
+    """After many failed reports the agent still tries once per heartbeat interval (the
+    coordinator's grace window after its own restart counts on it); the backoff's cap
+    applies when the coordinator named no interval."""
+    policy = BackoffPolicy(base=0.5, cap=30.0)
+    assert report_retry_delay(20, policy, lambda: 0.99, interval=5.0) == 5.0
+    assert report_retry_delay(0, policy, lambda: 0.0, interval=5.0) == 0.25
+    assert report_retry_delay(20, policy, lambda: 0.99, interval=0.0) > 29

@@ -187,20 +187,40 @@ class TestUnreachable:
         world.plan()
         assert world.state == JobStateType.FAILED
 
-    def test_down_nodes_count_against_max_parallel(self) -> None:
-        """A down node that was given the version holds its place under max_parallel until
-        it is skipped: the planner never has more than max_parallel nodes in flight."""
+    def test_unreachable_node_holds_its_place_under_max_parallel(self) -> None:
+        """A node that goes down after it was given the version stays in flight under
+        max_parallel until it is skipped: no second node starts meanwhile."""
         world = World.new(make_spec(rollout={"max_parallel": 1, "waves": 1}), node_count=3)
-        world.set_node("n1", status=NodeStatus.DOWN)
-        world.set_node("n2", status=NodeStatus.DOWN)
-        world.set_node("n3", status=NodeStatus.DOWN)
         world.blind_spot(grace=GRACE)
         world.plan()
-        assert len(world.assignments) == 1
+        (first,) = world.assignments
+        world.set_node(first, status=NodeStatus.DOWN)
+        world.advance(GRACE / 2)
+        world.plan()
+        assert set(world.assignments) == {first}
+        world.advance(GRACE / 2)
+        world.plan()
+        assert first in world.job.rollout.skipped
+        assert len(world.assignments) == 2, "the skipped node frees its place"
+
+    def test_down_nodes_are_not_given_the_version(self) -> None:
+        """Nodes down at their turn are not given the version (a healed partition must not
+        restart them all at once); they are skipped after the grace, and get the version
+        one at a time under max_parallel when they return."""
+        world = World.new(make_spec(rollout={"max_parallel": 1, "waves": 1}), node_count=3)
+        for node in ("n1", "n2", "n3"):
+            world.set_node(node, status=NodeStatus.DOWN)
+        world.blind_spot(grace=GRACE)
+        world.plan()
+        assert world.assignments == {}
         world.advance(GRACE)
         world.plan()
-        rs = world.job.rollout
-        assert set(rs.skipped) == {"n1", "n2", "n3"}, "each one skipped, one at a time"
+        assert set(world.job.rollout.skipped) == {"n1", "n2", "n3"}
+        assert world.assignments == {}
+        for node in ("n1", "n2", "n3"):
+            world.set_node(node, status=NodeStatus.READY)
+        world.plan()
+        assert len(world.assignments) == 1, "returned nodes catch up paced by max_parallel"
 
     def test_failed_canary_within_budget_halts(self) -> None:
         """A failure budget never lets a failed canary open the gate."""
