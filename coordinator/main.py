@@ -130,7 +130,9 @@ async def serve(
     watches = Watches()
     locks = JobLocks()
     metrics = CoordinatorMetrics()
-    window = ObservationWindow(clock, timedelta(seconds=config.ttl_seconds))
+    window = ObservationWindow(
+        clock, timedelta(seconds=config.ttl_seconds), on_gap=metrics.blind_spots.inc
+    )
     driver = RolloutDriver(store, clock, watches, locks, window, metrics)
     monitor = NodeMonitor(store, clock, driver, window, config.ttl_seconds)
     deps = Deps(

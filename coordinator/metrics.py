@@ -294,6 +294,12 @@ class CoordinatorMetrics:
             "Engine steps that failed with an unexpected error (see the log).",
             registry=reg,
         )
+        self.blind_spots = Counter(
+            "fleetwave_coordinator_blind_spots",
+            "Gaps in the coordinator's own event loop (a paused process, a held loop) after"
+            " which nodes got a new grace window to be heard.",
+            registry=reg,
+        )
         self.agent_reports = Counter(
             "fleetwave_agent_reports_received",
             "Agent reports received, by whether they were accepted (stale seqs are ignored).",

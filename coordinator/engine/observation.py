@@ -8,6 +8,7 @@ live node would have been heard (Nomad's ``failover_heartbeat_ttl`` serves the s
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -64,10 +65,17 @@ class ObservationWindow:
     after it, before anything is judged.
     """
 
-    def __init__(self, clock: Clock, grace: timedelta, gap_seconds: float = GAP_SECONDS) -> None:
+    def __init__(
+        self,
+        clock: Clock,
+        grace: timedelta,
+        gap_seconds: float = GAP_SECONDS,
+        on_gap: Callable[[], None] = lambda: None,
+    ) -> None:
         self._clock = clock
         self._grace = grace
         self._gap = gap_seconds
+        self._on_gap = on_gap
         self._since = clock.now()  # a start is a blind spot: nothing was heard before it
         self._last = clock.monotonic()
         self.gaps = 0
@@ -79,6 +87,7 @@ class ObservationWindow:
         if gap > self._gap:
             self._since = self._clock.now()
             self.gaps += 1
+            self._on_gap()
             log.warning(
                 "coordinator_resumed",
                 blind_seconds=round(gap, 3),

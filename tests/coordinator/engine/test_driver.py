@@ -79,14 +79,17 @@ class TestObservationWindow:
         """Observed at short intervals nothing changes; a long gap (a paused process)
         restarts the window at the moment it ends."""
         clock = FakeClock()
-        window = ObservationWindow(clock, timedelta(seconds=TTL), gap_seconds=1.5)
+        gaps: list[float] = []
+        window = ObservationWindow(
+            clock, timedelta(seconds=TTL), gap_seconds=1.5, on_gap=lambda: gaps.append(1)
+        )
         start = window.observe().since
         for _ in range(10):
             clock.advance(0.25)
             assert window.observe().since == start
         clock.advance(45)
         assert window.observe().since == clock.now()
-        assert window.gaps == 1
+        assert window.gaps == len(gaps) == 1
 
 
 class TestNodeMonitor:
