@@ -79,7 +79,7 @@ def totals_table(report: Mapping[str, Any]) -> list[str]:
     answers: dict[str, int] = {}
     for found in scenarios:
         for status, count in (found.get("put_answers_while_full") or {}).items():
-            answers[status] = answers.get(status, 0) + count
+            answers[str(status)] = answers.get(str(status), 0) + count
     rows = [
         "| figure | value |",
         "|---|---|",
