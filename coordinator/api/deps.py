@@ -82,9 +82,16 @@ async def read_body(request: web.Request) -> bytes:
         raise PayloadTooLarge(
             f"request body of {request.content_length} bytes exceeds the limit of {limit} bytes"
         )
-    body = await request.content.read(limit + 1)
-    if len(body) > limit:
-        raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+    # read(n) returns what has arrived so far (up to n): read until the end of the body,
+    # or until it is past the limit.
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await request.content.read(limit + 1 - size):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+    body = b"".join(chunks)
     if not body.strip():
         raise BadRequest("request body is empty; expected a JSON object")
     return body

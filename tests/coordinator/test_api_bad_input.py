@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import sqlite3
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -119,6 +121,22 @@ class TestJobInput:
         assert resp.status == 413
         assert (await resp.json())["error"]["code"] == "payload_too_large"
         assert await snapshot(harness) == before
+
+    async def test_a_body_arriving_in_pieces_is_read_whole(self, harness: Harness) -> None:
+        """A 500 KB spec sent in 64 KB chunks, each flushed on its own (chunked transfer),
+        is read whole and stored, not refused as malformed JSON."""
+        spec = with_("task.env", {"BIG": "x" * (500 * 1024)})
+        raw = json.dumps(spec).encode()
+
+        async def pieces() -> AsyncIterator[bytes]:
+            for start in range(0, len(raw), 64 * 1024):
+                yield raw[start : start + 64 * 1024]
+                await asyncio.sleep(0)  # the next piece is sent separately
+
+        resp = await harness.client.put("/v1/jobs/web", data=pieces(), headers=harness.admin())
+        assert resp.status == 201, await resp.text()
+        stored = await harness.client.get("/v1/jobs/web", headers=harness.admin())
+        assert len((await stored.json())["spec"]["task"]["env"]["BIG"]) == 500 * 1024
 
     @pytest.mark.parametrize(
         ("query", "field"), [("index=abc", "index"), ("index=1&wait=forever", "wait")]
