@@ -62,7 +62,7 @@ def workload_pid(fleet: LocalFleet) -> int:
 
 def test_workload_survives_an_outage_and_an_agent_restart(fleet: LocalFleet) -> None:
     """With every coordinator gone the agent keeps (and after its own crash re-adopts) the
-    workload, and catches up without a restart or a replayed report once one returns."""
+    workload, and catches up without a restart once one returns."""
     port = free_port()
     fleet.start_coordinator()
     fleet.start_agent("n1")
@@ -97,5 +97,7 @@ def test_workload_survives_an_outage_and_an_agent_restart(fleet: LocalFleet) -> 
     nodes = fleet.api.request("GET", "/v1/jobs/web/nodes").body
     assert "healthy" in json.dumps(nodes)
     assert workload_pid(fleet) == pid
-    assert count(fleet, "report_seq_behind") == 0
+    # A coordinator that crashed refuses every seq it may have acknowledged before the
+    # crash (its durable reservation, see docs/operations.md): one refusal, one resend.
+    assert count(fleet, "report_seq_behind") <= 1
     assert count(fleet, "job_starting") == 1  # only the first start, never again
