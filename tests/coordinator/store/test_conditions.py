@@ -5,33 +5,17 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
-import pytest
-
 from coordinator.store.records import NodeRecord
 from coordinator.store.sqlite import SqliteStore
-from shared.clock import FakeClock
 from shared.nodes import DATA_DIR_UNWRITABLE, Load, NodeCondition
-
-CLOCK = FakeClock()
+from tests.coordinator.store.conftest import CLOCK
 
 
 def full_disk(message: str = "[Errno 28] No space left on device") -> NodeCondition:
     return NodeCondition(type=DATA_DIR_UNWRITABLE, message=message, since=CLOCK.now())
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    store = SqliteStore(tmp_path / "fleetwave.db")
-    await store.open()
-    await store.insert_node(
-        NodeRecord(id="n1", name="a", token_hash="h1", registered_at=CLOCK.now())
-    )
-    yield store
-    await store.close()
 
 
 def on_disk(store: SqliteStore) -> tuple[int, list[NodeCondition]]:

@@ -6,30 +6,14 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
-import pytest
-
 from coordinator.store.records import NodeRecord
 from coordinator.store.sqlite import FLUSH_CHUNK, SqliteStore
-from shared.clock import FakeClock
 from shared.nodes import Eligibility, Load, NodeStatus
 from shared.protocol import ExecutionReport, ExecutionState
-
-CLOCK = FakeClock()
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    store = SqliteStore(tmp_path / "fleetwave.db")
-    await store.open()
-    await store.insert_node(
-        NodeRecord(id="n1", name="a", token_hash="h1", registered_at=CLOCK.now())
-    )
-    yield store
-    await store.close()
+from tests.coordinator.store.conftest import CLOCK
 
 
 def stored(path: str) -> list[NodeRecord]:

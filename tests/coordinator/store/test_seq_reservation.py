@@ -14,8 +14,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from agent.backoff import BackoffPolicy
 from agent.daemon import Agent
 from coordinator.api.deps import DEPS
@@ -25,25 +23,12 @@ from coordinator.metrics import CoordinatorMetrics
 from coordinator.store.records import NodeRecord
 from coordinator.store.sqlite import SEQ_RESERVATION, SqliteStore
 from coordinator.watch import Watches
-from shared.clock import FakeClock
 from shared.nodes import Load
 from tests.agent.factories import free_port, settings
 from tests.coordinator.conftest import JOIN, Harness
+from tests.coordinator.store.conftest import CLOCK
 from tests.coordinator.store.faults import crash_copy
 from tests.helpers import eventually
-
-CLOCK = FakeClock()
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    store = SqliteStore(tmp_path / "fleetwave.db")
-    await store.open()
-    await store.insert_node(
-        NodeRecord(id="n1", name="a", token_hash="h1", registered_at=CLOCK.now())
-    )
-    yield store
-    await store.close()
 
 
 @contextlib.asynccontextmanager
