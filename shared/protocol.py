@@ -80,10 +80,16 @@ class ExecutionReport(_Wire):
     pid: int | None = None
 
 
+MAX_SEQ = 2**62
+"""The highest report seq: the store keeps seqs (and a reservation above them) in SQLite's
+signed 64-bit integers, so a larger one is refused with 400 instead of failing the write
+of every report committed with it."""
+
+
 class ReportRequest(_Wire):
     """Heartbeat plus the state of every job on the node; ``seq`` orders reports per node."""
 
-    seq: int = Field(ge=1)
+    seq: int = Field(ge=1, le=MAX_SEQ)
     load: Load = Field(default_factory=Load)
     resources: Resources | None = None
     executions: list[ExecutionReport] = Field(default_factory=list)

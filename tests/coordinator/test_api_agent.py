@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -49,6 +50,26 @@ class TestAgentVersion:
 
 
 class TestReports:
+    async def test_a_huge_seq_is_400_and_fails_no_other_report(self, harness: Harness) -> None:
+        """A seq beyond what the store can keep (2^63 and up) is refused naming the field,
+        while another node's report sent at the same moment is stored as usual."""
+        _, bad = await harness.register("a")
+        _, good = await harness.register("b")
+
+        async def send(token: str, seq: int) -> Any:
+            return await harness.client.post(
+                "/v1/agent/report",
+                json={"seq": seq},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+
+        huge, fine = await asyncio.gather(send(bad, 2**63), send(good, 1))
+        assert huge.status == 400
+        fields = [e["field"] for e in (await huge.json())["error"]["details"]["errors"]]
+        assert fields == ["seq"]
+        assert fine.status == 200
+        assert (await fine.json())["accepted"] is True
+
     @pytest.mark.parametrize("accepted", [True, False])
     async def test_prebuilt_answer_equals_the_model(self, harness: Harness, accepted: bool) -> None:
         """The report answer, encoded by hand, is exactly what ReportResponse would encode
