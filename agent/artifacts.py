@@ -32,7 +32,15 @@ import aiohttp
 import structlog
 
 from agent.errors import AgentError
-from agent.unpack import UnsafeArchive, archive_kind, member_path, unpack_tar, unpack_zip
+from agent.unpack import (
+    MAX_MEMBERS,
+    UnsafeArchive,
+    archive_kind,
+    member_path,
+    resolve_inside,
+    unpack_tar,
+    unpack_zip,
+)
 from shared.spec import Artifact
 
 log = structlog.get_logger("agent.artifacts")
@@ -89,6 +97,7 @@ class ArtifactStore:
         *,
         keep: int = 3,
         max_bytes: int = 1 << 30,
+        max_members: int = MAX_MEMBERS,
         connect_timeout: float = 10.0,
         read_timeout: float = 30.0,
         total_timeout: float = 1800.0,
@@ -98,6 +107,7 @@ class ArtifactStore:
         self._http = http
         self.keep = keep
         self.max_bytes = max_bytes
+        self.max_members = max_members
         self._timeout = aiohttp.ClientTimeout(
             total=total_timeout, sock_connect=connect_timeout, sock_read=read_timeout
         )
@@ -208,6 +218,7 @@ class ArtifactStore:
                 download = staging / f"download-{i}"
                 await self._download(artifact, download)
                 await asyncio.to_thread(self._place, artifact, download, tree)
+            await asyncio.to_thread(_check_no_link_leaves, tree)
             manifest = {"job": job, "version": version, "artifacts": _wanted(artifacts)}
             (tree / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
             await asyncio.to_thread(self._commit, tree, self.version_dir(job, version))
@@ -276,7 +287,11 @@ class ArtifactStore:
         )
 
     def _place(self, artifact: Artifact, download: Path, tree: Path) -> None:
-        """Move a verified download into ``tree``: unpack an archive, else set its mode."""
+        """Move a verified download into ``tree``: unpack an archive, else set its mode.
+
+        ``dest`` is resolved on disk inside ``tree``, so it cannot go through a link an
+        earlier artifact of the version created to leave it.
+        """
         filename = artifact_filename(artifact)
         kind = archive_kind(filename)
         try:
@@ -285,20 +300,26 @@ class ArtifactStore:
             raise ArtifactError(f"artifact {artifact.url}: bad dest", transient=False) from None
         try:
             if kind is not None:
-                target = tree / dest if dest else tree
+                target = resolve_inside(tree, dest, what=f"dest {artifact.dest!r}")
                 target.mkdir(parents=True, exist_ok=True)
                 unpack = unpack_zip if kind == "zip" else unpack_tar
-                unpack(download, target, self.max_bytes * UNPACK_FACTOR)
+                unpack(
+                    download,
+                    target,
+                    max_bytes=self.max_bytes * UNPACK_FACTOR,
+                    max_members=self.max_members,
+                )
                 return
             if not dest or artifact.dest.endswith("/"):
                 dest = posixpath.join(dest, filename) if dest else filename
-            target = tree / dest
+            parent = resolve_inside(tree, posixpath.dirname(dest), what=f"dest {artifact.dest!r}")
+            target = parent / posixpath.basename(dest)
             if target.exists() or target.is_symlink():
                 raise ArtifactError(
                     f"artifact {artifact.url}: dest {dest!r} is already taken by another artifact",
                     transient=False,
                 )
-            target.parent.mkdir(parents=True, exist_ok=True)
+            parent.mkdir(parents=True, exist_ok=True)
             os.replace(download, target)
             os.chmod(target, int(artifact.mode, 8) & 0o777)
         except UnsafeArchive as exc:
@@ -330,6 +351,26 @@ class ArtifactStore:
 
 _STAGING_IN_USE: set[Path] = set()
 """Staging dirs an install in this process is building; never swept as leftovers."""
+
+
+def _check_no_link_leaves(tree: Path) -> None:
+    """Raise ArtifactError when a link in the built tree leads outside it.
+
+    Each archive checks its own links; this catches one artifact's link that a later
+    artifact's link turned outward (``m -> y/..`` first, then ``y -> .``), so a committed
+    version dir never holds a link that the agent (root) could follow out of it.
+    """
+    for dirpath, dirnames, filenames in os.walk(tree):
+        for name in dirnames + filenames:
+            path = os.path.join(dirpath, name)
+            if os.path.islink(path):
+                rel = os.path.relpath(path, tree)
+                try:
+                    resolve_inside(tree, rel, what=f"symlink {rel!r} -> {os.readlink(path)!r}")
+                except UnsafeArchive as exc:
+                    raise ArtifactError(
+                        f"artifacts rejected: {exc.message}", transient=False
+                    ) from None
 
 
 def _same_manifest(a: Path, b: Path) -> bool:

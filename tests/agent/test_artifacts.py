@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import io
 import os
+import secrets
 import stat
 import tarfile
 import zipfile
@@ -113,12 +114,15 @@ def link_member(name: str, target: str, kind: bytes = tarfile.SYMTYPE) -> tarfil
     return info
 
 
-def zip_bytes(entries: dict[str, bytes], symlinks: dict[str, str] | None = None) -> bytes:
+def zip_bytes(
+    entries: dict[str, bytes], symlinks: dict[str, str] | None = None, *, deflate: bool = False
+) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         for name, data in entries.items():
             info = zipfile.ZipInfo(name)
             info.external_attr = (stat.S_IFREG | 0o755) << 16
+            info.compress_type = zipfile.ZIP_DEFLATED if deflate else zipfile.ZIP_STORED
             zf.writestr(info, data)
         for name, target in (symlinks or {}).items():
             info = zipfile.ZipInfo(name)
@@ -366,12 +370,81 @@ class TestArchives:
         assert files_below(tmp_path) == []
         assert files_below(Path("/tmp"), "fleetwave-test-evil*") == []
 
+    async def test_the_review_chain_cannot_carry_a_later_artifact_out(
+        self, files: FileServer, store: ArtifactStore
+    ) -> None:
+        """The zip chain (``a/l1 -> ..`` ... ``out -> l15/tmp``) is refused at ``l2``, so the
+        next artifact's ``dest = "out/..."`` never writes in /tmp."""
+        name = f"fleetwave-test-evil-{secrets.token_hex(4)}"
+        links = {"a/l1": "..", "l2": "a/l1/.."}
+        links |= {f"l{n}": f"l{n - 1}/.." for n in range(3, 16)}
+        links["out"] = "l15/tmp"
+        chain = files.add("chain.zip", zip_bytes({}, symlinks=links))
+        payload = files.add("payload", b"pwned", dest=f"out/{name}")
+        with pytest.raises(ArtifactError) as err:
+            await store.ensure("web", 1, [chain, payload])
+        assert err.value.message == (
+            f"artifact {chain.url} rejected: member 'l2': symlink to 'a/l1/..' "
+            "leads outside the directory"
+        )
+        assert files_below(Path("/tmp"), name) == []
+        assert leftovers(store, "web") == []
+
+    async def test_a_dest_through_an_earlier_artifacts_link_cannot_leave_the_version(
+        self, files: FileServer, store: ArtifactStore, tmp_path: Path
+    ) -> None:
+        """Two zips that are each inside on their own (``m -> y/..``; ``y -> .``) make ``m``
+        the parent of the version dir; a later ``dest`` through ``m`` is refused."""
+        first = files.add("one.zip", zip_bytes({}, symlinks={"m": "y/.."}))
+        second = files.add("two.zip", zip_bytes({}, symlinks={"y": "."}))
+        payload = files.add("payload", b"pwned", dest="m/evil")
+        with pytest.raises(ArtifactError) as err:
+            await store.ensure("web", 1, [first, second, payload])
+        assert err.value.message == (
+            f"artifact {payload.url} rejected: dest 'm/evil' leads outside the directory"
+        )
+        assert files_below(store.root / "web") == []
+        assert files_below(tmp_path, "evil") == []
+
+    async def test_a_link_turned_outward_by_a_later_artifact_fails_the_version(
+        self, files: FileServer, store: ArtifactStore
+    ) -> None:
+        """No version dir is committed with a link leading out of it, whoever created it."""
+        first = files.add("one.zip", zip_bytes({}, symlinks={"m": "y/.."}))
+        second = files.add("two.zip", zip_bytes({}, symlinks={"y": "."}))
+        with pytest.raises(ArtifactError) as err:
+            await store.ensure("web", 1, [first, second])
+        assert err.value.message == (
+            "artifacts rejected: symlink 'm' -> 'y/..' leads outside the directory"
+        )
+        assert leftovers(store, "web") == []
+
+    async def test_a_zip_bomb_is_refused_by_the_unpacked_size_cap(
+        self, files: FileServer, tmp_path: Path, http: aiohttp.ClientSession
+    ) -> None:
+        """An archive may unpack to 8x the download limit; past that it is refused by name."""
+        store = ArtifactStore(tmp_path / "artifacts", http, max_bytes=1000)
+        bomb = files.add("bomb.zip", zip_bytes({"zeros": bytes(9000)}, deflate=True))
+        assert len(files.files["bomb.zip"]) < 1000
+        with pytest.raises(ArtifactError) as err:
+            await store.ensure("web", 1, [bomb])
+        assert err.value.message == (
+            f"artifact {bomb.url} rejected: member 'zeros': unpacked size exceeds "
+            "the limit of 8000 bytes"
+        )
+        assert not err.value.transient
+
 
 class TestExecution:
     """A Supervisor with the real exec runtime; FakeClock only paces the retry backoff."""
 
     def supervisor(
-        self, tmp_path: Path, http: aiohttp.ClientSession, spec: JobSpec, clock: Clock
+        self,
+        tmp_path: Path,
+        http: aiohttp.ClientSession,
+        spec: JobSpec,
+        clock: Clock,
+        max_members: int = 100_000,
     ) -> Supervisor:
         data_dir = DataDir(tmp_path / "data")
         data_dir.ensure()
@@ -384,7 +457,7 @@ class TestExecution:
             http=http,
             on_change=lambda s: None,
             writes=data_dir_writes(data_dir.root, clock),
-            artifacts=ArtifactStore(data_dir.artifacts, http),
+            artifacts=ArtifactStore(data_dir.artifacts, http, max_members=max_members),
             rand=lambda: 1.0,
         )
         sup.start()
@@ -427,6 +500,20 @@ class TestExecution:
         assert sup.message.startswith(f"artifact {artifact['url']} sha256 mismatch (expected ")
         assert sup.report().pid is None
         assert files.hits["/files/app.py"] == 1
+
+    async def test_an_unsafe_archive_is_the_failure_reason(
+        self, files: FileServer, tmp_path: Path, http: aiohttp.ClientSession
+    ) -> None:
+        """An archive over the member cap fails the execution with the member named."""
+        data = zip_bytes({f"f{i}": b"x" for i in range(3)})
+        artifact = files.add("many.zip", data)
+        spec = job_spec(command=[PYTHON, "f0"], task={"artifacts": [artifact.model_dump()]})
+        sup = self.supervisor(tmp_path, http, spec, FakeClock(), max_members=2)
+        await eventually(lambda: sup.state is ExecutionState.FAILED)
+        assert sup.message == (
+            f"artifact {artifact.url} rejected: member 'f2': the archive has more than 2 members"
+        )
+        assert sup.report().pid is None
 
     async def test_transient_failures_are_retried_then_fail(
         self, files: FileServer, tmp_path: Path, http: aiohttp.ClientSession
