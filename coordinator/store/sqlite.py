@@ -13,7 +13,7 @@ import contextlib
 import sqlite3
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ from coordinator.store.records import (
     NodeRecord,
 )
 from shared.clock import format_time
-from shared.errors import Conflict, StoreError
+from shared.errors import BadRequest, Conflict, StoreError
 from shared.nodes import Eligibility, Load, NodeCondition, NodeStatus, Resources
 from shared.protocol import ExecutionReport
 from shared.spec import JobSpec
@@ -593,95 +593,74 @@ class SqliteStore:
     ) -> list[ReportOutcome | Exception]:
         async with self._tx(f"record {len(batch)} reports") as conn:
             # Computed under the write lock, from the latest committed state.
-            outcomes, nodes, upserts, deletes = self._merge_reports(batch)
-            if nodes:
+            outcomes, writes = self._merge_reports(batch)
+            if writes.node_rows:
                 await conn.executemany(
                     "UPDATE nodes SET record = ?, last_seq = ?,"
                     " seq_reserved = MAX(seq_reserved, ?) WHERE id = ?",
-                    [
-                        (n.model_dump_json(), n.last_seq, n.last_seq + SEQ_RESERVATION, n.id)
-                        for n in nodes.values()
-                    ],
+                    list(writes.node_rows.values()),
                 )
-            if upserts:
+            if writes.upsert_rows:
                 await conn.executemany(
                     "INSERT INTO executions (node_id, job, record) VALUES (?, ?, ?)"
                     " ON CONFLICT (node_id, job) DO UPDATE SET record = excluded.record",
-                    [(n, j, r.model_dump_json()) for (n, j), r in upserts.items()],
+                    list(writes.upsert_rows.values()),
                 )
-            if deletes:
+            if writes.deletes:
                 await conn.executemany(
-                    "DELETE FROM executions WHERE node_id = ? AND job = ?", sorted(deletes)
+                    "DELETE FROM executions WHERE node_id = ? AND job = ?", sorted(writes.deletes)
                 )
-            self._after_commit.append(lambda: self._mirror_reports(nodes, upserts, deletes))
+            self._after_commit.append(lambda: self._mirror_reports(writes))
         return outcomes
 
     def _merge_reports(
         self, batch: Sequence[_PendingReport]
-    ) -> tuple[
-        list[ReportOutcome | Exception],
-        dict[str, NodeRecord],
-        dict[tuple[str, str], ExecutionRecord],
-        set[tuple[str, str]],
-    ]:
-        """Each report's outcome, and the node and execution rows the batch writes."""
+    ) -> tuple[list[ReportOutcome | Exception], _BatchWrites]:
+        """Each report's outcome, and the node and execution rows the batch writes.
+
+        Each report's rows are built and encoded on their own first: one that cannot be
+        stored (an integer beyond 64 bits, a string that is not UTF-8, anything raising while
+        encoding it) gets its own exception and is left out; the others are written.
+        """
         outcomes: list[ReportOutcome | Exception] = []
-        nodes: dict[str, NodeRecord] = {}  # this batch's view: a node may report twice
-        runs: dict[str, dict[str, ExecutionRecord]] = {}
-        upserts: dict[tuple[str, str], ExecutionRecord] = {}
-        deletes: set[tuple[str, str]] = set()
+        writes = _BatchWrites()
         for p in batch:
-            node = nodes.get(p.node_id) or self._mirror.nodes.get(p.node_id)
+            node = writes.nodes.get(p.node_id) or self._mirror.nodes.get(p.node_id)
             if node is None:
                 outcomes.append(StoreError(f"node {p.node_id} vanished"))
                 continue
             if p.seq <= node.last_seq:
                 outcomes.append(ReportOutcome(False, node.last_seq, node.assign_index))
                 continue
-            update: dict[str, object] = {
-                "last_heartbeat": p.now,
-                "load": p.load,
-                "status": NodeStatus.READY,
-                "last_seq": p.seq,
-            }
-            if p.resources is not None:
-                update["resources"] = p.resources
-            update["conditions"] = list(p.conditions)
-            nodes[p.node_id] = node.model_copy(update=update)
-            existing = runs.get(p.node_id)
+            existing = writes.runs.get(p.node_id)
             if existing is None:
                 existing = self._mirror.node_executions(p.node_id)
-            current, changed = _merge_executions(existing, p.node_id, p.executions, p.now)
-            runs[p.node_id] = current
-            for job in existing.keys() - current.keys():
-                deletes.add((p.node_id, job))
-                upserts.pop((p.node_id, job), None)
-            for job, record in current.items():
-                deletes.discard((p.node_id, job))
-                upserts[(p.node_id, job)] = record
+            try:
+                merged = _merge_report(node, existing, p)
+            except Exception as exc:
+                # Only this report's own data can fail here: it is its outcome, not the batch's.
+                log.warning("report_not_storable", node_id=p.node_id, error=str(exc))
+                outcomes.append(BadRequest(f"the report cannot be stored: {exc}"))
+                continue
+            writes.add(merged, existing)
             outcomes.append(
                 ReportOutcome(
                     accepted=True,
                     last_seq=p.seq,
                     assign_index=node.assign_index,
                     status_changed=node.status != NodeStatus.READY,
-                    changed_jobs=frozenset(changed),
+                    changed_jobs=frozenset(merged.changed),
                 )
             )
-        return outcomes, nodes, upserts, deletes
+        return outcomes, writes
 
-    def _mirror_reports(
-        self,
-        nodes: Mapping[str, NodeRecord],
-        upserts: Mapping[tuple[str, str], ExecutionRecord],
-        deletes: set[tuple[str, str]],
-    ) -> None:
-        for node in nodes.values():
+    def _mirror_reports(self, writes: _BatchWrites) -> None:
+        for node in writes.nodes.values():
             self._mirror.put_node(node)
             self._mirror.reserve_seq(node.id, node.last_seq + SEQ_RESERVATION)
-        for record in upserts.values():
+        for record in writes.upserts.values():
             self._mirror.put_execution(record)
-        for node_id, job in deletes:
+        for node_id, job in writes.deletes:
             self._mirror.drop_execution(node_id, job)
 
     # assignments and executions
@@ -837,6 +816,82 @@ class _PendingReport:
     now: datetime
     future: asyncio.Future[ReportOutcome]
     conditions: tuple[NodeCondition, ...] = ()
+
+
+Row = tuple[object, ...]
+_SQLITE_INTS = range(-(2**63), 2**63)
+
+
+def _storable(row: Row) -> Row:
+    """``row`` when SQLite can store each value; else raise ValueError saying which not."""
+    for value in row:
+        if isinstance(value, int) and value not in _SQLITE_INTS:
+            raise ValueError("an integer does not fit in SQLite's 64 bits")
+        if isinstance(value, str):
+            value.encode()  # a lone surrogate fails here, not in the batch's executemany
+    return row
+
+
+@dataclass(frozen=True)
+class _MergedReport:
+    """One accepted report's node and executions, with their rows encoded and checked."""
+
+    node: NodeRecord
+    node_row: Row
+    current: dict[str, ExecutionRecord]
+    rows: dict[str, Row]
+    changed: set[str]
+
+
+def _merge_report(
+    node: NodeRecord, existing: Mapping[str, ExecutionRecord], p: _PendingReport
+) -> _MergedReport:
+    """The node and its executions after ``p``; raises when a row cannot be stored."""
+    update: dict[str, object] = {
+        "last_heartbeat": p.now,
+        "load": p.load,
+        "status": NodeStatus.READY,
+        "last_seq": p.seq,
+        "conditions": list(p.conditions),
+    }
+    if p.resources is not None:
+        update["resources"] = p.resources
+    new = node.model_copy(update=update)
+    node_row = _storable(
+        (new.model_dump_json(), new.last_seq, new.last_seq + SEQ_RESERVATION, new.id)
+    )
+    current, changed = _merge_executions(existing, p.node_id, p.executions, p.now)
+    rows = {
+        job: _storable((p.node_id, job, record.model_dump_json()))
+        for job, record in current.items()
+    }
+    return _MergedReport(new, node_row, current, rows, changed)
+
+
+@dataclass
+class _BatchWrites:
+    """What one group commit writes; a node may report twice in a batch (the later wins)."""
+
+    nodes: dict[str, NodeRecord] = field(default_factory=dict)
+    node_rows: dict[str, Row] = field(default_factory=dict)
+    runs: dict[str, dict[str, ExecutionRecord]] = field(default_factory=dict)
+    upserts: dict[tuple[str, str], ExecutionRecord] = field(default_factory=dict)
+    upsert_rows: dict[tuple[str, str], Row] = field(default_factory=dict)
+    deletes: set[tuple[str, str]] = field(default_factory=set)
+
+    def add(self, merged: _MergedReport, existing: Mapping[str, ExecutionRecord]) -> None:
+        node_id = merged.node.id
+        self.nodes[node_id] = merged.node
+        self.node_rows[node_id] = merged.node_row
+        self.runs[node_id] = merged.current
+        for job in existing.keys() - merged.current.keys():
+            self.deletes.add((node_id, job))
+            self.upserts.pop((node_id, job), None)
+            self.upsert_rows.pop((node_id, job), None)
+        for job, record in merged.current.items():
+            self.deletes.discard((node_id, job))
+            self.upserts[(node_id, job)] = record
+            self.upsert_rows[(node_id, job)] = merged.rows[job]
 
 
 def _merge_executions(
