@@ -15,8 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from agent.errors import ConfigError
 from shared.durations import Duration, parse_duration
+from shared.nodes import check_node_labels
 from shared.protocol import NODE_NAME_PATTERN
-from shared.spec import LABEL_KEY_PATTERN
 
 DEFAULT_CONFIG_FILE = Path("/etc/fleetwave/agent.toml")
 DEFAULT_DATA_DIR = Path("/var/lib/fleetwave-agent")
@@ -97,13 +97,8 @@ class AgentSettings(BaseModel):
             return parse_label_pairs([str(item) for item in value])
         return value
 
-    @field_validator("labels")
-    @classmethod
-    def _label_keys(cls, value: dict[str, str]) -> dict[str, str]:
-        for key in value:
-            if not LABEL_KEY_PATTERN.match(key):
-                raise ValueError(f"invalid label key {key!r}")
-        return value
+    # The coordinator's limits, so a bad label is a config error here, not a refused register.
+    _labels = field_validator("labels")(check_node_labels)
 
     @field_validator("listen")
     @classmethod

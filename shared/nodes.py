@@ -8,7 +8,31 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from shared.spec import LABEL_KEY_PATTERN
 from shared.status import Timestamp
+
+MAX_INT = 2**62
+"""The largest integer an agent may send (versions, generations, counts, bytes): the store
+keeps integers in SQLite's signed 64 bits, so a larger one is a 400, never a failed write."""
+MAX_CPUS = 1 << 20
+MAX_LABELS = 64
+"""Labels one node may declare."""
+MAX_LABEL_VALUE = 255
+
+
+def check_node_labels(value: dict[str, str]) -> dict[str, str]:
+    """``value`` when it is at most MAX_LABELS labels with valid keys and values of at most
+    MAX_LABEL_VALUE characters; else raise ValueError naming the first bad one."""
+    if len(value) > MAX_LABELS:
+        raise ValueError(f"at most {MAX_LABELS} labels (got {len(value)})")
+    for key, label in value.items():
+        if not LABEL_KEY_PATTERN.match(key):
+            raise ValueError(
+                f"invalid label key {key[:80]!r}: letters, digits, '_', '.', '-', '/' (max 63)"
+            )
+        if len(label) > MAX_LABEL_VALUE:
+            raise ValueError(f"label {key!r}: value longer than {MAX_LABEL_VALUE} characters")
+    return value
 
 
 class NodeStatus(StrEnum):
@@ -27,9 +51,9 @@ class Resources(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    cpu_count: int = Field(default=0, ge=0)
-    memory_bytes: int = Field(default=0, ge=0)
-    disk_bytes: int = Field(default=0, ge=0)
+    cpu_count: int = Field(default=0, ge=0, le=MAX_CPUS)
+    memory_bytes: int = Field(default=0, ge=0, le=MAX_INT)
+    disk_bytes: int = Field(default=0, ge=0, le=MAX_INT)
 
 
 class Load(BaseModel):
@@ -37,9 +61,10 @@ class Load(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    cpu_percent: float = Field(default=0.0, ge=0)
-    load1: float = Field(default=0.0, ge=0)
-    memory_used_bytes: int = Field(default=0, ge=0)
+    # Finite: JSON has no infinity, so an inf would be stored as null and not load again.
+    cpu_percent: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    load1: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    memory_used_bytes: int = Field(default=0, ge=0, le=MAX_INT)
 
 
 DATA_DIR_UNWRITABLE = "data_dir_unwritable"

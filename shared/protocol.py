@@ -6,10 +6,22 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from shared.nodes import MAX_CONDITIONS, Load, NodeCondition, Resources
-from shared.spec import LABEL_KEY_PATTERN, NAME_PATTERN, JobSpec
+from shared.nodes import (
+    MAX_CONDITIONS,
+    MAX_INT,
+    Load,
+    NodeCondition,
+    Resources,
+    check_node_labels,
+)
+from shared.spec import NAME_PATTERN, JobSpec
 
 NODE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}$"
+MAX_EXECUTIONS = 1000
+"""Executions one report may carry: one per job on the node."""
+MAX_MESSAGE = 2000
+MIN_EXIT_CODE, MAX_EXIT_CODE = -(2**31), 2**31
+MAX_PID = 2**31 - 1
 
 
 class _Wire(BaseModel):
@@ -17,19 +29,16 @@ class _Wire(BaseModel):
 
 
 class RegisterRequest(_Wire):
-    join_token: str = Field(min_length=1)
+    join_token: str = Field(min_length=1, max_length=512)
     name: str = Field(pattern=NODE_NAME_PATTERN)
-    labels: dict[str, str] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="at most 64; keys like job selectors (max 63), values at most 255 characters",
+    )
     resources: Resources = Field(default_factory=Resources)
     agent_version: str = Field(default="", max_length=64)
 
-    @field_validator("labels")
-    @classmethod
-    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
-        for key in value:
-            if not LABEL_KEY_PATTERN.match(key):
-                raise ValueError(f"invalid label key {key!r}")
-        return value
+    _labels = field_validator("labels")(check_node_labels)
 
 
 class RegisterResponse(_Wire):
@@ -71,16 +80,16 @@ class ExecutionState(StrEnum):
 
 class ExecutionReport(_Wire):
     job: str = Field(pattern=NAME_PATTERN)
-    version: int = Field(ge=1)
-    generation: int = Field(default=0, ge=0)
+    version: int = Field(ge=1, le=MAX_INT)
+    generation: int = Field(default=0, ge=0, le=MAX_INT)
     state: ExecutionState
-    message: str = Field(default="", max_length=2000)
-    restarts: int = Field(default=0, ge=0)
-    exit_code: int | None = None
-    pid: int | None = None
+    message: str = Field(default="", max_length=MAX_MESSAGE)
+    restarts: int = Field(default=0, ge=0, le=MAX_INT)
+    exit_code: int | None = Field(default=None, ge=MIN_EXIT_CODE, le=MAX_EXIT_CODE)
+    pid: int | None = Field(default=None, ge=1, le=MAX_PID)
 
 
-MAX_SEQ = 2**62
+MAX_SEQ = MAX_INT
 """The highest report seq: the store keeps seqs (and a reservation above them) in SQLite's
 signed 64-bit integers, so a larger one is refused with 400 instead of failing the write
 of every report committed with it."""
@@ -92,7 +101,9 @@ class ReportRequest(_Wire):
     seq: int = Field(ge=1, le=MAX_SEQ)
     load: Load = Field(default_factory=Load)
     resources: Resources | None = None
-    executions: list[ExecutionReport] = Field(default_factory=list)
+    executions: list[ExecutionReport] = Field(
+        default_factory=list, max_length=MAX_EXECUTIONS, description="one per job on the node"
+    )
     agent_version: str = Field(
         default="", max_length=64, description="the agent's version; updated after upgrades"
     )

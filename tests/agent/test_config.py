@@ -88,6 +88,8 @@ class TestErrors:
         [
             ({"listen": "nowhere"}, r"^listen: 'nowhere' must be HOST:PORT"),
             ({"labels": ("novalue",)}, r"^labels: 'novalue' is not KEY=VALUE$"),
+            ({"labels": ("zone=" + "v" * 256,)}, r"^labels: label 'zone': value longer than 255"),
+            ({"labels": tuple(f"k{i}=v" for i in range(65))}, r"^labels: at most 64 labels"),
             ({"coordinators": ("ftp://x",)}, r"^coordinators: 'ftp://x' is not an http"),
             ({"name": "bad name!"}, r"^name: "),
             ({"poll_wait": "soon"}, r"^poll_wait: invalid duration"),

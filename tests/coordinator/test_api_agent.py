@@ -206,3 +206,128 @@ class TestConditions:
         fields = [e["field"] for e in (await resp.json())["error"]["details"]["errors"]]
         assert fields
         assert all(f.startswith("conditions") for f in fields), fields
+
+
+def execution(**fields: Any) -> dict[str, Any]:
+    return {"job": "web", "version": 1, "state": "healthy", **fields}
+
+
+class TestLimits:
+    """Every number and length an agent sends is bounded: a 400 naming the field, for the
+    sender only."""
+
+    @pytest.mark.parametrize(
+        ("body", "field"),
+        [
+            ({"executions": [execution(version=2**62 + 1)]}, "executions[0].version"),
+            ({"executions": [execution(version=0)]}, "executions[0].version"),
+            ({"executions": [execution(generation=2**63)]}, "executions[0].generation"),
+            ({"executions": [execution(restarts=-1)]}, "executions[0].restarts"),
+            ({"executions": [execution(restarts=2**64)]}, "executions[0].restarts"),
+            ({"executions": [execution(exit_code=2**31 + 1)]}, "executions[0].exit_code"),
+            ({"executions": [execution(exit_code=-(2**31) - 1)]}, "executions[0].exit_code"),
+            ({"executions": [execution(pid=0)]}, "executions[0].pid"),
+            ({"executions": [execution(pid=2**31)]}, "executions[0].pid"),
+            ({"executions": [execution(message="x" * 2001)]}, "executions[0].message"),
+            ({"executions": [execution(job=f"j{i}") for i in range(1001)]}, "executions"),
+            ({"resources": {"cpu_count": 2**20 + 1}}, "resources.cpu_count"),
+            ({"resources": {"memory_bytes": 2**63}}, "resources.memory_bytes"),
+            ({"resources": {"disk_bytes": -1}}, "resources.disk_bytes"),
+            ({"load": {"memory_used_bytes": 2**62 + 1}}, "load.memory_used_bytes"),
+            ({"load": {"cpu_percent": float("inf")}}, "load.cpu_percent"),
+            ({"load": {"load1": float("nan")}}, "load.load1"),
+        ],
+    )
+    async def test_an_out_of_range_report_is_400_and_fails_no_other_report(
+        self, harness: Harness, body: dict[str, Any], field: str
+    ) -> None:
+        """The bad report is refused naming the field and stores nothing (its seq is still
+        free); another node's report sent at the same moment is accepted."""
+        bad_id, bad = await harness.register("a")
+        _, good = await harness.register("b")
+
+        async def send(token: str, payload: dict[str, Any]) -> Any:
+            return await harness.client.post(
+                "/v1/agent/report", json=payload, headers={"Authorization": f"Bearer {token}"}
+            )
+
+        refused, fine = await asyncio.gather(
+            send(bad, {"seq": 1, **body}), send(good, {"seq": 1, "executions": [execution()]})
+        )
+        assert refused.status == 400
+        fields = [e["field"] for e in (await refused.json())["error"]["details"]["errors"]]
+        assert fields == [field]
+        assert fine.status == 200
+        assert (await fine.json())["accepted"] is True
+        assert bad_id not in await harness.store.job_executions("web")
+        assert (await harness.report(bad, 1, []))["accepted"] is True
+
+    async def test_a_float_too_big_for_a_double_is_400(self, harness: Harness) -> None:
+        """``1e400`` parses as infinity, which JSON cannot store: refused like it."""
+        _, token = await harness.register("a")
+        resp = await harness.client.post(
+            "/v1/agent/report",
+            data='{"seq": 1, "load": {"load1": 1e400}}',
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
+        assert resp.status == 400
+        fields = [e["field"] for e in (await resp.json())["error"]["details"]["errors"]]
+        assert fields == ["load.load1"]
+
+    @pytest.mark.parametrize(
+        ("body", "field"),
+        [
+            ({"name": "n" * 64}, "name"),
+            ({"name": "a b"}, "name"),
+            ({"name": "-a"}, "name"),
+            ({"name": "nœud"}, "name"),
+            ({"labels": {f"k{i}": "v" for i in range(65)}}, "labels"),
+            ({"labels": {"zone": "v" * 256}}, "labels"),
+            ({"labels": {"k" * 64: "v"}}, "labels"),
+            ({"join_token": "t" * 513}, "join_token"),
+            ({"resources": {"cpu_count": -1}}, "resources.cpu_count"),
+            ({"resources": {"memory_bytes": 2**62 + 1}}, "resources.memory_bytes"),
+            ({"agent_version": "v" * 65}, "agent_version"),
+        ],
+    )
+    async def test_an_out_of_range_registration_is_400(
+        self, harness: Harness, body: dict[str, Any], field: str
+    ) -> None:
+        """Registration bounds the name, labels, token and resources; nothing is stored."""
+        resp = await harness.client.post(
+            "/v1/agent/register", json={"join_token": JOIN, "name": "a", **body}
+        )
+        assert resp.status == 400
+        fields = [e["field"] for e in (await resp.json())["error"]["details"]["errors"]]
+        assert fields == [field]
+        assert await harness.store.list_nodes() == []
+
+    async def test_the_limits_themselves_are_accepted(self, harness: Harness) -> None:
+        """64 labels of 255 characters, 1000 executions and the largest numbers pass."""
+        labels = {f"k{i}": "v" * 255 for i in range(64)}
+        node_id, token = await harness.register("n" * 63, **labels)
+        top = 2**62
+        executions = [
+            execution(
+                job=f"j{i}",
+                version=top,
+                generation=top,
+                restarts=top,
+                exit_code=-(2**31),
+                pid=2**31 - 1,
+                message="m" * (2000 if i == 0 else 10),
+            )
+            for i in range(1000)
+        ]
+        resp = await harness.client.post(
+            "/v1/agent/report",
+            json={
+                "seq": 1,
+                "executions": executions,
+                "resources": {"cpu_count": 2**20, "memory_bytes": top, "disk_bytes": top},
+                "load": {"cpu_percent": 1e300, "load1": 0.0, "memory_used_bytes": top},
+            },
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert resp.status == 200, await resp.text()
+        assert (await harness.store.job_executions("j999"))[node_id].version == top
