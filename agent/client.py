@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from importlib import metadata
@@ -41,6 +42,13 @@ def agent_version() -> str:
         return metadata.version("fleetwave")
     except metadata.PackageNotFoundError:
         return "0.0.0"
+
+
+def coordinator_session(ssl_context: ssl.SSLContext | None) -> aiohttp.ClientSession:
+    """The one session (and connector) every coordinator call goes through: it verifies the
+    coordinator with ``ssl_context`` and presents its client certificate. Artifact downloads
+    and probes use another session, so the private CA never decides who they trust."""
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ssl_context or True))
 
 
 class CoordinatorClient:
@@ -183,4 +191,4 @@ def _parse(model: type[M], data: Any) -> M:
         raise BadResponse(f"unexpected {model.__name__} from the coordinator: {exc}") from None
 
 
-__all__ = ["CoordinatorClient", "CoordinatorError", "agent_version"]
+__all__ = ["CoordinatorClient", "CoordinatorError", "agent_version", "coordinator_session"]

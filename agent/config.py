@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import ssl
 import tomllib
 from collections.abc import Mapping
 from datetime import timedelta
@@ -17,6 +18,7 @@ from agent.errors import ConfigError
 from shared.durations import Duration, parse_duration
 from shared.nodes import check_node_labels
 from shared.protocol import NODE_NAME_PATTERN
+from shared.tls import client_context, is_loopback
 
 DEFAULT_CONFIG_FILE = Path("/etc/fleetwave/agent.toml")
 DEFAULT_DATA_DIR = Path("/var/lib/fleetwave-agent")
@@ -40,6 +42,10 @@ ENV_VARS: Mapping[str, str] = {
     "FLEETWAVE_ARTIFACT_KEEP": "artifact_keep",
     "FLEETWAVE_ARTIFACT_MAX_BYTES": "artifact_max_bytes",
     "FLEETWAVE_ON_STOP": "on_stop",
+    "FLEETWAVE_CA_FILE": "ca_file",
+    "FLEETWAVE_TLS_CERT": "tls_cert",
+    "FLEETWAVE_TLS_KEY": "tls_key",
+    "FLEETWAVE_ALLOW_PLAIN_HTTP": "allow_plain_http",
 }
 """Environment variable -> option; the first one set wins when two name the same option."""
 
@@ -70,6 +76,13 @@ class AgentSettings(BaseModel):
     on_stop: Literal["stop-workloads", "keep-workloads"] = "keep-workloads"
     """On SIGTERM: leave workloads running for the next agent run to adopt (the default, so
     an agent restart or upgrade never disrupts them), or stop every workload first."""
+    ca_file: Path | None = None
+    """CA certificate (PEM) that verifies an https:// coordinator; else the system's CAs."""
+    tls_cert: Path | None = None
+    """Client certificate (PEM) presented to the coordinator (mTLS); needs ``tls_key``."""
+    tls_key: Path | None = None
+    allow_plain_http: bool = False
+    """Allow an http:// coordinator URL whose host is not loopback (a trusted network only)."""
 
     @field_validator("coordinators", mode="before")
     @classmethod
@@ -124,6 +137,42 @@ class AgentSettings(BaseModel):
             return None
         host, _, port = self.listen.rpartition(":")
         return host.strip("[]"), int(port)
+
+
+def transport_problem(settings: AgentSettings) -> str | None:
+    """``option: problem`` for half a client certificate, or for an http:// coordinator on
+    another machine without ``allow_plain_http``: whoever is on the path could read the
+    node token and hand this root-running agent commands."""
+    if (settings.tls_cert is None) != (settings.tls_key is None):
+        missing = "tls_key" if settings.tls_key is None else "tls_cert"
+        return f"{missing}: tls_cert and tls_key go together"
+    if settings.allow_plain_http:
+        return None
+    for url in settings.coordinators:
+        scheme, _, rest = url.partition("://")
+        host = rest.split("/", 1)[0].rsplit("@", 1)[-1]
+        host = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        if scheme == "http" and not is_loopback(host):
+            return (
+                f"coordinators: refusing plain HTTP to {url}: use https:// (with --ca-file),"
+                " or set allow_plain_http = true (--allow-plain-http) on a trusted network"
+            )
+    return None
+
+
+def coordinator_tls(settings: AgentSettings) -> ssl.SSLContext | None:
+    """The context for https:// coordinators: ``ca_file`` verifies them, ``tls_cert`` is
+    presented; None when neither is set (aiohttp then verifies against the system's CAs).
+    Raise ConfigError for a transport :func:`transport_problem` refuses or an unreadable file."""
+    if problem := transport_problem(settings):
+        raise ConfigError(problem)
+    if settings.ca_file is None and settings.tls_cert is None:
+        return None
+    try:
+        return client_context(settings.ca_file, settings.tls_cert, settings.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        option = "ca_file" if settings.tls_cert is None else "ca_file/tls_cert/tls_key"
+        raise ConfigError(f"{option}: cannot load the TLS files: {exc}") from None
 
 
 def parse_label_pairs(pairs: list[str]) -> dict[str, str]:

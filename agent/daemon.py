@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import ssl
 from collections import Counter
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from aiohttp import web
 
 from agent.artifacts import ArtifactStore
 from agent.backoff import BackoffPolicy
-from agent.client import CoordinatorClient
+from agent.client import CoordinatorClient, coordinator_session
 from agent.config import AgentSettings
 from agent.executions import ExecutionStore
 from agent.host import HostProbe, PsutilHost
@@ -79,8 +80,10 @@ class Agent:
         rotate_interval: float = 5.0,
         poll_margin: float = 10.0,
         notifier: SystemdNotifier | None = None,
+        coordinator_ssl: ssl.SSLContext | None = None,
     ) -> None:
         self.settings = settings
+        self._coordinator_ssl = coordinator_ssl
         self.clock: Clock = clock or SystemClock()
         self.data_dir = DataDir(settings.data_dir)
         self._join_token = join_token or settings.join_token
@@ -95,6 +98,7 @@ class Agent:
         self._tasks: list[asyncio.Task[None]] = []
         self._runner: web.AppRunner | None = None
         self._http: aiohttp.ClientSession | None = None
+        self._coordinator_http: aiohttp.ClientSession | None = None
         self._ready = False
         self._parts: AgentParts | None = None
         self._writes: DataDirWrites | None = None
@@ -128,7 +132,10 @@ class Agent:
         writes = self._writes = DataDirWrites(
             settings.data_dir, clock=self.clock, metrics=self.metrics
         )
-        client = CoordinatorClient(settings.coordinators, self._http, poll_margin=self._poll_margin)
+        self._coordinator_http = coordinator_session(self._coordinator_ssl)
+        client = CoordinatorClient(
+            settings.coordinators, self._coordinator_http, poll_margin=self._poll_margin
+        )
         session = NodeSession(
             client=client,
             store=store,
@@ -228,6 +235,9 @@ class Agent:
         if self._http is not None:
             await self._http.close()
             self._http = None
+        if self._coordinator_http is not None:
+            await self._coordinator_http.close()
+            self._coordinator_http = None
         self._ready = False
         log.info("agent_stopped")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import ssl
 import sys
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import click
 import structlog
 
-from agent.config import AgentSettings, load_settings, resolve_join_token
+from agent.config import AgentSettings, coordinator_tls, load_settings, resolve_join_token
 from agent.daemon import Agent, run_until_stopped
 from agent.errors import ConfigError
 from agent.identity import IdentityStore
@@ -77,12 +78,37 @@ log = structlog.get_logger("agent.main")
     type=click.Choice(["debug", "info", "warning", "error"]),
     help="Minimum log level [env FLEETWAVE_LOG_LEVEL; default info].",
 )
+@click.option(
+    "--ca-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="CA certificate (PEM) that verifies an https:// coordinator "
+    "[env FLEETWAVE_CA_FILE; default the system's CAs].",
+)
+@click.option(
+    "--tls-cert",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Client certificate (PEM) for a coordinator that requires mTLS; needs --tls-key "
+    "[env FLEETWAVE_TLS_CERT].",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Key of --tls-cert [env FLEETWAVE_TLS_KEY].",
+)
+@click.option(
+    "--allow-plain-http",
+    is_flag=True,
+    default=None,
+    help="Allow an http:// coordinator URL on another host (trusted networks only) "
+    "[env FLEETWAVE_ALLOW_PLAIN_HTTP].",
+)
 def cli(**flags: Any) -> None:
     """Fleetwave node agent: runs the job versions the coordinator assigns to this node."""
     try:
         settings = load_settings(flags)
         join_token = resolve_join_token(settings)
         check_can_register(settings, join_token)
+        coordinator_ssl = coordinator_tls(settings)
     except ConfigError as exc:
         click.echo(f"fleetwave-agent: {exc}", err=True)
         sys.exit(2)
@@ -91,7 +117,7 @@ def cli(**flags: Any) -> None:
     )
     configure_logging(json=json_logs, level=settings.log_level)
     try:
-        clean = asyncio.run(serve(settings, join_token))
+        clean = asyncio.run(serve(settings, join_token, coordinator_ssl))
     except OSError as exc:
         log.error("agent_start_failed", error=str(exc))
         sys.exit(1)
@@ -107,7 +133,9 @@ def check_can_register(settings: AgentSettings, join_token: str) -> None:
         )
 
 
-async def serve(settings: AgentSettings, join_token: str) -> bool:
+async def serve(
+    settings: AgentSettings, join_token: str, coordinator_ssl: ssl.SSLContext | None = None
+) -> bool:
     """Run the agent until SIGTERM or SIGINT; the handlers only set an event.
 
     Returns False when the agent stopped because one of its loops died.
@@ -119,7 +147,9 @@ async def serve(settings: AgentSettings, join_token: str) -> bool:
     # The notifier keeps systemd's variables; workloads and checks must never see them.
     notifier = SystemdNotifier()
     unset_systemd_environment()
-    agent = Agent(settings, join_token=join_token, notifier=notifier)
+    agent = Agent(
+        settings, join_token=join_token, notifier=notifier, coordinator_ssl=coordinator_ssl
+    )
     return await run_until_stopped(agent, stop, stop_workloads=settings.on_stop == "stop-workloads")
 
 

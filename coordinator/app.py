@@ -39,9 +39,21 @@ def _bearer(request: web.Request) -> str | None:
     return token.strip()
 
 
+def _has_client_cert(request: web.Request) -> bool:
+    """Whether the connection presented a certificate the TLS layer verified: with
+    ``CERT_OPTIONAL`` an unverifiable one fails the handshake, and none gives no peercert."""
+    transport = request.transport
+    return transport is not None and bool(transport.get_extra_info("peercert"))
+
+
 async def _authenticate(request: web.Request, d: Deps) -> None:
     """Operator endpoints need the admin token; agent endpoints a node token."""
     path = request.path
+    if d.require_client_cert and path.startswith("/v1/agent/") and not _has_client_cert(request):
+        raise Unauthorized(
+            "agent endpoints require a client certificate signed by the coordinator's"
+            " --tls-client-ca; this connection presented none"
+        )
     if path.startswith(OPEN_PATHS) or not path.startswith("/v1/") or path == "/v1/agent/register":
         return
     token = _bearer(request)

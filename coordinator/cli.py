@@ -20,6 +20,7 @@ from click.shell_completion import get_completion_class
 from coordinator.cli_jobs import job
 from coordinator.cli_nodes import node
 from coordinator.cli_rollouts import rollout
+from coordinator.cli_tls import tls
 from coordinator.cliutil import DEFAULT_ADDR, Ctx, fail, is_explicit, resolve_token
 
 
@@ -44,19 +45,29 @@ from coordinator.cliutil import DEFAULT_ADDR, Ctx, fail, is_explicit, resolve_to
     help="Read the operator token from this file, e.g. the coordinator's"
     " <data-dir>/admin.token (env FLEETWAVE_TOKEN_FILE; the flag beats FLEETWAVE_TOKEN).",
 )
+@click.option(
+    "--ca-file",
+    envvar="FLEETWAVE_CA_FILE",
+    default=None,
+    help="CA certificate (PEM) to verify an https:// coordinator with, e.g. the ca.pem of"
+    " `fleetwave tls ca create` (env FLEETWAVE_CA_FILE; default the system's CAs).",
+)
 @click.pass_context
-def cli(ctx: click.Context, addr: str, token: str | None, token_file: str | None) -> None:
+def cli(
+    ctx: click.Context, addr: str, token: str | None, token_file: str | None, ca_file: str | None
+) -> None:
     """Fleetwave: roll out versioned jobs to a fleet of hosts, safely.
 
     Exit status: 0 success, 1 the rollout failed or was rolled back, 2 usage or API error.
     """
     explicit = is_explicit(ctx, "token"), is_explicit(ctx, "token_file")
-    ctx.obj = Ctx(addr, lambda: resolve_token(token, token_file, *explicit))
+    ctx.obj = Ctx(addr, lambda: resolve_token(token, token_file, *explicit), ca_file)
 
 
 cli.add_command(job)
 cli.add_command(rollout)
 cli.add_command(node)
+cli.add_command(tls)
 
 
 @cli.command("completion")
@@ -113,6 +124,27 @@ def completion(shell: str) -> None:
     type=click.Choice(["json", "console"]),
     default=None,
     help="Log as JSON lines (for journald) or readable console lines.",
+)
+@click.option(
+    "--tls-cert",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="PEM certificate (chain) to serve HTTPS with; needs --tls-key. SIGHUP reloads it.",
+)
+@click.option(
+    "--tls-key", type=click.Path(path_type=Path), default=None, help="PEM key of --tls-cert."
+)
+@click.option(
+    "--tls-client-ca",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="CA file: the agent endpoints require a client certificate it signed (mTLS).",
+)
+@click.option(
+    "--allow-plain-http",
+    is_flag=True,
+    default=None,
+    help="Serve plain HTTP on a non-loopback address (only on a trusted network).",
 )
 def coordinator(config_file: Path | None, **options: Any) -> None:
     """Run the coordinator daemon (env FLEETWAVE_* for every option)."""

@@ -11,6 +11,7 @@ import contextlib
 import http.client
 import json
 import socket
+import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -60,10 +61,18 @@ def _reason(exc: BaseException) -> str:
 
 
 class ApiClient:
-    def __init__(self, addr: str, token: str | None, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        addr: str,
+        token: str | None,
+        timeout: float = 30.0,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.addr = addr.rstrip("/")
         self.token = token
         self.timeout = timeout
+        # For https:// addresses: verifies the coordinator (``--ca-file``); None: system CAs.
+        self.ssl_context = ssl_context
 
     def request(
         self,
@@ -92,7 +101,9 @@ class ApiClient:
         for key, value in (headers or {}).items():
             req.add_header(key, value)
         try:
-            with urllib.request.urlopen(req, timeout=timeout or self.timeout) as resp:  # noqa: S310
+            with urllib.request.urlopen(  # noqa: S310 - the operator's URL
+                req, timeout=timeout or self.timeout, context=self.ssl_context
+            ) as resp:
                 raw = resp.read()
                 return Response(resp.status, json.loads(raw) if raw else None, dict(resp.headers))
         except urllib.error.HTTPError as exc:
@@ -115,10 +126,13 @@ class ApiClient:
         parts = urllib.parse.urlsplit(self.addr)
         if parts.scheme not in {"http", "https"} or not parts.hostname:
             raise ApiError(0, "bad_address", f"bad coordinator address {self.addr!r}", {})
-        conn_class = (
-            http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-        )
-        conn = conn_class(parts.hostname, parts.port, timeout=timeout)
+        conn: http.client.HTTPConnection
+        if parts.scheme == "https":
+            conn = http.client.HTTPSConnection(
+                parts.hostname, parts.port, timeout=timeout, context=self.ssl_context
+            )
+        else:
+            conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
         path = parts.path.rstrip("/") + "/v1/events"
         if job:
             path += "?" + urllib.parse.urlencode({"job": job})

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import ssl
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -75,15 +76,18 @@ def resolve_token(
 class Ctx:
     """The operator commands' connection; the token is read when the first call needs it."""
 
-    def __init__(self, addr: str, token: Callable[[], str | None]) -> None:
+    def __init__(
+        self, addr: str, token: Callable[[], str | None], ca_file: str | None = None
+    ) -> None:
         self.addr = addr
         self._token = token
+        self._ca_file = ca_file
         self._client: ApiClient | None = None
 
     @property
     def client(self) -> ApiClient:
         if self._client is None:
-            self._client = ApiClient(self.addr, self._token())
+            self._client = ApiClient(self.addr, self._token(), ssl_context=cli_ssl(self._ca_file))
         return self._client
 
     def call(self, method: str, path: str, body: Any = None, **kw: Any) -> Any:
@@ -91,6 +95,19 @@ class Ctx:
             return self.client.request(method, path, body, **kw)
         except ApiError as exc:
             fail(explain(exc, bool(self.client.token)))
+
+
+def cli_ssl(ca_file: str | None) -> ssl.SSLContext | None:
+    """The context that verifies an https:// coordinator against ``--ca-file`` (None: the
+    system's CAs); an unreadable file is a usage error naming it."""
+    if not ca_file:
+        return None
+    from shared.tls import client_context
+
+    try:
+        return client_context(Path(ca_file))
+    except (OSError, ssl.SSLError) as exc:
+        fail(f"cannot load the CA file {ca_file}: {exc}")
 
 
 def is_explicit(ctx: click.Context, name: str) -> bool:
@@ -105,7 +122,14 @@ def _completion_client(ctx: click.Context) -> ApiClient:
     if token_file and not params.get("token"):
         with contextlib.suppress(OSError):
             token = Path(token_file).read_text().strip()
-    return ApiClient(addr, token, timeout=2)
+    ca_file = params.get("ca_file") or os.environ.get("FLEETWAVE_CA_FILE")
+    context = None
+    if ca_file:
+        from shared.tls import client_context
+
+        with contextlib.suppress(OSError, ssl.SSLError):
+            context = client_context(Path(ca_file))
+    return ApiClient(addr, token, timeout=2, ssl_context=context)
 
 
 def complete_jobs(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from shared.durations import Duration, parse_duration
 from shared.errors import FieldError, ValidationFailed
 from shared.spec import field_errors
+from shared.tls import is_loopback
 
 DEFAULT_CONFIG = Path("/etc/fleetwave/coordinator.toml")
 
@@ -33,6 +34,12 @@ class CoordinatorConfig(BaseModel):
     )
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     log_format: str = Field(default="console", pattern="^(json|console)$")
+    tls_cert: Path | None = Field(default=None, description="PEM certificate (chain): serve HTTPS")
+    tls_key: Path | None = Field(default=None, description="PEM private key of tls_cert")
+    tls_client_ca: Path | None = Field(
+        default=None, description="CA whose client certificates the agent endpoints require"
+    )
+    allow_plain_http: bool = False
 
     @field_validator("listen")
     @classmethod
@@ -41,6 +48,11 @@ class CoordinatorConfig(BaseModel):
         if not sep or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError(f"invalid listen address {value!r}: use HOST:PORT")
         return value
+
+    @property
+    def tls(self) -> bool:
+        """Whether the coordinator serves HTTPS."""
+        return self.tls_cert is not None
 
     @property
     def host(self) -> str:
@@ -83,6 +95,27 @@ def load_config(
             data[key] = value
     data.update({k: v for k, v in overrides.items() if v is not None})
     try:
-        return CoordinatorConfig.model_validate(data)
+        config = CoordinatorConfig.model_validate(data)
     except ValidationError as exc:
         raise ValidationFailed(field_errors(exc)) from None
+    if problems := transport_problems(config):
+        raise ValidationFailed(problems)
+    return config
+
+
+def transport_problems(config: CoordinatorConfig) -> list[FieldError]:
+    """What is wrong with how the coordinator would be reached: half a TLS setup, or plain
+    HTTP on an address other machines can reach without the operator saying so."""
+    if (config.tls_cert is None) != (config.tls_key is None):
+        missing = "tls_key" if config.tls_key is None else "tls_cert"
+        return [FieldError(field=missing, message="tls_cert and tls_key go together")]
+    if config.tls_client_ca is not None and not config.tls:
+        message = "needs tls_cert and tls_key: client certificates are checked over TLS"
+        return [FieldError(field="tls_client_ca", message=message)]
+    if not config.tls and not config.allow_plain_http and not is_loopback(config.host):
+        message = (
+            f"refusing plain HTTP on non-loopback address {config.listen}: give --tls-cert"
+            " and --tls-key, or --allow-plain-http (allow_plain_http = true) on a trusted network"
+        )
+        return [FieldError(field="listen", message=message)]
+    return []

@@ -8,6 +8,7 @@ import gc
 import os
 import resource
 import signal
+import ssl
 import sys
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -28,6 +29,7 @@ from coordinator.watch import Watches
 from shared.clock import ZERO_TIME, Clock, SteadyClock
 from shared.errors import FieldError, ValidationFailed
 from shared.sdnotify import SystemdNotifier, feed_watchdog
+from shared.tls import server_context
 
 log = structlog.get_logger("fleetwave.coordinator")
 
@@ -94,6 +96,29 @@ def shorten_switch_interval() -> None:
     sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
 
 
+def tls_context(config: CoordinatorConfig) -> ssl.SSLContext | None:
+    """The HTTPS context, or None for plain HTTP; a bad file is a config error naming it."""
+    if config.tls_cert is None or config.tls_key is None:
+        return None
+    try:
+        return server_context(config.tls_cert, config.tls_key, config.tls_client_ca)
+    except (OSError, ssl.SSLError) as exc:
+        raise ValidationFailed(
+            [FieldError(field="tls_cert", message=f"cannot load the TLS files: {exc}")]
+        ) from None
+
+
+def reload_certificate(ctx: ssl.SSLContext, cert: Path, key: Path) -> None:
+    """SIGHUP: load the certificate and key again into the same context. New handshakes use
+    them; open connections (agents' long-polls) keep theirs. A bad file keeps the old pair."""
+    try:
+        ctx.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        log.error("tls_reload_failed", cert=str(cert), error=str(exc))
+        return
+    log.info("tls_reloaded", cert=str(cert))
+
+
 async def newest_stored_time(store: Store) -> datetime:
     """The latest time the store holds: job updates and node heartbeats."""
     times = [job.status.updated_at for job in await store.list_jobs()]
@@ -109,6 +134,7 @@ async def serve(
     config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     raise_fd_limit()
     shorten_switch_interval()
+    ssl_context = tls_context(config)  # first: unreadable TLS files must not touch the store
     # The database before the tokens: a coordinator that refuses its database must not
     # have generated and printed secrets for a start that never happened.
     store = open_store(config)
@@ -146,13 +172,20 @@ async def serve(
         heartbeat_interval=config.heartbeat_interval.total_seconds(),
         max_body_bytes=config.max_body_bytes,
         metrics=metrics,
+        require_client_cert=config.tls_client_ca is not None,
     )
     runner = web.AppRunner(create_app(deps), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port, shutdown_timeout=2.0)
+    site = web.TCPSite(
+        runner, config.host, config.port, shutdown_timeout=2.0, ssl_context=ssl_context
+    )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if ssl_context is not None and config.tls_cert is not None and config.tls_key is not None:
+        loop.add_signal_handler(
+            signal.SIGHUP, reload_certificate, ssl_context, config.tls_cert, config.tls_key
+        )
     tasks = []
     notifier = SystemdNotifier()  # Type=notify under systemd; a no-op elsewhere
     try:
@@ -167,6 +200,8 @@ async def serve(
         log.info(
             "coordinator_started",
             listen=config.listen,
+            tls=config.tls,
+            mtls=deps.require_client_cert,
             database=config.database_url,
             pid=os.getpid(),
         )
@@ -185,6 +220,6 @@ async def serve(
         watches.bump_all()
         await runner.cleanup()
         await store.close()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         log.info("coordinator_stopped")

@@ -33,6 +33,8 @@ class Deps:
     started: bool = field(default=False)
     metrics: CoordinatorMetrics = field(default_factory=CoordinatorMetrics)
     closing: bool = field(default=False)  # set at shutdown: long-lived streams end
+    require_client_cert: bool = False
+    """mTLS: the agent endpoints need a verified client certificate (``--tls-client-ca``)."""
     spec_json_cache: dict[tuple[str, int], str] = field(default_factory=dict)
     """(job, version) -> the spec's JSON, for the assignments every agent polls."""
     admin_token_hash: str = field(init=False)

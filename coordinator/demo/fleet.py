@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -22,6 +22,7 @@ from typing import IO, Any, TypeVar
 import psutil
 
 from coordinator.client import ApiClient, ApiError
+from shared.tls import client_context
 
 T = TypeVar("T")
 
@@ -79,14 +80,59 @@ class LocalFleet:
     coordinator: Proc | None = None
     agents: dict[str, Proc] = field(default_factory=dict)
     labels: dict[str, dict[str, str]] = field(default_factory=dict)
+    # HTTPS with mTLS: a private CA under <base_dir>/tls signs the coordinator's certificate
+    # and one client certificate per agent.
+    tls: bool = False
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.base_dir / "tls"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.tls_dir / "ca" / "ca.pem"
 
     @property
     def api(self) -> ApiClient:
-        return ApiClient(self.url, ADMIN_TOKEN, timeout=10)
+        context = client_context(self.ca_file) if self.tls else None
+        return ApiClient(self.url, ADMIN_TOKEN, timeout=10, ssl_context=context)
+
+    def certificate(self, name: str, *, server: bool = False) -> tuple[Path, Path]:
+        """(cert, key) for ``name``, signed by this fleet's CA (made on first use)."""
+        from coordinator.tlsgen import create_ca, create_cert
+
+        if not self.ca_file.exists():
+            create_ca(self.ca_file.parent)
+        cert, key = self.tls_dir / f"{name}.pem", self.tls_dir / f"{name}-key.pem"
+        if not cert.exists():
+            create_cert(self.ca_file.parent, self.tls_dir, name=name, server=server)
+        return cert, key
+
+    def _coordinator_tls_args(self) -> list[str]:
+        if not self.tls:
+            return []
+        cert, key = self.certificate("coordinator", server=True)
+        return [
+            "--tls-cert",
+            str(cert),
+            "--tls-key",
+            str(key),
+            "--tls-client-ca",
+            str(self.ca_file),
+        ]
+
+    def _agent_tls_args(self, name: str, client_cert: bool) -> list[str]:
+        if not self.tls:
+            return []
+        args = ["--ca-file", str(self.ca_file)]
+        if client_cert:
+            cert, key = self.certificate(f"agent-{name}")
+            args += ["--tls-cert", str(cert), "--tls-key", str(key)]
+        return args
 
     def _env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETWAVE_")}
@@ -135,6 +181,7 @@ class LocalFleet:
             self.heartbeat_interval,
             "--log-format",
             "json",
+            *self._coordinator_tls_args(),
             *extra,
         ]
         self.coordinator = self._spawn("coordinator", argv, environ)
@@ -161,9 +208,13 @@ class LocalFleet:
         *,
         on_stop: str = "stop-workloads",
         coordinator: str | None = None,
+        client_cert: bool = True,
+        extra: Sequence[str] = (),
     ) -> Proc:
         """Start agent ``name`` (again: its labels are remembered); ``coordinator`` is the URL
-        it talks to, this fleet's coordinator unless given (the fault tests put a proxy there)."""
+        it talks to, this fleet's coordinator unless given (the fault tests put a proxy there).
+        In a TLS fleet it verifies the coordinator with the fleet's CA and, unless
+        ``client_cert`` is false, presents its own certificate; ``extra`` flags come last."""
         if labels is not None:
             self.labels[name] = labels
         argv = [
@@ -182,9 +233,11 @@ class LocalFleet:
             "off",
             "--log-format",
             "json",
+            *self._agent_tls_args(name, client_cert),
         ]
         for key, value in sorted(self.labels.get(name, {}).items()):
             argv += ["--label", f"{key}={value}"]
+        argv += extra
         # A local fleet is thrown away with its agents: they stop their workloads on SIGTERM.
         env = self._env() | {"FLEETWAVE_ON_STOP": on_stop}
         proc = self._spawn(f"agent-{name}", argv, env)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import ssl
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from agent.config import load_settings, resolve_join_token
+from agent.config import coordinator_tls, load_settings, resolve_join_token, transport_problem
 from agent.errors import ConfigError
+from coordinator.tlsgen import create_ca, create_cert
 
 TOML = """
 coordinators = ["http://file-a:7400", "http://file-b:7400"]
@@ -138,3 +140,73 @@ class TestJoinToken:
     def test_token_not_in_repr(self) -> None:
         """The join token never shows up in the settings' repr (and so in logs)."""
         assert "direct" not in repr(load_settings({"join_token": "direct"}))
+
+
+class TestTransport:
+    @pytest.mark.parametrize(
+        "url",
+        [
+            "http://127.0.0.1:7400",
+            "http://localhost:7400",
+            "http://[::1]:7400",
+            "https://coordinator.example:7400",
+        ],
+    )
+    def test_loopback_http_and_any_https_are_fine(self, url: str) -> None:
+        """Plain HTTP on this machine and HTTPS anywhere need no permission."""
+        assert coordinator_tls(load_settings({"coordinators": (url,)})) is None
+
+    @pytest.mark.parametrize(
+        "url", ["http://10.0.0.7:7400", "http://coordinator.example", "http://[2001:db8::1]:7400"]
+    )
+    def test_plain_http_elsewhere_is_refused_naming_the_option(self, url: str) -> None:
+        """An http:// coordinator on another host is refused; the error says how to allow it."""
+        settings = load_settings({"coordinators": ("http://127.0.0.1:7400", url)})
+        with pytest.raises(ConfigError, match=r"^coordinators: refusing plain HTTP to .*"):
+            coordinator_tls(settings)
+        assert "allow_plain_http" in str(transport_problem(settings))
+
+    def test_allow_plain_http_from_flag_env_or_file(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The flag, FLEETWAVE_ALLOW_PLAIN_HTTP or the file key allow it, in that precedence."""
+        remote = ("http://10.0.0.7:7400",)
+        flags = {"coordinators": remote, "allow_plain_http": True}
+        assert transport_problem(load_settings(flags)) is None
+        file = tmp_path / "agent.toml"
+        file.write_text('coordinators = ["http://10.0.0.7:7400"]\nallow_plain_http = true\n')
+        assert transport_problem(load_settings({"config_file": file})) is None
+        monkeypatch.setenv("FLEETWAVE_ALLOW_PLAIN_HTTP", "false")
+        assert transport_problem(load_settings({"config_file": file})) is not None
+        monkeypatch.setenv("FLEETWAVE_ALLOW_PLAIN_HTTP", "1")
+        assert transport_problem(load_settings({"coordinators": remote})) is None
+
+    def test_tls_options_from_env(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """FLEETWAVE_CA_FILE, FLEETWAVE_TLS_CERT and FLEETWAVE_TLS_KEY set the TLS files."""
+        monkeypatch.setenv("FLEETWAVE_CA_FILE", "/ca.pem")
+        monkeypatch.setenv("FLEETWAVE_TLS_CERT", "/c.pem")
+        monkeypatch.setenv("FLEETWAVE_TLS_KEY", "/k.pem")
+        s = load_settings({"tls_key": Path("/flag-k.pem")})
+        assert (s.ca_file, s.tls_cert, s.tls_key) == (
+            Path("/ca.pem"),
+            Path("/c.pem"),
+            Path("/flag-k.pem"),
+        )
+
+    def test_a_certificate_needs_its_key(self) -> None:
+        """tls_cert without tls_key is refused, naming the missing one."""
+        settings = load_settings({"tls_cert": Path("/c.pem")})
+        with pytest.raises(ConfigError, match=r"^tls_key: "):
+            coordinator_tls(settings)
+
+    def test_context_from_real_files(self, tmp_path: Path) -> None:
+        """With a CA and a client certificate the context verifies and presents them;
+        an unreadable file is a config error naming the options."""
+        create_ca(tmp_path / "ca")
+        issued = create_cert(tmp_path / "ca", tmp_path, name="n1", server=False)
+        flags = {"ca_file": tmp_path / "ca" / "ca.pem", "tls_cert": issued.cert}
+        context = coordinator_tls(load_settings(flags | {"tls_key": issued.key}))
+        assert context is not None
+        assert context.verify_mode == ssl.CERT_REQUIRED
+        with pytest.raises(ConfigError, match=r"^ca_file/tls_cert/tls_key: cannot load"):
+            coordinator_tls(load_settings(flags | {"tls_key": tmp_path / "missing.pem"}))

@@ -28,6 +28,14 @@ class TestCommandLine:
             (["--label", "novalue"], "fleetwave-agent: labels: 'novalue' is not KEY=VALUE"),
             (["--config", "/nonexistent/agent.toml"], "fleetwave-agent: config_file: "),
             (["--listen", "off"], "fleetwave-agent: join_token: required for the first"),
+            (
+                ["--join-token", "t", "--coordinator", "http://10.0.0.7:7400"],
+                "fleetwave-agent: coordinators: refusing plain HTTP to http://10.0.0.7:7400",
+            ),
+            (
+                ["--join-token", "t", "--ca-file", "/nonexistent/ca.pem"],
+                "fleetwave-agent: ca_file: cannot load the TLS files",
+            ),
         ],
     )
     def test_bad_config_exits_2_with_one_line(
@@ -51,6 +59,10 @@ class TestCommandLine:
             "--name",
             "--label",
             "--listen",
+            "--ca-file",
+            "--tls-cert",
+            "--tls-key",
+            "--allow-plain-http",
         ):
             assert flag in result.output
 
