@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -149,10 +150,8 @@ def transport_problem(settings: AgentSettings) -> str | None:
     if settings.allow_plain_http:
         return None
     for url in settings.coordinators:
-        scheme, _, rest = url.partition("://")
-        host = rest.split("/", 1)[0].rsplit("@", 1)[-1]
-        host = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-        if scheme == "http" and not is_loopback(host):
+        parts = urlsplit(url)
+        if parts.scheme == "http" and not is_loopback(parts.hostname or ""):
             return (
                 f"coordinators: refusing plain HTTP to {url}: use https:// (with --ca-file),"
                 " or set allow_plain_http = true (--allow-plain-http) on a trusted network"

@@ -4,6 +4,7 @@ with a bearer token only, and a certificate rotated by SIGHUP under a connected 
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import sys
@@ -12,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from cryptography import x509
 
+from coordinator.cli import cli
 from coordinator.client import ApiClient, ApiError
 from coordinator.demo.fleet import ADMIN_TOKEN, LocalFleet, wait_for
 from coordinator.tlsgen import create_ca, create_cert
@@ -115,6 +118,13 @@ def test_agents_without_a_certificate_of_the_ca_are_refused(
             20,
         )
         assert fleet.nodes() == []  # the operator, token only: served over HTTPS
+        listed = CliRunner().invoke(
+            cli,
+            ["--addr", fleet.url, "--ca-file", str(fleet.ca_file), "node", "list", "--json"],
+            env={"FLEETWAVE_TOKEN": ADMIN_TOKEN},
+        )
+        assert listed.exit_code == 0, listed.output
+        assert json.loads(listed.output)["nodes"] == []
 
         bare = ApiClient(fleet.url, None, timeout=5, ssl_context=client_context(fleet.ca_file))
         with pytest.raises(ApiError) as refused:
