@@ -33,6 +33,9 @@ from shared.protocol import (
 
 log = structlog.get_logger("agent.client")
 
+CLIENT_CERTIFICATE_REQUIRED = "client_certificate_required"
+"""The coordinator's error code for an agent request without a client certificate (mTLS)."""
+
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -158,6 +161,10 @@ def _decode(status: int, text: str, *, registering: bool) -> Any:
         except ValueError:
             raise BadResponse(f"HTTP {status} with a body that is not JSON") from None
     message = _error_message(text) or f"HTTP {status}"
+    if status == 401 and _error_code(text) == CLIENT_CERTIFICATE_REQUIRED:
+        # The connection lacks a client certificate: the tokens are fine, so the node keeps
+        # its identity and retries with backoff until the certificate is configured.
+        raise RequestRejected(message, status=status, code=CLIENT_CERTIFICATE_REQUIRED)
     if status == 401:
         if registering:
             raise JoinTokenRejected(f"the coordinator rejected the join token: {message}")

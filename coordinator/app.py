@@ -14,6 +14,7 @@ from coordinator.metrics import UNMATCHED_ROUTE
 from coordinator.tokens import hash_token
 from coordinator.watch import FEED
 from shared.errors import (
+    ClientCertificateRequired,
     FleetwaveError,
     Forbidden,
     MethodNotAllowed,
@@ -50,7 +51,7 @@ async def _authenticate(request: web.Request, d: Deps) -> None:
     """Operator endpoints need the admin token; agent endpoints a node token."""
     path = request.path
     if d.require_client_cert and path.startswith("/v1/agent/") and not _has_client_cert(request):
-        raise Unauthorized(
+        raise ClientCertificateRequired(
             "agent endpoints require a client certificate signed by the coordinator's"
             " --tls-client-ca; this connection presented none"
         )

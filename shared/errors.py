@@ -70,6 +70,13 @@ class Unauthorized(FleetwaveError):
     code = "unauthorized"
 
 
+class ClientCertificateRequired(Unauthorized):
+    """mTLS: an agent endpoint was called over a connection without a verified client
+    certificate. Not a token problem: an agent must keep its identity and only retry."""
+
+    code = "client_certificate_required"
+
+
 class Forbidden(FleetwaveError):
     status = 403
     code = "forbidden"
