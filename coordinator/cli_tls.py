@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import click
@@ -80,6 +81,8 @@ def cert_create(
 
     if kind is None:
         fail("say which kind of certificate: --server (coordinator) or --agent")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}", name):
+        fail(f"--name {name!r}: use letters, digits, '.', '_' and '-' (it names the files)")
     for address in ip:
         try:
             ipaddress.ip_address(address)

@@ -119,6 +119,7 @@ class TestTlsCommands:
         [
             (["--name", "x"], "--server (coordinator) or --agent"),
             (["--agent", "--name", "x", "--ip", "not-an-ip"], "is not an IP address"),
+            (["--agent", "--name", "../escape"], "it names the files"),
         ],
     )
     def test_usage_errors_exit_2(self, tmp_path: Path, args: list[str], message: str) -> None:
