@@ -40,7 +40,8 @@ def is_outage(exc: sqlite3.Error) -> bool:
 
 
 def write_error(exc: sqlite3.Error, what: str, path: str) -> StoreError:
-    """The error a failed write raises: it names what failed and the database file."""
+    """The error a failed write (or read) raises: it names what failed and the database
+    file."""
     message = f"could not {what}: {exc} (database {path})"
     return StoreUnavailable(message) if is_outage(exc) else StoreError(message)
 

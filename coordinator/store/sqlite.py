@@ -256,8 +256,13 @@ class SqliteStore:
         return self._writes.health.failing
 
     async def _rows(self, sql: str, params: Sequence[object] = ()) -> list[aiosqlite.Row]:
-        async with self._r.execute(sql, params) as cur:
-            return list(await cur.fetchall())
+        """Rows of a read; an I/O error (or a locked, corrupt file) is an outage (503), as
+        for writes."""
+        try:
+            async with self._r.execute(sql, params) as cur:
+                return list(await cur.fetchall())
+        except sqlite3.Error as exc:
+            raise write_error(exc, "read the database", self.path) from exc
 
     # jobs
 

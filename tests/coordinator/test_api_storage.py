@@ -193,3 +193,19 @@ class TestDocumented:
             if "$ref" in reply:
                 reply = document["components"]["responses"][reply["$ref"].rsplit("/", 1)[1]]
             assert "Retry-After" in reply["headers"]
+
+
+class TestReadsFail:
+    async def test_a_failed_read_answers_503_and_works_again(self, harness: Harness) -> None:
+        """A read the database cannot answer (here SQLite interrupts every statement of the
+        store's reader connection, as it reports an I/O error) is a 503 with Retry-After,
+        not a 500; the same request works once the database answers again."""
+        assert (await harness.put_job(web_spec())).status == 201
+        reader = harness.store._reader
+        assert reader is not None
+        await reader.set_progress_handler(lambda: 1, 1)  # a non-zero answer interrupts
+        resp = await harness.client.get("/v1/jobs/web/versions", headers=harness.admin())
+        await assert_unavailable(resp, says="read the database")
+        await reader.set_progress_handler(None, 1)
+        resp = await harness.client.get("/v1/jobs/web/versions", headers=harness.admin())
+        assert resp.status == 200
