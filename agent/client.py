@@ -29,11 +29,13 @@ from shared.protocol import (
     RegisterResponse,
     ReportRequest,
     ReportResponse,
+    TokenRotation,
 )
 
 log = structlog.get_logger("agent.client")
 
 CLIENT_CERTIFICATE_REQUIRED = "client_certificate_required"
+NODE_REVOKED = "node_revoked"
 """The coordinator's error code for an agent request without a client certificate (mTLS)."""
 
 M = TypeVar("M", bound=BaseModel)
@@ -91,6 +93,12 @@ class CoordinatorClient:
             deadline=self._request_timeout,
         )
         return _parse(RegisterResponse, data)
+
+    async def rotate_token(self, token: str) -> TokenRotation:
+        data = await self._call(
+            "POST", "/v1/agent/token", token=token, deadline=self._request_timeout, body={}
+        )
+        return _parse(TokenRotation, data)
 
     async def assignments(self, token: str, index: int, wait: float) -> AssignmentsResponse:
         """The blocking query: returns when the index passes ``index`` or after ``wait``."""
@@ -165,6 +173,12 @@ def _decode(status: int, text: str, *, registering: bool) -> Any:
         # The connection lacks a client certificate: the tokens are fine, so the node keeps
         # its identity and retries with backoff until the certificate is configured.
         raise RequestRejected(message, status=status, code=CLIENT_CERTIFICATE_REQUIRED)
+    if status == 401 and _error_code(text) == NODE_REVOKED:
+        # An operator revoked this node: registering again cannot help (its name stays
+        # taken); the agent keeps its workloads and backs off, saying why.
+        raise RequestRejected(
+            f"this node was revoked by an operator: {message}", status=status, code=NODE_REVOKED
+        )
     if status == 401:
         if registering:
             raise JoinTokenRejected(f"the coordinator rejected the join token: {message}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 from pathlib import Path
 
 import structlog
@@ -21,6 +22,7 @@ class Identity(BaseModel):
     node_id: str = Field(min_length=1)
     node_token: str = Field(min_length=1, repr=False)
     name: str
+    status: str = Field(default="", description="as registration answered; pending: unapproved")
 
 
 class IdentityStore:
@@ -29,6 +31,29 @@ class IdentityStore:
     def __init__(self, data_dir: Path) -> None:
         self.path = data_dir / "identity.json"
         self.seq_path = data_dir / "report_seq.json"
+        self.key_path = data_dir / "node.key"
+
+    def node_key(self) -> str:
+        """This host's node key: made once (256 random bits, mode 0600) and kept. The
+        coordinator renews a node's registration only for the agent that has its key, so
+        no other host can take over the node's name.
+
+        When it cannot be stored (an unwritable data dir) the key lives in memory for
+        this run: the node can register, but not renew its name after a restart."""
+        try:
+            value = self.key_path.read_text().strip()
+            if len(value) >= 32:
+                return value
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.warning("node_key_unreadable", path=str(self.key_path), error=str(exc))
+        value = secrets.token_urlsafe(32)
+        try:
+            atomic_write(self.key_path, (value + "\n").encode())
+        except OSError as exc:
+            log.warning("node_key_not_saved", path=str(self.key_path), error=str(exc))
+        return value
 
     def load(self) -> Identity | None:
         """The stored identity, or None when there is none (or it is unreadable)."""

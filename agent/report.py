@@ -209,6 +209,12 @@ class ReportLoop:
         session.mark_contact(self._clock.monotonic())
         self.sent += 1
         self.last_response = response
+        if response.rotate_token:
+            try:
+                await session.rotate_token(identity)
+            except CoordinatorError as exc:
+                # The current token stays valid: the next report asks again.
+                log.warning("node_token_rotation_failed", error=str(exc))
         if response.index > session.index:
             session.repoll.set()
         return response

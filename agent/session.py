@@ -43,6 +43,7 @@ class NodeSession:
         self._join_token = join_token
         self._host = host
         self._lock = asyncio.Lock()
+        self._node_key: str | None = None
         self.identity: Identity | None = store.load()
         if self.identity is not None and self.identity.name != name:
             # The node was renamed: the coordinator knows it by name, so it joins anew.
@@ -106,6 +107,8 @@ class NodeSession:
                 )
             if stale is not None:
                 log.warning("node_token_rejected", node_id=stale.node_id)
+            if self._node_key is None:
+                self._node_key = self._store.node_key()
             response = await self._client.register(
                 RegisterRequest(
                     join_token=self._join_token,
@@ -113,10 +116,14 @@ class NodeSession:
                     labels=self._labels,
                     resources=self._host.resources(),
                     agent_version=agent_version(),
+                    node_key=self._node_key,
                 )
             )
             identity = Identity(
-                node_id=response.node_id, node_token=response.node_token, name=self._name
+                node_id=response.node_id,
+                node_token=response.node_token,
+                name=self._name,
+                status=response.status,
             )
             # Kept in memory when the data dir cannot take it (and written when it can): the
             # node is registered either way, and only an agent restart before then would
@@ -126,5 +133,29 @@ class NodeSession:
             self.index = 0
             self.heartbeat_interval = response.heartbeat_interval or DEFAULT_HEARTBEAT
             self.repoll.set()
-            log.info("node_registered", node_id=identity.node_id, name=self._name)
+            log.info(
+                "node_registered", node_id=identity.node_id, name=self._name, status=response.status
+            )
+            if response.status == "pending":
+                log.warning(
+                    "node_pending_approval",
+                    node_id=identity.node_id,
+                    hint=f"an operator runs: fleetwave node approve {identity.node_id}",
+                )
+            return identity
+
+    async def rotate_token(self, current: Identity) -> Identity:
+        """Switch to a new node token before the current one expires.
+
+        The new token is written to the data dir before it is used: the coordinator keeps
+        the old one valid until the new one is first used, so a crash or a lost answer at
+        any point leaves the agent with a token that works."""
+        async with self._lock:
+            if self.identity is not current:
+                return self.identity or current  # registered or rotated meanwhile
+            rotation = await self._client.rotate_token(current.node_token)
+            identity = current.model_copy(update={"node_token": rotation.node_token})
+            self._writes.attempt("identity", partial(self._store.save, identity))
+            self.identity = identity
+            log.info("node_token_rotated", node_id=identity.node_id)
             return identity

@@ -8,26 +8,30 @@ from collections.abc import Awaitable, Callable
 import structlog
 from aiohttp import web
 
+from coordinator.access import BOOTSTRAP_ADMIN_ID, Principal, Right, check_rules, rule_for
 from coordinator.api import agent, docs, events, jobs, nodes, rollouts, system, ui
-from coordinator.api.deps import DEPS, PRINCIPAL, Deps, Principal, respond
+from coordinator.api import tokens as token_routes
+from coordinator.api.deps import DEPS, PRINCIPAL, Deps, respond
 from coordinator.metrics import UNMATCHED_ROUTE
 from coordinator.tokens import hash_token
 from coordinator.watch import FEED
+from shared.clock import format_time
 from shared.errors import (
     ClientCertificateRequired,
     FleetwaveError,
     Forbidden,
     MethodNotAllowed,
+    NodeRevoked,
+    NodeTokenExpired,
     NotFound,
     PayloadTooLarge,
     Unauthorized,
 )
+from shared.tokens import Role, TokenKind
 
 log = structlog.get_logger("fleetwave.api")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-OPEN_PATHS = ("/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/ui")
 
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
@@ -48,28 +52,71 @@ def _has_client_cert(request: web.Request) -> bool:
 
 
 async def _authenticate(request: web.Request, d: Deps) -> None:
-    """Operator endpoints need the admin token; agent endpoints a node token."""
+    """Find who calls (``PRINCIPAL``) and check the route's rule (``coordinator.access``)."""
     path = request.path
     if d.require_client_cert and path.startswith("/v1/agent/") and not _has_client_cert(request):
         raise ClientCertificateRequired(
             "agent endpoints require a client certificate signed by the coordinator's"
             " --tls-client-ca; this connection presented none"
         )
-    if path.startswith(OPEN_PATHS) or not path.startswith("/v1/") or path == "/v1/agent/register":
+    resource = request.match_info.route.resource
+    rule = rule_for(request.method, resource.canonical) if resource is not None else None
+    if rule is not None and rule.right in (Right.OPEN, Right.REGISTER):
         return
+    if rule is None and not path.startswith("/v1/"):
+        return  # no such page: the router answers 404 (or 405)
     token = _bearer(request)
     if token is None:
         raise Unauthorized("missing bearer token: send 'Authorization: Bearer <token>'")
-    digest = hash_token(token)  # once: compared with the admin token's, else looked up
+    principal = await _principal(d, token)
+    request[PRINCIPAL] = principal
+    if rule is None:
+        return  # an unknown /v1 path: a 404 (or 405) for anyone who holds a valid token
+    job = request.match_info.get(rule.job_param) if rule.job_param else None
+    refusal = principal.missing(rule, job)
+    if refusal is not None:
+        raise Forbidden(refusal, {"right": rule.right.value})
+
+
+async def _principal(d: Deps, token: str) -> Principal:
+    """The principal behind a bearer token; 401 naming why when there is none."""
+    digest = hash_token(token)  # once: compared with the bootstrap token's, else looked up
     if hmac.compare_digest(digest, d.admin_token_hash):
-        request[PRINCIPAL] = Principal(admin=True)
-        return
+        return Principal(token_id=BOOTSTRAP_ADMIN_ID, name=BOOTSTRAP_ADMIN_ID, role=Role.ADMIN)
+    now = d.clock.now()
+    managed = await d.store.token_by_hash(digest)
+    if managed is not None:
+        if managed.revoked_at is not None:
+            raise Unauthorized(f"token {managed.name!r} was revoked", {"token_id": managed.id})
+        if managed.expires_at is not None and managed.expires_at <= now:
+            raise Unauthorized(
+                f"token {managed.name!r} expired at {format_time(managed.expires_at)}",
+                {"token_id": managed.id},
+            )
+        if managed.kind == TokenKind.JOIN:
+            raise Forbidden(
+                f"token {managed.name!r} is a join token: it can only register nodes"
+                " (POST /v1/agent/register)",
+                {"right": Right.REGISTER.value},
+            )
+        return Principal(
+            token_id=managed.id, name=managed.name, role=managed.role, jobs=tuple(managed.jobs)
+        )
     node = await d.store.node_by_token_hash(digest)
     if node is None:
         raise Unauthorized("invalid token")
-    request[PRINCIPAL] = Principal(admin=False, node=node)
-    if not path.startswith("/v1/agent/"):
-        raise Forbidden("node tokens may only call the agent endpoints (/v1/agent/...)")
+    if node.revoked_at is not None:
+        raise NodeRevoked(f"node {node.name!r} ({node.id}) was revoked", {"node_id": node.id})
+    if digest == node.next_token_hash:
+        # The agent saved its rotated token and uses it: the old one stops working now.
+        node = await d.store.promote_node_token(node.id, digest, now)
+    elif node.token_expires_at is not None and node.token_expires_at <= now:
+        raise NodeTokenExpired(
+            f"the token of node {node.name!r} expired at {format_time(node.token_expires_at)};"
+            " the agent registers again with its join token",
+            {"node_id": node.id},
+        )
+    return Principal(token_id=node.id, name=node.name, node=node)
 
 
 def _error_response(request: web.Request, exc: Exception) -> web.Response:
@@ -144,4 +191,10 @@ def create_app(deps: Deps) -> web.Application:
     app.router.add_routes(events.routes)
     deps.store.on_events(lambda: deps.watches.bump(FEED))
     app.router.add_routes(ui.routes)
+    app.router.add_routes(token_routes.routes)
+    check_rules(
+        (route.method, route.resource.canonical)
+        for route in app.router.routes()
+        if route.resource is not None
+    )
     return app

@@ -120,6 +120,12 @@ def completion(shell: str) -> None:
     help="How often agents report, e.g. '10s'; nodes are down after 3 missed.",
 )
 @click.option(
+    "--node-token-ttl",
+    default=None,
+    help="How long a node token lives, e.g. '720h' (default); agents rotate it after two"
+    " thirds of that. '0': never expires.",
+)
+@click.option(
     "--log-format",
     type=click.Choice(["json", "console"]),
     default=None,

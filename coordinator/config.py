@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tomllib
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,10 @@ class CoordinatorConfig(BaseModel):
     heartbeat_interval: Duration = parse_duration("10s")
     heartbeat_ttl: Duration | None = Field(
         default=None, description="default 3x heartbeat_interval"
+    )
+    node_token_ttl: Duration = Field(
+        default=parse_duration("720h"),
+        description="how long a node token lives ('0': forever); agents rotate it after 2/3",
     )
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     log_format: str = Field(default="console", pattern="^(json|console)$")
@@ -65,6 +70,13 @@ class CoordinatorConfig(BaseModel):
     @property
     def database_url(self) -> str:
         return self.database or f"sqlite:///{self.data_dir / 'fleetwave.db'}"
+
+    @field_validator("node_token_ttl")
+    @classmethod
+    def _node_token_ttl(cls, value: timedelta) -> timedelta:
+        if value and value < timedelta(seconds=3):
+            raise ValueError("must be at least 3s (or '0' for tokens that never expire)")
+        return value
 
     @property
     def ttl_seconds(self) -> float:

@@ -170,6 +170,7 @@ async def serve(
         admin_token=admin.value,
         join_token=join.value,
         heartbeat_interval=config.heartbeat_interval.total_seconds(),
+        node_token_ttl=config.node_token_ttl.total_seconds() or None,
         max_body_bytes=config.max_body_bytes,
         metrics=metrics,
         require_client_cert=config.tls_client_ca is not None,

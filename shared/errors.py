@@ -77,6 +77,18 @@ class ClientCertificateRequired(Unauthorized):
     code = "client_certificate_required"
 
 
+class NodeRevoked(Unauthorized):
+    """A revoked node's token: refused for good (the agent must not register again)."""
+
+    code = "node_revoked"
+
+
+class NodeTokenExpired(Unauthorized):
+    """A node token past its expiry: the agent registers again (its node key keeps its id)."""
+
+    code = "node_token_expired"
+
+
 class Forbidden(FleetwaveError):
     status = 403
     code = "forbidden"

@@ -36,9 +36,11 @@ def check_node_labels(value: dict[str, str]) -> dict[str, str]:
 
 
 class NodeStatus(StrEnum):
+    PENDING = "pending"  # enrolled with a manual-approval join token; waits for `node approve`
     INITIALIZING = "initializing"  # registered, no heartbeat yet
     READY = "ready"  # heartbeating
     DOWN = "down"  # missed heartbeats for longer than the TTL
+    REVOKED = "revoked"  # `node revoke`: its token is refused, it is never targeted again
 
 
 class Eligibility(StrEnum):

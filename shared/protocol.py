@@ -15,6 +15,7 @@ from shared.nodes import (
     check_node_labels,
 )
 from shared.spec import NAME_PATTERN, JobSpec
+from shared.status import Timestamp
 
 NODE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}$"
 MAX_EXECUTIONS = 1000
@@ -37,14 +38,34 @@ class RegisterRequest(_Wire):
     )
     resources: Resources = Field(default_factory=Resources)
     agent_version: str = Field(default="", max_length=64)
+    node_key: str | None = Field(
+        default=None,
+        min_length=32,
+        max_length=256,
+        repr=False,
+        description="a secret the agent made once and keeps in its data dir: registering a"
+        " name again renews that node only with the same key",
+    )
 
     _labels = field_validator("labels")(check_node_labels)
 
 
 class RegisterResponse(_Wire):
     node_id: str
-    node_token: str
+    node_token: str = Field(repr=False)
     heartbeat_interval: float = Field(description="seconds between reports")
+    node_token_expires_at: Timestamp | None = Field(
+        default=None, description="when the node token expires (none: never)"
+    )
+    status: str = Field(default="initializing", description="pending: waits for approval")
+
+
+class TokenRotation(_Wire):
+    """``POST /v1/agent/token``: the node's next token; the current one works until the
+    next one is first used."""
+
+    node_token: str = Field(repr=False)
+    node_token_expires_at: Timestamp | None = None
 
 
 class Assignment(_Wire):
@@ -127,3 +148,6 @@ class ReportResponse(_Wire):
     accepted: bool
     last_seq: int
     index: int
+    rotate_token: bool = Field(
+        default=False, description="the node token is near its expiry: rotate it now"
+    )

@@ -5,25 +5,31 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from coordinator.access import DEFAULT_JOIN_ID
 from coordinator.api.deps import Deps, caller_node, decode_json, deps, read_body, respond
 from coordinator.api.jobs import blocking_params
 from coordinator.engine.driver import node_key
-from coordinator.store.records import Event, NodeRecord
+from coordinator.store import NameTaken
+from coordinator.store.records import AssignmentRecord, Event, NodeRecord
 from coordinator.tokens import hash_token, new_token, token_matches
-from shared.errors import Conflict, Unauthorized, ValidationFailed
+from shared.clock import format_time
+from shared.errors import NodeRevoked, Unauthorized, ValidationFailed
 from shared.nodes import NodeCondition, NodeStatus
 from shared.protocol import (
     RegisterRequest,
     RegisterResponse,
     ReportRequest,
+    TokenRotation,
 )
 from shared.spec import field_errors
+from shared.tokens import Approval, TokenKind
 
 routes = web.RouteTableDef()
 
@@ -43,53 +49,133 @@ async def parse_body(request: web.Request, model: type[M]) -> M:
         raise ValidationFailed(field_errors(exc)) from None
 
 
+@dataclass(frozen=True)
+class JoinGrant:
+    """What a valid join token grants: its id (None for the configured one), the labels it
+    binds and whether its nodes need approval."""
+
+    token_id: str | None
+    name: str
+    labels: dict[str, str]
+    approval: Approval
+
+
+async def join_grant(d: Deps, secret: str) -> JoinGrant:
+    """The grant of a join token; 401 saying why when it grants nothing."""
+    if token_matches(secret, d.join_token_hash):
+        return JoinGrant(None, DEFAULT_JOIN_ID, {}, Approval.AUTO)
+    token = await d.store.token_by_hash(hash_token(secret))
+    if token is None or token.kind != TokenKind.JOIN:
+        raise Unauthorized("invalid join token")
+    if token.revoked_at is not None:
+        raise Unauthorized(f"join token {token.name!r} was revoked")
+    if token.expires_at is not None and token.expires_at <= d.clock.now():
+        raise Unauthorized(f"join token {token.name!r} expired at {format_time(token.expires_at)}")
+    if token.max_uses is not None and token.uses >= token.max_uses:
+        raise Unauthorized(
+            f"join token {token.name!r} is used up ({token.uses} of {token.max_uses} uses)"
+        )
+    return JoinGrant(token.id, token.name, dict(token.labels), token.approval or Approval.AUTO)
+
+
+def token_expiry(d: Deps, now: datetime) -> datetime | None:
+    return now + timedelta(seconds=d.node_token_ttl) if d.node_token_ttl else None
+
+
 @routes.post("/v1/agent/register")
 async def handle_register(request: web.Request) -> web.Response:
     d = deps(request)
     body = await parse_body(request, RegisterRequest)
-    if not token_matches(body.join_token, d.join_token_hash):
-        raise Unauthorized("invalid join token")
+    grant = await join_grant(d, body.join_token)
+    labels = body.labels | grant.labels  # bound labels win over what the agent declares
     token = new_token("fwn")
     now = d.clock.now()
-    reason = ""
-    other = await d.store.find_node(body.name)  # the live holder of the name, if any
-    if other is not None and other.name == body.name and other.status != NodeStatus.DOWN:
-        # A node that never reported is most likely this same agent asking again after
-        # the answer to its first registration was lost (a timeout): nothing can hold
-        # that node's token, so it keeps its id and gets a new one.
+    expires = token_expiry(d, now)
+    holder = await d.store.find_node(body.name)
+    if holder is not None and holder.name == body.name:
+        # The name belongs to its node: only that node's agent (its node key) renews it,
+        # e.g. after its token expired or the answer to its first registration was lost.
+        owned = (
+            body.node_key is not None
+            and bool(holder.key_hash)
+            and token_matches(body.node_key, holder.key_hash)
+        )
+        if not owned or holder.revoked_at is not None:
+            raise NameTaken(body.name, holder)
         renewed = await d.store.renew_registration(
-            other.id,
+            holder.id,
             token_hash=hash_token(token),
-            labels=body.labels,
+            labels=labels,
             resources=body.resources,
             agent_version=body.agent_version,
+            issued_at=now,
+            expires_at=expires,
         )
         if renewed is None:
-            raise Conflict(
-                f"node name {body.name!r} is held by live node {other.id}; pick another name"
-                " or stop that agent first",
-                {"name": body.name, "node_id": other.id},
-            )
-        node, reason = renewed, "registered again before its first report (a lost answer)"
+            raise NameTaken(body.name, holder)
+        node, reason = renewed, "registered again with its node key"
     else:
         node = NodeRecord(
             id=str(uuid.uuid4()),
             name=body.name,
             token_hash=hash_token(token),
-            labels=body.labels,
+            key_hash=hash_token(body.node_key) if body.node_key else "",
+            approved=grant.approval == Approval.AUTO,
+            join_token=grant.token_id or DEFAULT_JOIN_ID,
+            token_issued_at=now,
+            token_expires_at=expires,
+            labels=labels,
             resources=body.resources,
             agent_version=body.agent_version,
             registered_at=now,
         )
-        await d.store.insert_node(node)
+        await d.store.insert_node(node, join_token=grant.token_id)
+        reason = f"with join token {grant.name!r}" + (
+            "; pending approval (fleetwave node approve)" if not node.approved else ""
+        )
     await d.store.append_events(
         [Event(time=now, node=node.id, kind="node_registered", new=node.name, reason=reason)]
     )
     d.driver.kick()
     response = RegisterResponse(
-        node_id=node.id, node_token=token, heartbeat_interval=d.heartbeat_interval
+        node_id=node.id,
+        node_token=token,
+        heartbeat_interval=d.heartbeat_interval,
+        node_token_expires_at=expires,
+        status=node.api_status.value,
     )
     return respond(response, status=201)
+
+
+@routes.post("/v1/agent/token")
+async def handle_rotate_token(request: web.Request) -> web.Response:
+    """A new token for the calling node. The current one keeps working until the new one
+    is first used, so an answer lost on the way cannot lock the node out."""
+    d = deps(request)
+    node = caller_node(request)
+    token = new_token("fwn")
+    expires = token_expiry(d, d.clock.now())
+    await d.store.offer_node_token(node.id, token_hash=hash_token(token), expires_at=expires)
+    return respond(TokenRotation(node_token=token, node_token_expires_at=expires))
+
+
+def should_rotate(d: Deps, node: NodeRecord, now: datetime) -> bool:
+    """Whether the node's token is past two thirds of its life."""
+    if node.token_expires_at is None or node.token_issued_at is None:
+        return False
+    life = node.token_expires_at - node.token_issued_at
+    return now >= node.token_issued_at + life * 2 / 3
+
+
+async def _node_view(d: Deps, node_id: str) -> tuple[int, list[AssignmentRecord], bool]:
+    """The node's assignment index and assignments, and whether it was revoked."""
+    current, records = await d.store.node_assignments(node_id)
+    node = await d.store.get_node(node_id)
+    if node is None or not node.in_fleet:
+        # Pending, revoked or purged: it runs nothing (the engine never targets it; this
+        # is the second lock on that door).
+        records = []
+    return current, records, node is None or node.revoked_at is not None
 
 
 @routes.get("/v1/agent/assignments")
@@ -98,13 +184,16 @@ async def handle_assignments(request: web.Request) -> web.Response:
     node = caller_node(request)
     index, wait = blocking_params(request)
     key = node_key(node.id)
-    current, records = await d.store.node_assignments(node.id)
-    if index is not None and current <= index:
+    current, records, revoked = await _node_view(d, node.id)
+    if index is not None and current <= index and not revoked:
         after = index
         with d.metrics.long_polls.labels("assignments").track_inprogress():
-            current, records = await d.watches.block(
-                key, lambda: d.store.node_assignments(node.id), lambda r: r[0] > after, wait
+            current, records, revoked = await d.watches.block(
+                key, lambda: _node_view(d, node.id), lambda r: r[0] > after or r[2], wait
             )
+    if revoked:
+        # Revoked while it waited: the open long-poll ends with the refusal, at once.
+        raise NodeRevoked(f"node {node.name!r} ({node.id}) was revoked", {"node_id": node.id})
     parts = []
     for record in records:
         spec = await spec_json(d, record.job, record.version)
@@ -200,8 +289,9 @@ async def handle_report(request: web.Request) -> web.Response:
         await d.store.append_events(events)
     # Encoded by hand: every heartbeat of every node ends here. A test checks it against
     # the ReportResponse model.
+    rotate = should_rotate(d, node, now)
     return web.Response(
-        text=report_answer(outcome.accepted, outcome.last_seq, outcome.assign_index),
+        text=report_answer(outcome.accepted, outcome.last_seq, outcome.assign_index, rotate),
         content_type="application/json",
     )
 
@@ -225,6 +315,9 @@ def condition_events(
     return events
 
 
-def report_answer(accepted: bool, last_seq: int, index: int) -> str:
-    """The JSON of ``ReportResponse(accepted, last_seq, index)``."""
-    return f'{{"accepted":{"true" if accepted else "false"},"last_seq":{last_seq},"index":{index}}}'
+def report_answer(accepted: bool, last_seq: int, index: int, rotate: bool = False) -> str:
+    """The JSON of ``ReportResponse(accepted, last_seq, index, rotate_token)``."""
+    return (
+        f'{{"accepted":{"true" if accepted else "false"},"last_seq":{last_seq},"index":{index},'
+        f'"rotate_token":{"true" if rotate else "false"}}}'
+    )

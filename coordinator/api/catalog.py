@@ -24,6 +24,7 @@ from coordinator.api.schemas import (
     RollbackRequest,
     RolloutView,
     SubmitResult,
+    TokenList,
     VersionList,
 )
 from coordinator.openapi import Auth, Media, Param, Reply, RouteDoc, RouteKey, json_reply
@@ -35,9 +36,11 @@ from shared.protocol import (
     RegisterResponse,
     ReportRequest,
     ReportResponse,
+    TokenRotation,
 )
 from shared.spec import JobSpec
 from shared.status import JobStatus
+from shared.tokens import CreatedToken, Token, TokenRequest
 
 TAGS = {
     "jobs": "Submit job specs and read jobs, their versions, status and nodes.",
@@ -45,6 +48,7 @@ TAGS = {
     "restart, stop, delete; dry-run plans and the wave-by-wave view.",
     "nodes": "The fleet: list nodes, drain them, change their eligibility.",
     "events": "What happened, as a server-sent event stream or a JSON page.",
+    "tokens": "Operator and join tokens: create (the secret is shown once), list, revoke.",
     "agent": "The protocol agents speak: register, long-poll assignments, report.",
     "system": "Open monitoring endpoints: liveness, readiness, Prometheus metrics.",
     "docs": "This document and the page that renders it.",
@@ -55,6 +59,7 @@ _JOB = Param(
     "name", "path", "The job's name.", {"type": "string", "pattern": r"^[a-z0-9][a-z0-9-]{0,62}$"}
 )
 _NODE = Param("node", "path", "The node's id or name (a name resolves to its live node).")
+_TOKEN = Param("id", "path", "The token's id (its accessor), or its name.")
 _INDEX = Param(
     "index",
     "query",
@@ -413,6 +418,67 @@ ROUTE_DOCS: dict[RouteKey, RouteDoc] = {
         replies={200: json_reply("The node.", Node)},
         errors=(503,),
     ),
+    ("POST", "/v1/nodes/{node}/approve"): RouteDoc(
+        summary="Approve a pending node",
+        tag="nodes",
+        description="A node enrolled with a manual-approval join token is `pending`: it gets "
+        "no assignments and sees no job spec until it is approved. Approving an approved node "
+        "changes nothing; a revoked node cannot be approved (409).",
+        params=(_NODE,),
+        replies={200: json_reply("The node.", Node)},
+        errors=(409, 503),
+    ),
+    ("POST", "/v1/nodes/{node}/revoke"): RouteDoc(
+        summary="Revoke a node",
+        tag="nodes",
+        description="Its token is refused from now on (an open long-poll ends with 401 "
+        "`node_revoked`), its status is `revoked` and no rollout targets it again; its name "
+        "stays taken until the node is purged.",
+        params=(_NODE,),
+        replies={200: json_reply("The node.", Node)},
+        errors=(503,),
+    ),
+    ("DELETE", "/v1/nodes/{node}"): RouteDoc(
+        summary="Purge a down or revoked node",
+        tag="nodes",
+        description="Forgets the node, its assignments and executions (its events stay), so "
+        "its name can be registered again. A node that is not `down` or `revoked` is a 409.",
+        params=(_NODE,),
+        replies={204: Reply("Purged.")},
+        errors=(409, 503),
+    ),
+    # --- tokens -------------------------------------------------------------------------
+    ("POST", "/v1/tokens"): RouteDoc(
+        summary="Create a token",
+        tag="tokens",
+        description="An operator token (a `role`, and `jobs` globs for a deployer) or a join "
+        "token (`max_uses`, bound `labels`, `approval`). The `secret` is in this answer only; "
+        "the coordinator keeps its hash. Names are unique among usable tokens (409).",
+        body=TokenRequest,
+        replies={201: json_reply("Created; the secret is shown this once.", CreatedToken)},
+        errors=(409, 503),
+    ),
+    ("GET", "/v1/tokens"): RouteDoc(
+        summary="List tokens",
+        tag="tokens",
+        description="Every token without its secret, the configured (bootstrap) ones first.",
+        replies={200: json_reply("The tokens.", TokenList)},
+    ),
+    ("GET", "/v1/tokens/self"): RouteDoc(
+        summary="The calling token",
+        tag="tokens",
+        description="Who am I: the token this request was made with (any operator token).",
+        replies={200: json_reply("The token.", Token)},
+    ),
+    ("DELETE", "/v1/tokens/{id}"): RouteDoc(
+        summary="Revoke a token",
+        tag="tokens",
+        description="Refused from the next request on (401). The configured tokens cannot be "
+        "revoked here (409): change the configuration instead.",
+        params=(_TOKEN,),
+        replies={200: json_reply("The revoked token.", Token)},
+        errors=(404, 409, 503),
+    ),
     # --- agent --------------------------------------------------------------------------
     ("POST", "/v1/agent/register"): RouteDoc(
         summary="Register a node",
@@ -443,6 +509,16 @@ ROUTE_DOCS: dict[RouteKey, RouteDoc] = {
         "(empty or absent: none); a change is recorded as a `node_condition` event.",
         body=ReportRequest,
         replies={200: json_reply("Recorded (or ignored as a replay).", ReportResponse)},
+        errors=(503,),
+    ),
+    ("POST", "/v1/agent/token"): RouteDoc(
+        summary="Rotate the node token",
+        tag="agent",
+        auth=Auth.NODE,
+        description="A new token for the calling node, asked for when a report answers "
+        "`rotate_token: true`. The current token keeps working until the new one is first "
+        "used, so a lost answer cannot lock the node out.",
+        replies={200: json_reply("The next token.", TokenRotation)},
         errors=(503,),
     ),
 }

@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel
 
+from coordinator.access import Principal
 from coordinator.engine.driver import JobLocks, RolloutDriver
 from coordinator.metrics import CoordinatorMetrics
 from coordinator.store import Store
@@ -29,6 +30,8 @@ class Deps:
     admin_token: str
     join_token: str
     heartbeat_interval: float
+    node_token_ttl: float | None = 30 * 24 * 3600.0
+    """Seconds a node token lives (None: forever); agents rotate it after two thirds."""
     max_body_bytes: int = 1024 * 1024
     started: bool = field(default=False)
     metrics: CoordinatorMetrics = field(default_factory=CoordinatorMetrics)
@@ -49,14 +52,6 @@ class Deps:
 DEPS = web.AppKey("deps", Deps)
 
 
-@dataclass(frozen=True)
-class Principal:
-    """Who is calling: the operator (admin token) or one node (its node token)."""
-
-    admin: bool
-    node: NodeRecord | None = None
-
-
 PRINCIPAL = web.RequestKey("principal", Principal)
 
 
@@ -66,6 +61,12 @@ def caller_node(request: web.Request) -> NodeRecord:
     if principal.node is None:
         raise Forbidden("agent endpoints need a node token, not the operator token")
     return principal.node
+
+
+def actor(request: web.Request) -> str:
+    """Who acts, for events' ``reason``/``by``: the calling token's name."""
+    principal = request.get(PRINCIPAL)
+    return f"by {principal.name}" if principal is not None else "by operator"
 
 
 def deps(request: web.Request) -> Deps:

@@ -4,10 +4,19 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from coordinator.api.deps import bool_field, deps, only_fields, optional_body, respond
+from coordinator.api.deps import (
+    Deps,
+    actor,
+    bool_field,
+    deps,
+    only_fields,
+    optional_body,
+    respond,
+)
+from coordinator.engine.driver import node_key
 from coordinator.store.records import Event, NodeRecord
-from shared.errors import FieldError, NotFound, ValidationFailed
-from shared.nodes import Eligibility
+from shared.errors import Conflict, FieldError, NotFound, ValidationFailed
+from shared.nodes import Eligibility, Node, NodeStatus
 
 routes = web.RouteTableDef()
 
@@ -55,7 +64,7 @@ async def handle_drain(request: web.Request) -> web.Response:
                 kind="node_drain",
                 old=str(node.drain).lower(),
                 new=str(enable).lower(),
-                reason="operator",
+                reason=actor(request),
             )
         ]
     )
@@ -87,10 +96,100 @@ async def handle_eligibility(request: web.Request) -> web.Response:
                 kind="node_eligibility",
                 old=node.eligibility.value,
                 new=eligibility.value,
-                reason="operator",
+                reason=actor(request),
             )
         ]
     )
     updated = await d.store.get_node(node.id)
     assert updated is not None
     return respond(updated.to_api())
+
+
+@routes.post("/v1/nodes/{node}/approve")
+async def handle_approve(request: web.Request) -> web.Response:
+    """Let a ``pending`` node (manual-approval join token) into the fleet."""
+    d = deps(request)
+    node = await _find(request)
+    if node.revoked_at is not None:
+        raise Conflict(
+            f"node {node.name!r} ({node.id}) was revoked; a revoked node never returns"
+            " (purge it and enroll the host again)",
+            {"node": node.id, "status": node.api_status.value},
+        )
+    if not node.approved:
+        await d.store.approve_node(node.id)
+        d.driver.kick()  # committed: the engine may target it now
+        await d.store.append_events(
+            [
+                Event(
+                    time=d.clock.now(),
+                    node=node.id,
+                    kind="node_approved",
+                    old=NodeStatus.PENDING.value,
+                    new=node.status.value,
+                    reason=actor(request),
+                )
+            ]
+        )
+    return respond(await _current(d, node.id))
+
+
+@routes.post("/v1/nodes/{node}/revoke")
+async def handle_revoke(request: web.Request) -> web.Response:
+    """Refuse the node's token from now on, end its open long-poll, never target it again."""
+    d = deps(request)
+    node = await _find(request)
+    if node.revoked_at is None:
+        await d.store.revoke_node(node.id, d.clock.now())
+        d.watches.bump(node_key(node.id))  # its blocking query returns the refusal now
+        d.driver.kick()  # its jobs' rollouts treat it as gone
+        await d.store.append_events(
+            [
+                Event(
+                    time=d.clock.now(),
+                    node=node.id,
+                    kind="node_revoked",
+                    old=node.api_status.value,
+                    new=NodeStatus.REVOKED.value,
+                    reason=actor(request),
+                )
+            ]
+        )
+    return respond(await _current(d, node.id))
+
+
+@routes.delete("/v1/nodes/{node}")
+async def handle_purge(request: web.Request) -> web.Response:
+    """Forget a ``down`` or ``revoked`` node: its name may be registered again."""
+    d = deps(request)
+    node = await _find(request)
+    status = node.api_status
+    if status not in (NodeStatus.DOWN, NodeStatus.REVOKED):
+        raise Conflict(
+            f"node {node.name!r} ({node.id}) is {status.value}: only a down or revoked node can"
+            " be purged (revoke it first: fleetwave node revoke)",
+            {"node": node.id, "status": status.value},
+        )
+    await d.store.purge_node(node.id)
+    d.watches.bump(node_key(node.id))
+    d.driver.kick()
+    await d.store.append_events(
+        [
+            Event(
+                time=d.clock.now(),
+                node=node.id,
+                kind="node_purged",
+                old=status.value,
+                new=node.name,
+                reason=actor(request),
+            )
+        ]
+    )
+    return web.Response(status=204)
+
+
+async def _current(d: Deps, node_id: str) -> Node:
+    updated = await d.store.get_node(node_id)
+    if updated is None:
+        raise NotFound(f"node {node_id!r} not found", {"node": node_id})
+    return updated.to_api()

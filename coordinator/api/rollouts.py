@@ -11,6 +11,7 @@ from coordinator.api.jobs import load_job
 from coordinator.engine import actions
 from coordinator.engine.driver import job_key
 from coordinator.engine.preview import plan_preview, rollout_view
+from coordinator.engine.targets import fleet_nodes
 from coordinator.store.records import Event, JobRecord
 from shared.errors import FieldError, StoreUnavailable, ValidationFailed
 from shared.spec import parse_job_spec
@@ -97,7 +98,7 @@ async def handle_rollback(request: web.Request) -> web.Response:
 @routes.post("/v1/jobs/{name}/restart")
 async def handle_restart(request: web.Request) -> web.Response:
     d = deps(request)
-    nodes = await d.store.list_nodes()
+    nodes = fleet_nodes(await d.store.list_nodes())
     now = d.clock.now()
     return await act(request, lambda job: actions.restart(job, nodes, now))
 
@@ -124,7 +125,7 @@ async def handle_plan(request: web.Request) -> web.Response:
             [FieldError(field="name", message=f"{spec.name!r} does not match the path's {name!r}")]
         )
     job = await d.store.get_job(name)
-    nodes = {n.id: n for n in await d.store.list_nodes()}
+    nodes = {n.id: n for n in fleet_nodes(await d.store.list_nodes())}
     return respond(plan_preview(job, spec, nodes))
 
 

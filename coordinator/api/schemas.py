@@ -16,6 +16,7 @@ from shared.nodes import Eligibility, Node
 from shared.protocol import ExecutionState
 from shared.spec import JobSpec, JobType
 from shared.status import JobStatus, RolloutType, Timestamp
+from shared.tokens import Token
 
 
 class _Body(BaseModel):
@@ -229,3 +230,7 @@ class DrainRequest(_Body):
 
 class EligibilityRequest(_Body):
     eligibility: Eligibility
+
+
+class TokenList(BaseModel):
+    tokens: list[Token]

@@ -11,6 +11,7 @@ import structlog
 
 from coordinator.engine.observation import ObservationWindow
 from coordinator.engine.planner import plan_rollout
+from coordinator.engine.targets import fleet_nodes
 from coordinator.metrics import CoordinatorMetrics
 from coordinator.store import Store
 from coordinator.store.records import Event, JobRecord
@@ -152,7 +153,7 @@ class RolloutDriver:
             job = await self._store.get_job(name)
             if job is None:
                 return
-            nodes = {n.id: n for n in await self._store.list_nodes()}
+            nodes = {n.id: n for n in fleet_nodes(await self._store.list_nodes())}
             assignments = await self._store.job_assignments(name)
             executions = await self._store.job_executions(name)
             observation = self._window.observe()
@@ -233,7 +234,7 @@ class NodeMonitor:
         now = self._clock.now()
         lost = []
         for node in await self._store.list_nodes():
-            if node.status == NodeStatus.DOWN:
+            if node.status == NodeStatus.DOWN or node.revoked_at is not None:
                 continue
             last = max(node.last_heartbeat, node.registered_at)
             if now - observation.heard_since(last) > self._ttl:

@@ -22,6 +22,12 @@ def matches(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
     return all(labels.get(key) == value for key, value in selector.items())
 
 
+def fleet_nodes(nodes: Iterable[NodeRecord]) -> list[NodeRecord]:
+    """The nodes the engine may plan with: approved and not revoked. A pending node waits
+    for ``node approve``; a revoked one is gone for good (its assignments are removed)."""
+    return [n for n in nodes if n.approved and n.revoked_at is None]
+
+
 def is_schedulable(node: NodeRecord) -> bool:
     """May this node receive a new job version?"""
     return node.eligibility == Eligibility.ELIGIBLE and not node.drain

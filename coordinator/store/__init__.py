@@ -19,9 +19,28 @@ from coordinator.store.records import (
     JobRecord,
     JobVersion,
     NodeRecord,
+    TokenRecord,
 )
+from shared.errors import Conflict
 from shared.nodes import Eligibility, Load, NodeCondition, NodeStatus, Resources
 from shared.protocol import ExecutionReport
+
+
+class NameTaken(Conflict):
+    """A node name is held by another node (names belong to their node, whatever its status)."""
+
+    def __init__(self, name: str, holder: NodeRecord) -> None:
+        status = holder.api_status.value
+        hint = (
+            f"purge it first (fleetwave node purge {holder.id}) to reuse the name"
+            if status in ("down", "revoked")
+            else "pick another name, or stop that agent and purge the node first"
+        )
+        super().__init__(
+            f"node name {name!r} belongs to node {holder.id} (status {status}); {hint}",
+            {"name": name, "node_id": holder.id, "status": status},
+        )
+        self.holder = holder
 
 
 @dataclass(frozen=True)
@@ -85,13 +104,19 @@ class Store(Protocol):
     async def get_version(self, job: str, version: int) -> JobVersion | None: ...
 
     # nodes
-    async def insert_node(self, node: NodeRecord) -> None: ...
+    async def insert_node(self, node: NodeRecord, *, join_token: str | None = None) -> None:
+        """Add a node; NameTaken if any node holds its name. With ``join_token`` (a managed
+        token's id), count one use of it in the same transaction: Unauthorized when it is
+        used up or revoked meanwhile."""
+        ...
 
     async def get_node(self, node_id: str) -> NodeRecord | None: ...
 
     async def find_node(self, id_or_name: str) -> NodeRecord | None: ...
 
-    async def node_by_token_hash(self, token_hash: str) -> NodeRecord | None: ...
+    async def node_by_token_hash(self, token_hash: str) -> NodeRecord | None:
+        """The node whose current or offered (rotated, not yet used) token has this hash."""
+        ...
 
     async def list_nodes(self) -> list[NodeRecord]: ...
 
@@ -103,9 +128,29 @@ class Store(Protocol):
         labels: dict[str, str],
         resources: Resources,
         agent_version: str,
+        issued_at: datetime,
+        expires_at: datetime | None,
     ) -> NodeRecord | None:
-        """Give a node that has not reported yet a new token (and what its agent registered
-        with now); None, changing nothing, once it has reported."""
+        """Give a node a new token (and what its agent registered with now); None, changing
+        nothing, when it is gone or revoked."""
+        ...
+
+    async def offer_node_token(
+        self, node_id: str, *, token_hash: str, expires_at: datetime | None
+    ) -> None:
+        """Offer a rotated token; the current one stays valid until the new one is used."""
+        ...
+
+    async def promote_node_token(self, node_id: str, token_hash: str, now: datetime) -> NodeRecord:
+        """The offered token was used: it becomes the node's only token."""
+        ...
+
+    async def approve_node(self, node_id: str) -> NodeRecord: ...
+
+    async def revoke_node(self, node_id: str, now: datetime) -> NodeRecord: ...
+
+    async def purge_node(self, node_id: str) -> None:
+        """Forget a node with its assignments and executions (events stay)."""
         ...
 
     async def set_node_status(self, node_id: str, status: NodeStatus) -> None: ...
@@ -129,6 +174,19 @@ class Store(Protocol):
     ) -> ReportOutcome:
         """Record a report; ``conditions`` replace the node's (an empty list clears them)."""
         ...
+
+    # tokens
+    async def insert_token(self, token: TokenRecord) -> None:
+        """Conflict if a usable token has the same name."""
+        ...
+
+    async def list_tokens(self) -> list[TokenRecord]: ...
+
+    async def get_token(self, token_id: str) -> TokenRecord | None: ...
+
+    async def token_by_hash(self, secret_hash: str) -> TokenRecord | None: ...
+
+    async def revoke_token(self, token_id: str, now: datetime) -> TokenRecord | None: ...
 
     # assignments and executions
     async def node_assignments(self, node_id: str) -> tuple[int, list[AssignmentRecord]]: ...

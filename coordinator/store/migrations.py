@@ -69,4 +69,12 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE nodes ADD COLUMN seq_reserved INTEGER NOT NULL DEFAULT 0;
     """,
+    # 4: managed tokens (operator and join); only the secret's hash is stored
+    """
+    CREATE TABLE tokens (
+        id TEXT PRIMARY KEY,
+        secret_hash TEXT NOT NULL UNIQUE,
+        record TEXT NOT NULL
+    );
+    """,
 ]

@@ -20,6 +20,7 @@ from coordinator.store.records import (
     JobRecord,
     JobVersion,
     NodeRecord,
+    TokenRecord,
 )
 
 R = TypeVar("R")
@@ -39,6 +40,8 @@ class Mirror:
         self._executions = _Pairs[ExecutionRecord]()
         self.liveness_kept: set[str] = set()
         """Nodes whose newer in-memory liveness survived a write of an older copy."""
+        self.tokens: dict[str, TokenRecord] = {}
+        self._token_by_hash: dict[str, str] = {}
         self.seq_reserved: dict[str, int] = {}
         """Per node, the committed seq reservation: heartbeats up to it may be acknowledged
         from memory (see ``store.sqlite.SEQ_RESERVATION``)."""
@@ -72,10 +75,41 @@ class Mirror:
         if old is None or old.name != node.name:
             self._nodes_by_name[node.name].add(node.id)
             bisect.insort(self._node_order, (node.name, node.id))
-        if old is not None and old.token_hash != node.token_hash:
-            self._node_by_token.pop(old.token_hash, None)
+        if old is not None:
+            for stale in {old.token_hash, old.next_token_hash} - {
+                node.token_hash,
+                node.next_token_hash,
+            }:
+                self._node_by_token.pop(stale, None)
         self._node_by_token[node.token_hash] = node.id
+        if node.next_token_hash:
+            self._node_by_token[node.next_token_hash] = node.id
         self.nodes[node.id] = node
+
+    def drop_node(self, node_id: str) -> None:
+        """Forget a purged node with its assignments and executions."""
+        node = self.nodes.pop(node_id, None)
+        if node is None:
+            return
+        self._node_by_token.pop(node.token_hash, None)
+        self._node_by_token.pop(node.next_token_hash, None)
+        self._nodes_by_name[node.name].discard(node_id)
+        self._node_order.remove((node.name, node_id))
+        self.seq_reserved.pop(node_id, None)
+        for job in list(self._assignments.of_node(node_id)):
+            self._assignments.drop(node_id, job)
+        for job in list(self._executions.of_node(node_id)):
+            self._executions.drop(node_id, job)
+
+    # tokens
+
+    def put_token(self, token: TokenRecord) -> None:
+        self.tokens[token.id] = token
+        self._token_by_hash[token.secret_hash] = token.id
+
+    def token_by_hash(self, secret_hash: str) -> TokenRecord | None:
+        token_id = self._token_by_hash.get(secret_hash)
+        return self.tokens.get(token_id) if token_id is not None else None
 
     def reserve_seq(self, node_id: str, up_to: int) -> None:
         """A committed reservation; reservations never shrink while the store is open."""

@@ -11,6 +11,7 @@ from shared.nodes import Eligibility, Load, Node, NodeCondition, NodeStatus, Res
 from shared.protocol import ExecutionState
 from shared.spec import JobSpec
 from shared.status import JobStatus, RolloutType, Timestamp
+from shared.tokens import Approval, Role, Token, TokenKind
 
 
 class _Record(BaseModel):
@@ -100,7 +101,23 @@ class NodeRecord(_Record):
     id: str
     name: str
     token_hash: str
-    status: NodeStatus = NodeStatus.INITIALIZING
+    status: NodeStatus = Field(
+        default=NodeStatus.INITIALIZING,
+        description="liveness only (initializing, ready, down); approval and revocation are "
+        "kept apart so that no heartbeat or silence can undo them (see ``api_status``)",
+    )
+    key_hash: str = Field(
+        default="", description="hash of the agent's node key: only it renews the registration"
+    )
+    approved: bool = True
+    revoked_at: Timestamp | None = None
+    token_issued_at: Timestamp | None = None
+    token_expires_at: Timestamp | None = Field(default=None, description="None: never")
+    next_token_hash: str = Field(
+        default="", description="a rotated token not used yet; the first use makes it current"
+    )
+    next_token_expires_at: Timestamp | None = None
+    join_token: str = Field(default="", description="id of the join token that enrolled it")
     eligibility: Eligibility = Eligibility.ELIGIBLE
     drain: bool = False
     labels: dict[str, str] = Field(default_factory=dict)
@@ -115,11 +132,24 @@ class NodeRecord(_Record):
     last_seq: int = 0
     assign_index: int = 1
 
+    @property
+    def in_fleet(self) -> bool:
+        """Approved and not revoked: the engine may target it."""
+        return self.approved and self.revoked_at is None
+
+    @property
+    def api_status(self) -> NodeStatus:
+        if self.revoked_at is not None:
+            return NodeStatus.REVOKED
+        if not self.approved:
+            return NodeStatus.PENDING
+        return self.status
+
     def to_api(self) -> Node:
         return Node(
             id=self.id,
             name=self.name,
-            status=self.status,
+            status=self.api_status,
             eligibility=self.eligibility,
             drain=self.drain,
             labels=self.labels,
@@ -170,3 +200,25 @@ class Event(_Record):
     old: str = ""
     new: str = ""
     reason: str = ""
+
+
+class TokenRecord(_Record):
+    """A managed token; only the hash of its secret is kept."""
+
+    id: str
+    secret_hash: str
+    name: str
+    kind: TokenKind
+    role: Role | None = None
+    jobs: list[str] = Field(default_factory=list)
+    labels: dict[str, str] = Field(default_factory=dict)
+    approval: Approval | None = None
+    max_uses: int | None = None
+    uses: int = 0
+    created_at: Timestamp
+    created_by: str = ""
+    expires_at: Timestamp | None = None
+    revoked_at: Timestamp | None = None
+
+    def to_api(self) -> Token:
+        return Token.model_validate(self.model_dump(exclude={"secret_hash"}))

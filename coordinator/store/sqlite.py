@@ -21,7 +21,7 @@ from typing import Any
 import aiosqlite
 import structlog
 
-from coordinator.store import AssignmentChange, ReportOutcome, WriteHealth
+from coordinator.store import AssignmentChange, NameTaken, ReportOutcome, WriteHealth
 from coordinator.store.health import WriteTracker, write_error
 from coordinator.store.migrations import MIGRATIONS
 from coordinator.store.mirror import Mirror
@@ -32,9 +32,10 @@ from coordinator.store.records import (
     JobRecord,
     JobVersion,
     NodeRecord,
+    TokenRecord,
 )
 from shared.clock import format_time
-from shared.errors import BadRequest, Conflict, StoreError
+from shared.errors import BadRequest, Conflict, StoreError, Unauthorized
 from shared.nodes import Eligibility, Load, NodeCondition, NodeStatus, Resources
 from shared.protocol import ExecutionReport
 from shared.spec import JobSpec
@@ -119,6 +120,8 @@ class SqliteStore:
             node = self._node(row)
             mirror.put_node(node)
             mirror.reserve_seq(node.id, row["seq_reserved"])
+        for row in await self._rows("SELECT record FROM tokens"):
+            mirror.put_token(TokenRecord.model_validate_json(row["record"]))
         for row in await self._rows("SELECT * FROM assignments"):
             mirror.put_assignment(_assignment(row))
         for row in await self._rows("SELECT record FROM executions"):
@@ -350,8 +353,14 @@ class SqliteStore:
 
     # nodes
 
-    async def insert_node(self, node: NodeRecord) -> None:
+    async def insert_node(self, node: NodeRecord, *, join_token: str | None = None) -> None:
         async with self._tx(f"register node {node.name!r}") as conn:
+            # Checked under the write lock: a name belongs to one node, whatever its status.
+            holders = self._mirror.nodes_named(node.name)
+            if holders:
+                raise NameTaken(node.name, holders[0])
+            if join_token is not None:
+                await self._use_join_token(conn, join_token)
             await conn.execute(
                 "INSERT INTO nodes (id, name, token_hash, record, last_seq, assign_index)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
@@ -365,6 +374,20 @@ class SqliteStore:
                 ),
             )
             self._after_commit.append(lambda: self._mirror.put_node(node))
+
+    async def _use_join_token(self, conn: aiosqlite.Connection, token_id: str) -> None:
+        token = self._mirror.tokens.get(token_id)
+        if token is None or token.revoked_at is not None:
+            raise Unauthorized("invalid join token")
+        if token.max_uses is not None and token.uses >= token.max_uses:
+            raise Unauthorized(
+                f"join token {token.name!r} is used up ({token.uses} of {token.max_uses} uses)"
+            )
+        used = token.model_copy(update={"uses": token.uses + 1})
+        await conn.execute(
+            "UPDATE tokens SET record = ? WHERE id = ?", (used.model_dump_json(), used.id)
+        )
+        self._after_commit.append(lambda: self._mirror.put_token(used))
 
     def _node(self, row: aiosqlite.Row) -> NodeRecord:
         """The node as stored; its ``last_seq`` is the floor below which no report is
@@ -383,7 +406,8 @@ class SqliteStore:
         if node is not None:
             return node
         nodes = self._mirror.nodes_named(id_or_name)
-        # Names are unique among live nodes; prefer the live one, else the newest.
+        # Names are unique; databases from before that rule may hold a down namesake:
+        # prefer the live node, else the newest.
         nodes.sort(key=lambda n: (n.status != NodeStatus.DOWN, n.registered_at), reverse=True)
         return nodes[0] if nodes else None
 
@@ -415,25 +439,123 @@ class SqliteStore:
         labels: dict[str, str],
         resources: Resources,
         agent_version: str,
+        issued_at: datetime,
+        expires_at: datetime | None,
     ) -> NodeRecord | None:
         async with self._tx(f"renew the registration of node {node_id}") as conn:
-            current = self._load_node(node_id)
-            if current.status != NodeStatus.INITIALIZING or current.last_seq != 0:
+            current = self._mirror.nodes.get(node_id)
+            if current is None or current.revoked_at is not None:
                 return None
             node = current.model_copy(
                 update={
                     "token_hash": token_hash,
+                    "token_issued_at": issued_at,
+                    "token_expires_at": expires_at,
+                    "next_token_hash": "",
+                    "next_token_expires_at": None,
                     "labels": labels,
                     "resources": resources,
                     "agent_version": agent_version,
                 }
             )
-            await conn.execute(
-                "UPDATE nodes SET record = ?, token_hash = ? WHERE id = ?",
-                (node.model_dump_json(), node.token_hash, node.id),
-            )
-            self._after_commit.append(lambda: self._mirror.put_node(node))
+            await self._write_node_token(conn, node)
             return node
+
+    async def _write_node_token(self, conn: aiosqlite.Connection, node: NodeRecord) -> None:
+        await conn.execute(
+            "UPDATE nodes SET record = ?, token_hash = ? WHERE id = ?",
+            (node.model_dump_json(), node.token_hash, node.id),
+        )
+        self._after_commit.append(lambda: self._mirror.put_node(node))
+
+    async def offer_node_token(
+        self, node_id: str, *, token_hash: str, expires_at: datetime | None
+    ) -> None:
+        async with self._tx(f"rotate the token of node {node_id}") as conn:
+            node = self._load_node(node_id)
+            await self._update_node(
+                conn,
+                node.model_copy(
+                    update={"next_token_hash": token_hash, "next_token_expires_at": expires_at}
+                ),
+            )
+
+    async def promote_node_token(self, node_id: str, token_hash: str, now: datetime) -> NodeRecord:
+        async with self._tx(f"switch node {node_id} to its rotated token") as conn:
+            node = self._load_node(node_id)
+            if node.next_token_hash != token_hash:
+                return node  # promoted already (two requests with the new token at once)
+            node = node.model_copy(
+                update={
+                    "token_hash": token_hash,
+                    "token_issued_at": now,
+                    "token_expires_at": node.next_token_expires_at,
+                    "next_token_hash": "",
+                    "next_token_expires_at": None,
+                }
+            )
+            await self._write_node_token(conn, node)
+            return node
+
+    async def approve_node(self, node_id: str) -> NodeRecord:
+        async with self._tx(f"approve node {node_id}") as conn:
+            node = self._load_node(node_id).model_copy(update={"approved": True})
+            await self._update_node(conn, node)
+            return node
+
+    async def revoke_node(self, node_id: str, now: datetime) -> NodeRecord:
+        async with self._tx(f"revoke node {node_id}") as conn:
+            node = self._load_node(node_id)
+            if node.revoked_at is None:
+                node = node.model_copy(update={"revoked_at": now})
+                await self._update_node(conn, node)
+            return node
+
+    async def purge_node(self, node_id: str) -> None:
+        async with self._tx(f"purge node {node_id}") as conn:
+            for table in ("assignments", "executions"):
+                await conn.execute(f"DELETE FROM {table} WHERE node_id = ?", (node_id,))  # noqa: S608
+            await conn.execute("DELETE FROM nodes WHERE id = ?", (node_id,))
+            self._after_commit.append(lambda: self._mirror.drop_node(node_id))
+
+    # tokens
+
+    async def insert_token(self, token: TokenRecord) -> None:
+        async with self._tx(f"create token {token.name!r}") as conn:
+            now = token.created_at
+            for other in self._mirror.tokens.values():
+                if other.name == token.name and _token_usable(other, now):
+                    raise Conflict(
+                        f"a token named {token.name!r} exists ({other.id}); revoke it first"
+                        " or pick another name",
+                        {"name": token.name, "token_id": other.id},
+                    )
+            await conn.execute(
+                "INSERT INTO tokens (id, secret_hash, record) VALUES (?, ?, ?)",
+                (token.id, token.secret_hash, token.model_dump_json()),
+            )
+            self._after_commit.append(lambda: self._mirror.put_token(token))
+
+    async def list_tokens(self) -> list[TokenRecord]:
+        return sorted(self._mirror.tokens.values(), key=lambda t: (t.created_at, t.id))
+
+    async def get_token(self, token_id: str) -> TokenRecord | None:
+        return self._mirror.tokens.get(token_id)
+
+    async def token_by_hash(self, secret_hash: str) -> TokenRecord | None:
+        return self._mirror.token_by_hash(secret_hash)
+
+    async def revoke_token(self, token_id: str, now: datetime) -> TokenRecord | None:
+        async with self._tx(f"revoke token {token_id}") as conn:
+            token = self._mirror.tokens.get(token_id)
+            if token is None or token.revoked_at is not None:
+                return token
+            token = token.model_copy(update={"revoked_at": now})
+            await conn.execute(
+                "UPDATE tokens SET record = ? WHERE id = ?", (token.model_dump_json(), token.id)
+            )
+            self._after_commit.append(lambda: self._mirror.put_token(token))
+            return token
 
     async def set_node_status(self, node_id: str, status: NodeStatus) -> None:
         async with self._tx(f"set the status of node {node_id}") as conn:
@@ -956,3 +1078,8 @@ def _unchanged(old: ExecutionRecord | None, report: ExecutionReport) -> bool:
 
 def _differs(old: ExecutionRecord, new: ExecutionRecord) -> bool:
     return _reported(old) != _reported(new)
+
+
+def _token_usable(token: TokenRecord, now: datetime) -> bool:
+    """Not revoked and not expired at ``now``."""
+    return token.revoked_at is None and (token.expires_at is None or token.expires_at > now)

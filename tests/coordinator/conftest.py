@@ -25,6 +25,11 @@ ADMIN = "fwa_test-admin-token"
 JOIN = "fwj_test-join-token"
 
 
+def node_key_of(name: str) -> str:
+    """The node key a test agent named ``name`` keeps (a real agent makes a random one)."""
+    return f"test-node-key-{name}".ljust(40, "k")
+
+
 @dataclass
 class Harness:
     """The app's collaborators, so a test can drive the engine step by step."""
@@ -39,9 +44,19 @@ class Harness:
     def admin(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {ADMIN}"}
 
-    async def register(self, name: str, **labels: str) -> tuple[str, str]:
+    async def register(
+        self, name: str, *, key: str | None = None, join: str = JOIN, **labels: str
+    ) -> tuple[str, str]:
+        """Register ``name`` with the node key ``key`` (default: one per name, as one agent
+        keeps one key)."""
         resp = await self.client.post(
-            "/v1/agent/register", json={"join_token": JOIN, "name": name, "labels": labels}
+            "/v1/agent/register",
+            json={
+                "join_token": join,
+                "name": name,
+                "labels": labels,
+                "node_key": key or node_key_of(name),
+            },
         )
         assert resp.status == 201, await resp.text()
         body = await resp.json()

@@ -7,6 +7,7 @@ import io
 import json
 import sqlite3
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -252,23 +253,34 @@ class TestAgentInput:
         fields = [e["field"] for e in (await resp.json())["error"]["details"]["errors"]]
         assert field in fields
 
-    async def test_register_live_name_is_409(self, harness: Harness) -> None:
-        """A name held by a live node (one that has reported) is refused; its token works on."""
+    @pytest.mark.parametrize("state", ["initializing", "ready", "down"])
+    async def test_register_a_held_name_without_its_key_is_409(
+        self, harness: Harness, state: str
+    ) -> None:
+        """A name belongs to its node whatever its status: another agent (another node key,
+        or none) gets 409 and the holder's token works on."""
         _, token = await harness.register("a")
-        await harness.report(token, 1, [])
-        resp = await harness.client.post(
-            "/v1/agent/register", json={"join_token": JOIN, "name": "a"}
-        )
-        assert resp.status == 409
-        assert (await resp.json())["error"]["details"]["name"] == "a"
+        if state != "initializing":
+            await harness.report(token, 1, [])
+        if state == "down":
+            harness.clock.advance(timedelta(hours=1))
+            assert await harness.monitor.tick()
+        for key in ("another-agent-key".ljust(40, "x"), None):
+            body: dict[str, Any] = {"join_token": JOIN, "name": "a"}
+            if key:
+                body["node_key"] = key
+            resp = await harness.client.post("/v1/agent/register", json=body)
+            assert resp.status == 409
+            details = (await resp.json())["error"]["details"]
+            assert details["name"] == "a"
+            assert details["status"] == state
         assert len(await harness.store.list_nodes()) == 1
         await harness.report(token, 2, [])
 
-    async def test_register_again_before_the_first_report_renews_the_token(
-        self, harness: Harness
-    ) -> None:
-        """An agent whose registration answer was lost asks again: it gets the same node
-        with a new token (the first one, never delivered, stops working), not a 409."""
+    async def test_register_again_with_its_key_renews_the_token(self, harness: Harness) -> None:
+        """An agent whose registration answer was lost (or whose token expired) asks again
+        with its node key: it gets the same node with a new token, and the old token
+        stops working."""
         node_id, first = await harness.register("a", zone="z1")
         again, second = await harness.register("a", zone="z2")
         assert again == node_id

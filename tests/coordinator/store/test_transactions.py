@@ -292,10 +292,13 @@ class TestWriteHealth:
         makes the store unhealthy."""
         with pytest.raises(Conflict):
             await save(store, revised(v1), revised(v1))
-        await node(store)
-        with pytest.raises(StoreError) as duplicate:
-            await node(store)
+        first = await node(store)
+        with pytest.raises(StoreError) as duplicate:  # the same id under another name
+            await store.insert_node(first.model_copy(update={"name": "other", "token_hash": "h2"}))
         assert not isinstance(duplicate.value, StoreUnavailable)
+        with pytest.raises(Conflict) as taken:  # a name belongs to one node
+            await store.insert_node(first.model_copy(update={"id": "n2", "token_hash": "h3"}))
+        assert "belongs to node n1" in taken.value.message
         assert store.write_health().failures == 0
 
     async def test_check_writable_probes_once_a_second_and_recovers(
