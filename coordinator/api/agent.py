@@ -61,7 +61,8 @@ class JoinGrant:
 
 
 async def join_grant(d: Deps, secret: str) -> JoinGrant:
-    """The grant of a join token; 401 saying why when it grants nothing."""
+    """The grant of a join token; 401 saying why when it grants nothing (expired, revoked
+    or unknown)."""
     if token_matches(secret, d.join_token_hash):
         return JoinGrant(None, DEFAULT_JOIN_ID, {}, Approval.AUTO)
     token = await d.store.token_by_hash(hash_token(secret))
@@ -71,10 +72,8 @@ async def join_grant(d: Deps, secret: str) -> JoinGrant:
         raise Unauthorized(f"join token {token.name!r} was revoked")
     if token.expires_at is not None and token.expires_at <= d.clock.now():
         raise Unauthorized(f"join token {token.name!r} expired at {format_time(token.expires_at)}")
-    if token.max_uses is not None and token.uses >= token.max_uses:
-        raise Unauthorized(
-            f"join token {token.name!r} is used up ({token.uses} of {token.max_uses} uses)"
-        )
+    # Uses are counted (and a used-up token refused) where a new node is inserted, in the
+    # same transaction; renewing a node's own registration is no new enrollment.
     return JoinGrant(token.id, token.name, dict(token.labels), token.approval or Approval.AUTO)
 
 

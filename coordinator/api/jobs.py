@@ -178,7 +178,7 @@ async def handle_job_nodes(request: web.Request) -> web.Response:
             {
                 "node_id": node_id,
                 "node_name": node.name if node else "",
-                "node_status": node.status.value if node else "",
+                "node_status": node.api_status.value if node else "",
                 "assigned_version": assignment.version if assignment else None,
                 "assigned_at": assignment.model_dump(mode="json")["assigned_at"]
                 if assignment
