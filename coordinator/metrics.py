@@ -128,7 +128,7 @@ def summarize(
 ) -> StateSnapshot:
     return StateSnapshot(
         jobs_by_state=Tally(j.status.state.state_type.value for j in jobs),
-        nodes_by_status=Tally(n.status.value for n in nodes),
+        nodes_by_status=Tally(n.api_status.value for n in nodes),
         nodes_ineligible=sum(1 for n in nodes if n.eligibility is Eligibility.INELIGIBLE),
         nodes_draining=sum(1 for n in nodes if n.drain),
         jobs=progress,
