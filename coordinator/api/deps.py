@@ -69,6 +69,19 @@ def actor(request: web.Request) -> str:
     return f"by {principal.name}" if principal is not None else "by operator"
 
 
+async def principal_valid(d: Deps, principal: Principal) -> bool:
+    """Whether the token behind ``principal`` is still good (long-lived streams ask again,
+    so that a revoked or expired token's stream ends)."""
+    if principal.node is not None:
+        node = await d.store.get_node(principal.node.id)
+        return node is not None and node.revoked_at is None
+    record = await d.store.get_token(principal.token_id)
+    if record is None:
+        return True  # the configured admin token: not revocable here
+    now = d.clock.now()
+    return record.revoked_at is None and (record.expires_at is None or record.expires_at > now)
+
+
 def deps(request: web.Request) -> Deps:
     return request.app[DEPS]
 

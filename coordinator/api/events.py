@@ -13,7 +13,7 @@ import json
 
 from aiohttp import web
 
-from coordinator.api.deps import Deps, deps, respond
+from coordinator.api.deps import PRINCIPAL, Deps, deps, principal_valid, respond
 from coordinator.store.records import Event
 from coordinator.watch import FEED
 from shared.errors import FieldError, ValidationFailed
@@ -79,7 +79,8 @@ async def handle_events(request: web.Request) -> web.StreamResponse:
     await resp.write(b"retry: 2000\n\n")
     revisions: dict[str, int] = {}
     try:
-        while not d.closing:
+        while not d.closing and await principal_valid(d, request[PRINCIPAL]):
+            # (A revoked or expired token's stream ends: revoking bumps the feed.)
             woken = d.watches.event(FEED)  # taken before reading, so no bump is missed
             events = await d.store.list_events(job=job, after=last, limit=BATCH)
             for event in events:

@@ -11,6 +11,7 @@ from coordinator.access import BOOTSTRAP_ADMIN_ID, DEFAULT_JOIN_ID
 from coordinator.api.deps import PRINCIPAL, Deps, deps, read_json, respond
 from coordinator.store.records import TokenRecord
 from coordinator.tokens import hash_token, new_token
+from coordinator.watch import FEED
 from shared.clock import ZERO_TIME
 from shared.errors import Conflict, FieldError, NotFound, ValidationFailed
 from shared.spec import field_errors
@@ -124,4 +125,5 @@ async def handle_revoke_token(request: web.Request) -> web.Response:
         raise NotFound(f"token {key!r} not found (give its id or name)", {"token": key})
     revoked = await d.store.revoke_token(record.id, d.clock.now())
     assert revoked is not None
+    d.watches.bump(FEED)  # open event streams of the token end now
     return respond(revoked.to_api())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
 
@@ -21,9 +22,7 @@ def bearer(secret: str) -> dict[str, str]:
 
 
 class TestLifecycle:
-    async def test_secret_is_shown_once_and_only_its_hash_is_stored(
-        self, harness: Harness
-    ) -> None:
+    async def test_secret_is_shown_once_and_only_its_hash_is_stored(self, harness: Harness) -> None:
         created = await create_token(harness, name="ci-web", role="deployer", jobs=["web-*"])
         secret = created["secret"]
         assert secret.startswith("fwo_")
@@ -51,15 +50,22 @@ class TestLifecycle:
         for token in (old, new):
             resp = await harness.client.get("/v1/tokens", headers=bearer(token["secret"]))
             assert resp.status == 200
-        resp = await harness.client.delete(
-            f"/v1/tokens/{old['id']}", headers=bearer(new["secret"])
-        )
+        resp = await harness.client.delete(f"/v1/tokens/{old['id']}", headers=bearer(new["secret"]))
         assert resp.status == 200
         assert (await resp.json())["revoked_at"] is not None
         resp = await harness.client.get("/v1/jobs", headers=bearer(old["secret"]))
         assert resp.status == 401
         assert "revoked" in (await resp.json())["error"]["message"]
         assert (await harness.client.get("/v1/jobs", headers=bearer(new["secret"]))).status == 200
+
+    async def test_revoking_a_token_ends_its_open_event_stream(self, harness: Harness) -> None:
+        created = await create_token(harness, name="dashboard", role="viewer")
+        resp = await harness.client.get("/v1/events", headers=bearer(created["secret"]))
+        assert resp.status == 200
+        assert await resp.content.readline() == b"retry: 2000\n"
+        await harness.client.delete(f"/v1/tokens/{created['id']}", headers=harness.admin())
+        rest = await asyncio.wait_for(resp.content.read(), timeout=5)  # the stream ends
+        assert b"keepalive" not in rest
 
     async def test_expired_token_is_401(self, harness: Harness) -> None:
         created = await create_token(harness, name="short", role="viewer", ttl="1h")
