@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+
 from coordinator.access import RULES, Right, check_rules
 from tests.coordinator.conftest import JOIN, Harness, web_spec
 
@@ -135,7 +136,8 @@ class TestRoles:
         assert resp.status == 403
         error = (await resp.json())["error"]
         assert error["details"]["right"] == "jobs:write"
-        assert "t-viewer" in error["message"] and "deployer" in error["message"]
+        assert "t-viewer" in error["message"]
+        assert "deployer" in error["message"]
 
     async def test_deployer_is_held_to_its_job_globs(self, harness: Harness) -> None:
         deployer = await self.token(harness, "deployer", jobs=["web-*"])
