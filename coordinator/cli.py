@@ -2,7 +2,7 @@
 
 Exit codes (DESIGN §2): 0 success, 1 the operation ran but the rollout failed or was rolled
 back, 2 usage or API error. Read commands take ``--json`` (the API's body, for scripts). The
-operator commands live in ``cli_jobs``, ``cli_rollouts`` and ``cli_nodes``.
+operator commands live in ``cli_jobs``, ``cli_rollouts``, ``cli_nodes`` and ``cli_tokens``.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from coordinator.cli_jobs import job
 from coordinator.cli_nodes import node
 from coordinator.cli_rollouts import rollout
 from coordinator.cli_tls import tls
+from coordinator.cli_tokens import token
 from coordinator.cliutil import DEFAULT_ADDR, Ctx, fail, is_explicit, resolve_token
 
 
@@ -36,7 +37,8 @@ from coordinator.cliutil import DEFAULT_ADDR, Ctx, fail, is_explicit, resolve_to
     "--token",
     envvar="FLEETWAVE_TOKEN",
     default=None,
-    help="Operator (admin) token (env FLEETWAVE_TOKEN).",
+    help="Operator token: the admin token or one from `fleetwave token create` (env"
+    " FLEETWAVE_TOKEN).",
 )
 @click.option(
     "--token-file",
@@ -68,6 +70,7 @@ cli.add_command(job)
 cli.add_command(rollout)
 cli.add_command(node)
 cli.add_command(tls)
+cli.add_command(token)
 
 
 @cli.command("completion")

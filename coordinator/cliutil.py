@@ -19,6 +19,7 @@ from click.shell_completion import CompletionItem
 from coordinator.client import ApiClient, ApiError
 from coordinator.follow import progress_line
 from coordinator.specfile import SpecFileError, load_spec_file
+from shared.nodes import clean_text
 
 EXIT_OK, EXIT_ROLLOUT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_INTERRUPTED = 130
@@ -39,12 +40,21 @@ def explain(exc: ApiError, token_given: bool = True) -> str:
         lines[0] = (
             f"the coordinator refused the token ({exc.message})"
             if token_given
-            else "no token given: the coordinator needs its admin token"
+            else "no token given: the coordinator needs an operator token"
         )
+        if "token_id" in exc.details:  # a managed token that was revoked or expired
+            lines.append("  Ask an admin for a new token (`fleetwave token create`).")
         lines.append(
-            "  Set FLEETWAVE_TOKEN (or --token) to the admin token, or point --token-file /"
-            " FLEETWAVE_TOKEN_FILE at the coordinator's admin.token file"
-            " (<data-dir>/admin.token, default /var/lib/fleetwave/admin.token)."
+            "  Set FLEETWAVE_TOKEN (or --token) to an operator token (one from `fleetwave token"
+            " create`, or the admin token), or point --token-file / FLEETWAVE_TOKEN_FILE at the"
+            " coordinator's admin.token file (<data-dir>/admin.token, default"
+            " /var/lib/fleetwave/admin.token)."
+        )
+    elif exc.status == 403:
+        lines[0] = f"permission denied: {exc.message}"
+        lines.append(
+            "  Use a token whose role has that right (an admin makes one with `fleetwave token"
+            " create --role ...`); `fleetwave token whoami` shows the token in use."
         )
     elif exc.status == 404 and "version" in exc.details:
         job = exc.details.get("job", "")
@@ -53,7 +63,18 @@ def explain(exc: ApiError, token_given: bool = True) -> str:
         lines[0] = f"no job named {exc.details['job']}; see `fleetwave job list`"
     elif exc.status == 404 and "node" in exc.details:
         lines[0] = f"no node named {exc.details['node']}; see `fleetwave node list`"
-    return "\n".join(lines)
+    elif exc.status == 404 and "token" in exc.details:
+        lines[0] = f"no token {exc.details['token']!r}; see `fleetwave token list`"
+    return shown("\n".join(lines), keep_newlines=True)
+
+
+def shown(value: object, keep_newlines: bool = False) -> str:
+    """``value`` as text safe for a terminal: what agents, specs or other operators wrote
+    may hold control characters (escape sequences), which are shown as spaces."""
+    text = str(value)
+    if keep_newlines:
+        return "\n".join(clean_text(line) for line in text.split("\n"))
+    return clean_text(text)
 
 
 def resolve_token(
