@@ -201,3 +201,63 @@ export function confirmDialog(desc) {
     (desc.danger ? document.getElementById("confirm-cancel") : ok).focus();
   });
 }
+
+// ---------------------------------------------------------------- node actions
+
+/** The actions shown for a node: {id, label, primary, danger} in display order. */
+export function nodeActions(node) {
+  const out = [];
+  if (node.status === "pending") out.push({ id: "approve", label: "Approve", primary: true });
+  if (node.status !== "revoked") out.push({ id: "revoke", label: "Revoke", danger: true });
+  if (node.status === "down" || node.status === "revoked") out.push({ id: "purge", label: "Purge", danger: true });
+  return out;
+}
+
+/** What the dialog says and sends for one node action (as ``describeAction``). */
+export function describeNodeAction(id, node) {
+  const base = `/v1/nodes/${encodeURIComponent(node.id)}`;
+  const who = node.name || node.id.slice(0, 8);
+  const labels = Object.entries(node.labels || {}).map(([k, v]) => `${k}=${v}`).join(", ");
+  switch (id) {
+    case "approve":
+      return {
+        title: `Approve node ${who}?`,
+        lines: [
+          `Check that it is the host you expect: id ${node.id}, labels ${labels || "none"}, agent ${node.agent_version || "unknown"}.`,
+          "Once approved it is a member of the fleet: rollouts may target it and it receives the job specs assigned to it.",
+        ],
+        confirm: "Approve",
+        done: `Approved node ${who}.`,
+        request: () => ({ method: "POST", path: `${base}/approve` }),
+      };
+    case "revoke":
+      return {
+        title: `Revoke node ${who}?`,
+        lines: [
+          "Its token is refused at once and no rollout targets it again.",
+          "This cannot be undone: the host can only come back as a new node, once this one is purged.",
+          node.status === "pending"
+            ? "It never ran anything of the fleet's: it was still waiting for approval."
+            : "Its agent keeps running what it runs now: drain the node first to stop its jobs.",
+        ],
+        confirm: "Revoke node",
+        done: `Revoked node ${who}.`,
+        danger: true,
+        request: () => ({ method: "POST", path: `${base}/revoke` }),
+      };
+    case "purge":
+      return {
+        title: `Purge node ${who}?`,
+        lines: [
+          "The coordinator forgets the node: its record, assignments and executions are deleted (its events stay).",
+          "Its name is free again: a host may register with it.",
+        ],
+        confirm: "Purge node",
+        done: `Purged node ${who}.`,
+        danger: true,
+        request: () => ({ method: "DELETE", path: base }),
+      };
+    default:
+      throw new Error(`unknown node action ${id}`);
+  }
+}

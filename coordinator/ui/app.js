@@ -1,7 +1,7 @@
 // The dashboard: routes (#/jobs, #/jobs/NAME, #/nodes), data loading, live updates from the
 // event stream with a polling fallback, and the operator actions.
 
-import { describeAction, availableActions, confirmDialog } from "./actions.js";
+import { describeAction, availableActions, confirmDialog, describeNodeAction, nodeActions } from "./actions.js";
 import { ApiError, api, clearToken, enc, getToken, setToken, takeTokenFromFragment } from "./api.js";
 import { ago, h } from "./dom.js";
 import { EventStream } from "./stream.js";
@@ -26,6 +26,7 @@ const state = {
   timer: null,
   busy: false, // an action is being sent
   actionBar: null, // the job page's buttons, kept across re-renders
+  nodeButtons: new Map(), // the node page's buttons by "<node id>/<action>", kept likewise
   signInMessage: "",
   jobEvents: [], // the job page's recent events
   eventCursor: 0, // the last event id read for them
@@ -51,6 +52,7 @@ function onRouteChange() {
   state.data = null;
   state.jobEvents = [];
   state.eventCursor = 0;
+  state.nodeButtons.clear();
   for (const link of document.querySelectorAll("[data-nav]")) {
     const current = link.dataset.nav === (state.route.page === "nodes" ? "nodes" : "jobs");
     if (current) link.setAttribute("aria-current", "page");
@@ -224,7 +226,7 @@ function render() {
   if (!data) return;
   let view;
   if (state.route.page === "jobs") view = renderJobs(data.jobs, data.names);
-  else if (state.route.page === "nodes") view = renderNodes(data.nodes);
+  else if (state.route.page === "nodes") view = renderNodes(data.nodes, nodeButtons);
   else {
     view = renderJob(data, actionBar(data));
     document.title = `${data.summary.name} · ${jobState(data.summary.status)[0]} · Fleetwave`;
@@ -279,6 +281,50 @@ async function runAction(id) {
   render();
   try {
     await api(req.path, { method: req.method, body: req.body ?? {} });
+    toast(desc.done);
+  } catch (err) {
+    if (err instanceof ApiError && err.kind === "http") toast(err.message, "bad");
+    else handleError(err);
+  } finally {
+    state.busy = false;
+    refreshNow();
+  }
+}
+
+/** A node row's buttons; like the job's action bar they persist across re-renders. */
+function nodeButtons(node) {
+  return nodeActions(node).map((a) => {
+    const key = `${node.id}/${a.id}`;
+    let button = state.nodeButtons.get(key);
+    if (!button) {
+      button = h(
+        "button",
+        {
+          type: "button",
+          "aria-label": `${a.label} node ${node.name}`,
+          dataset: { action: a.id },
+          onclick: () => runNodeAction(a.id, node.id),
+        },
+        a.label,
+      );
+      state.nodeButtons.set(key, button);
+    }
+    button.className = `btn btn-small${a.primary ? " btn-primary" : ""}${a.danger ? " btn-danger-quiet" : ""}`;
+    button.disabled = state.busy;
+    return button;
+  });
+}
+
+async function runNodeAction(id, nodeId) {
+  const node = state.data && state.data.nodes && state.data.nodes.find((n) => n.id === nodeId);
+  if (!node) return;
+  const desc = describeNodeAction(id, node);
+  if (!(await confirmDialog(desc))) return;
+  const req = desc.request();
+  state.busy = true;
+  render();
+  try {
+    await api(req.path, { method: req.method });
     toast(desc.done);
   } catch (err) {
     if (err instanceof ApiError && err.kind === "http") toast(err.message, "bad");

@@ -1,6 +1,6 @@
 // How states read and which colour family ("tone") shows them. Colour always comes with text.
 // Tones: ok (green), progress (green, in motion), idle (grey), paused (blue), warn (amber),
-// bad (red), none (no data).
+// bad (red), none (no data), revoked (red outline: final, an operator's decision).
 
 const JOB_STATES = {
   "": ["Not planned", "idle"],
@@ -45,9 +45,11 @@ export function executionState(state) {
 }
 
 const NODE_STATUSES = {
+  pending: ["Pending approval", "paused"], // waits for an operator, like a rollout at a gate
   ready: ["Ready", "ok"],
   initializing: ["Initializing", "idle"],
   down: ["Down", "bad"],
+  revoked: ["Revoked", "revoked"],
   gone: ["Gone", "idle"],
 };
 

@@ -65,7 +65,13 @@ export function renderSignIn(message, onSubmit) {
       },
     },
     h("h1", { id: "signin-title" }, "Sign in to Fleetwave"),
-    h("p", { class: "muted" }, "The dashboard uses the coordinator's admin token. It is kept in this browser tab only."),
+    h(
+      "p",
+      { class: "muted" },
+      "The dashboard uses the coordinator's admin token, or any operator token from ",
+      h("code", {}, "fleetwave token create"),
+      " (a viewer token can look but not act). It is kept in this browser tab only.",
+    ),
     message ? h("p", { class: "form-error", role: "alert" }, message) : null,
     h("label", { for: "token" }, "Admin token"),
     input,
@@ -439,12 +445,20 @@ function conditionList(conditions) {
   );
 }
 
-export function renderNodes(nodes) {
+/** The node list; ``actionsFor(node)`` gives a row's action buttons (none without it). */
+export function renderNodes(nodes, actionsFor = null) {
   const ready = nodes.filter((n) => n.status === "ready").length;
+  const pending = nodes.filter((n) => n.status === "pending").length;
   const flagged = nodes.filter((n) => n.conditions && n.conditions.length).length;
   const head = pageHeader(
     "Nodes",
-    h("span", { class: "muted count" }, `${ready} of ${plural(nodes.length, "node")} ready`, flagged ? ` · ${flagged} with conditions` : ""),
+    h(
+      "span",
+      { class: "muted count" },
+      `${ready} of ${plural(nodes.length, "node")} ready`,
+      pending ? ` · ${pending} pending approval` : "",
+      flagged ? ` · ${flagged} with conditions` : "",
+    ),
   );
   if (!nodes.length) {
     return h("div", {}, head, h("section", { class: "card empty" }, h("p", {}, "No nodes have registered yet."), h("p", { class: "muted" }, "Start ", h("code", {}, "fleetwave-agent"), " on a host with the join token.")));
@@ -457,18 +471,26 @@ export function renderNodes(nodes) {
     else if (n.eligibility === "ineligible") scheduling.push(badge("Ineligible", "idle"));
     else scheduling.push(h("span", { class: "muted" }, "eligible"));
     const res = n.resources || {};
+    const statusNote =
+      n.status === "pending"
+        ? "Enrolled with a manual-approval join token: it runs nothing until approved."
+        : n.status === "revoked"
+          ? "Its token is refused; purge it to free its name."
+          : null;
     return h(
       "tr",
-      { dataset: { node: n.name } },
+      { dataset: { node: n.name, status: n.status } },
       h("td", {}, h("strong", {}, n.name), h("div", { class: "muted small mono", title: n.id }, n.id.slice(0, 12))),
-      h("td", {}, badge(label, tone), conditionList(n.conditions)),
+      h("td", {}, badge(label, tone, { dataset: { status: n.status } }), statusNote ? h("div", { class: "muted small status-note" }, statusNote) : null, conditionList(n.conditions)),
       h("td", {}, scheduling),
       h("td", {}, h("div", { class: "labels" }, Object.entries(n.labels || {}).map(([k, v]) => h("span", { class: "chip" }, `${k}=${v}`)))),
       h("td", { class: "muted small nowrap" }, [res.cpu_count ? `${res.cpu_count} CPU` : "", bytes(res.memory_bytes), n.load && n.load.load1 ? `load ${n.load.load1.toFixed(2)}` : ""].filter(Boolean).join(" · ")),
       h("td", { class: "muted nowrap" }, since(n.last_heartbeat, "never")),
       h("td", { class: "muted small" }, n.agent_version || "—"),
+      actionsFor ? h("td", { class: "row-actions" }, actionsFor(n)) : null,
     );
   });
+  const columns = ["Node", "Status", "Scheduling", "Labels", "Resources", "Last heartbeat", "Agent"];
   return h(
     "div",
     {},
@@ -479,7 +501,11 @@ export function renderNodes(nodes) {
       h(
         "table",
         { class: "table", "aria-label": "Nodes" },
-        h("thead", {}, h("tr", {}, ["Node", "Status", "Scheduling", "Labels", "Resources", "Last heartbeat", "Agent"].map((c) => h("th", { scope: "col" }, c)))),
+        h(
+          "thead",
+          {},
+          h("tr", {}, columns.map((c) => h("th", { scope: "col" }, c)), actionsFor ? h("th", { scope: "col" }, "Actions") : null),
+        ),
         h("tbody", {}, rows),
       ),
     ),
