@@ -332,3 +332,43 @@ class TestOperations:
         """Each log event the operations guide tells operators to look for is still logged."""
         assert f'"{event}"' in (ROOT / LOG_EVENTS[event]).read_text(encoding="utf-8")
         assert f"`{event}`" in OPERATIONS.read_text(encoding="utf-8")
+
+
+# Node identity (enrollment, approval, token rotation): the log events the operations guide
+# names, and the module that logs each.
+NODE_IDENTITY_LOG_EVENTS = {
+    "node_pending_approval": "agent/session.py",
+    "node_token_rotated": "agent/session.py",
+    "node_token_rotation_failed": "agent/report.py",
+}
+ROLLOUTS = DOCS / "rollouts.md"
+_EVENT_KIND = re.compile(r'\bkind="([a-z_]+)"')
+
+
+def stored_event_kinds() -> set[str]:
+    """Event kinds the coordinator writes as literals (the node events: the engine's rollout
+    events are in the table of docs/rollouts.md, named by the planner)."""
+    kinds: set[str] = set()
+    for path in sorted((ROOT / "coordinator").rglob("*.py")):
+        kinds.update(_EVENT_KIND.findall(path.read_text(encoding="utf-8")))
+    return kinds
+
+
+class TestNodeIdentityDocs:
+    @pytest.mark.parametrize("event", sorted(NODE_IDENTITY_LOG_EVENTS))
+    def test_named_log_events_exist(self, event: str) -> None:
+        """Each enrollment or rotation log event the operations guide names is still logged."""
+        assert f'"{event}"' in (ROOT / NODE_IDENTITY_LOG_EVENTS[event]).read_text(encoding="utf-8")
+        assert f"`{event}`" in OPERATIONS.read_text(encoding="utf-8")
+
+    def test_finds_the_node_event_kinds(self) -> None:
+        """The scan sees the node events (so the test below tests something)."""
+        assert {"node_registered", "node_approved", "node_revoked", "node_purged"} <= (
+            stored_event_kinds()
+        )
+
+    @pytest.mark.parametrize("kind", sorted(stored_event_kinds()))
+    def test_every_node_event_kind_is_documented(self, kind: str) -> None:
+        """Each event kind the coordinator records is named in docs/rollouts.md and api.md."""
+        assert f"`{kind}`" in ROLLOUTS.read_text(encoding="utf-8")
+        assert f"`{kind}`" in (DOCS / "api.md").read_text(encoding="utf-8")
