@@ -19,6 +19,7 @@ from agent.errors import ConfigError
 from shared.durations import Duration, parse_duration
 from shared.nodes import check_node_labels
 from shared.protocol import NODE_NAME_PATTERN
+from shared.spec import Driver
 from shared.tls import client_context, is_loopback
 
 DEFAULT_CONFIG_FILE = Path("/etc/fleetwave/agent.toml")
@@ -52,6 +53,45 @@ ENV_VARS: Mapping[str, str] = {
 
 _LISTEN = re.compile(r"^(?P<host>\[[0-9A-Fa-f:]+\]|[A-Za-z0-9.\-]+):(?P<port>\d{1,5})$")
 
+DEFAULT_DENIED_ENV = ("LD_PRELOAD", "LD_LIBRARY_PATH", "LD_AUDIT", "PYTHONPATH")
+"""Variables that make any program load code of the job's choosing."""
+
+
+class HostPolicy(BaseModel):
+    """The ``[policy]`` table: what this host lets workloads do, whatever the coordinator
+    sends (DESIGN §10). Read from the config file only; agent/policy.py applies it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    allow_root: bool = False
+    """Whether a workload or its exec checks may run as uid 0 (``user = "root"``, a user
+    with uid 0, or no ``user`` on an agent running as root)."""
+    allowed_users: tuple[str, ...] = ()
+    """Users workloads may run as; empty: any user that exists (root only with allow_root)."""
+    allowed_drivers: tuple[Driver, ...] = ()
+    """Drivers jobs may use; empty: every driver."""
+    allowed_commands: tuple[str, ...] = ()
+    """Globs of absolute paths the program of a workload or exec check must match, after
+    it is looked up on the job's PATH; ``*`` stays within one directory, ``**`` does not.
+    Empty: any program."""
+    denied_env: tuple[str, ...] = DEFAULT_DENIED_ENV
+    """Variable names a job's ``task.env`` must not set (case-sensitive)."""
+
+    @field_validator("allowed_commands")
+    @classmethod
+    def _absolute_globs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for pattern in value:
+            if not pattern.startswith("/"):
+                raise ValueError(f"{pattern!r} must be an absolute path glob (starting with /)")
+        return value
+
+    @field_validator("allowed_users", "denied_env")
+    @classmethod
+    def _no_blank_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if any(not name.strip() for name in value):
+            raise ValueError("names must not be empty")
+        return value
+
 
 class AgentSettings(BaseModel):
     """Every agent option, validated; build it with :func:`load_settings`."""
@@ -84,6 +124,8 @@ class AgentSettings(BaseModel):
     tls_key: Path | None = None
     allow_plain_http: bool = False
     """Allow an http:// coordinator URL whose host is not loopback (a trusted network only)."""
+    policy: HostPolicy = Field(default_factory=HostPolicy)
+    """The host policy (``[policy]`` in the file; no flag or env var sets it)."""
 
     @field_validator("coordinators", mode="before")
     @classmethod
@@ -228,6 +270,8 @@ def load_settings(flags: Mapping[str, Any] | None = None) -> AgentSettings:
         message = str(err["msg"]).removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             message = "unknown option"
+            if err["loc"][:1] == ("policy",):
+                message += f" (the [policy] keys are {', '.join(HostPolicy.model_fields)})"
         raise ConfigError(f"{option}: {message}") from None
 
 

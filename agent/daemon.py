@@ -153,6 +153,7 @@ class Agent:
             writes=writes,
             clock=self.clock,
             http=self._http,
+            policy=settings.policy,
             on_change=self._on_execution_change,
             metrics=self.metrics,
             artifacts=ArtifactStore(
@@ -207,6 +208,7 @@ class Agent:
             data_dir=str(settings.data_dir),
             coordinators=settings.coordinators,
             local_port=self.local_port,
+            policy=settings.policy.model_dump(mode="json"),
         )
 
     async def shutdown(self, *, stop_workloads: bool = True) -> None:

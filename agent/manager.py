@@ -10,6 +10,7 @@ import aiohttp
 import structlog
 
 from agent.artifacts import ArtifactStore
+from agent.config import HostPolicy
 from agent.executions import TERMINAL_STATES, ExecutionRecord, ExecutionStore
 from agent.metrics import AgentMetrics
 from agent.paths import DataDir
@@ -47,6 +48,7 @@ class ExecutionManager:
         writes: DataDirWrites,
         clock: Clock,
         http: aiohttp.ClientSession,
+        policy: HostPolicy,
         on_change: Callable[[], None] = lambda: None,
         artifacts: ArtifactStore | None = None,
         metrics: AgentMetrics | None = None,
@@ -57,6 +59,7 @@ class ExecutionManager:
         self._writes = writes
         self._clock = clock
         self._http = http
+        self._policy = policy
         self._on_change = on_change
         self._artifacts = artifacts or ArtifactStore(data_dir.artifacts, http)
         self._metrics = metrics or AgentMetrics()
@@ -253,6 +256,7 @@ class ExecutionManager:
             on_change=self._changed,
             metrics=self._metrics,
             writes=self._writes,
+            policy=self._policy,
             artifacts=self._artifacts,
             adopted=adopted,
             restored=restored,

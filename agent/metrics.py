@@ -34,6 +34,7 @@ from agent.errors import (
     RequestRejected,
     TokenRejected,
 )
+from agent.policy import RULES as POLICY_RULES
 from shared.protocol import ExecutionReport, ExecutionState
 
 # ``*_created`` series double the output and no dashboard of ours reads them.
@@ -202,6 +203,14 @@ class AgentMetrics:
             ["kind"],
             registry=reg,
         )
+        self.policy_refusals = Counter(
+            "fleetwave_agent_policy_refusals",
+            "Executions the host policy refused to run, by the [policy] key involved.",
+            ["rule"],
+            registry=reg,
+        )
+        for rule in POLICY_RULES:  # every rule has a series from the start, so alerts see 0
+            self.policy_refusals.labels(rule)
         self.last_sync = Gauge(
             "fleetwave_agent_last_successful_sync_timestamp_seconds",
             "Unix time of the last assignments poll that was answered and applied.",

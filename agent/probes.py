@@ -14,6 +14,7 @@ import structlog
 
 from agent.health import CheckCounts, HealthState, HealthVerdict, evaluate_health
 from agent.metrics import AgentMetrics
+from agent.runtime.users import RunAs
 from shared.clock import Clock
 from shared.spec import ExecCheck, HealthCheck, HttpCheck, TcpCheck
 
@@ -57,9 +58,13 @@ async def probe_tcp(check: TcpCheck) -> ProbeResult:
 
 
 async def probe_exec(
-    check: ExecCheck, *, env: Mapping[str, str], cwd: str | None = None
+    check: ExecCheck, *, env: Mapping[str, str], run_as: RunAs | None, cwd: str | None = None
 ) -> ProbeResult:
-    """Pass when the command exits 0 within the timeout; on timeout its group is killed."""
+    """Pass when the command exits 0 within the timeout; on timeout its group is killed.
+
+    It runs as ``run_as`` (the job's user and groups; None: as the agent), never as more
+    than the workload: the command may well be a file the workload wrote.
+    """
     try:
         proc = await asyncio.create_subprocess_exec(
             *check.command,
@@ -68,6 +73,9 @@ async def probe_exec(
             stderr=asyncio.subprocess.DEVNULL,
             env=dict(env),
             cwd=cwd,
+            user=run_as.uid if run_as else None,
+            group=run_as.gid if run_as else None,
+            extra_groups=list(run_as.groups) if run_as else None,
             start_new_session=True,
         )
     except OSError as exc:
@@ -96,6 +104,7 @@ class HealthMonitor:
         session: aiohttp.ClientSession,
         env: Mapping[str, str],
         cwd: str | None,
+        run_as: RunAs | None,
         on_change: Callable[[HealthVerdict], None],
         metrics: AgentMetrics | None = None,
         job: str = "",
@@ -107,6 +116,7 @@ class HealthMonitor:
         self._session = session
         self._env = dict(env)
         self._cwd = cwd
+        self._run_as = run_as
         self._on_change = on_change
         self._metrics = metrics or AgentMetrics()
         self._job = job
@@ -117,7 +127,7 @@ class HealthMonitor:
             return await probe_http(check, self._session)
         if isinstance(check, TcpCheck):
             return await probe_tcp(check)
-        return await probe_exec(check, env=self._env, cwd=self._cwd)
+        return await probe_exec(check, env=self._env, run_as=self._run_as, cwd=self._cwd)
 
     async def step(self, index: int) -> HealthVerdict:
         """Probe check ``index`` once, record the result and re-evaluate the verdict."""

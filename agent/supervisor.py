@@ -18,12 +18,14 @@ import structlog
 
 from agent.artifacts import ArtifactError, ArtifactStore
 from agent.backoff import BackoffPolicy, backoff_delay
+from agent.config import HostPolicy
 from agent.errors import LaunchError
 from agent.executions import ExecutionRecord
 from agent.health import HealthState, HealthVerdict
 from agent.logs import ensure_log_files
 from agent.metrics import AgentMetrics
 from agent.paths import DataDir
+from agent.policy import LaunchRequest, Refusal, decide, describe_launch
 from agent.probes import HealthMonitor
 from agent.restart import (
     UNKNOWN_EXIT,
@@ -36,11 +38,12 @@ from agent.restart import (
 )
 from agent.runtime import LaunchSpec, ProcessHandle, Runtime
 from agent.runtime.environment import child_environment
+from agent.runtime.users import RunAs, run_as
 from agent.writes import DataDirWrites
 from shared.clock import Clock
 from shared.interpolation import InterpolationError, interpolate, node_variables
 from shared.protocol import Assignment, ExecutionReport, ExecutionState
-from shared.spec import HealthCheck, HttpCheck, JobType, TcpCheck
+from shared.spec import ExecCheck, HealthCheck, HttpCheck, JobType, TcpCheck
 
 log = structlog.get_logger("agent.supervisor")
 
@@ -125,6 +128,25 @@ def prepare(
     return Prepared(launch=launch, checks=checks)
 
 
+def pin_programs(prepared: Prepared, request: LaunchRequest) -> Prepared:
+    """``prepared`` with each program that was looked up on the PATH replaced by the file
+    found (``request.programs``: the command, then each exec check in order)."""
+    programs = iter(request.programs)
+
+    def pinned(argv: list[str]) -> list[str]:
+        found = next(programs).found
+        return argv if found is None else [found, *argv[1:]]
+
+    launch = dataclasses.replace(prepared.launch, command=pinned(prepared.launch.command))
+    checks = [
+        check.model_copy(update={"command": pinned(check.command)})
+        if isinstance(check, ExecCheck)
+        else check
+        for check in prepared.checks
+    ]
+    return Prepared(launch=launch, checks=checks)
+
+
 class Supervisor:
     """Runs one execution until it completes, fails for good, or is stopped."""
 
@@ -139,6 +161,7 @@ class Supervisor:
         http: aiohttp.ClientSession,
         on_change: Callable[[Supervisor], None],
         writes: DataDirWrites,
+        policy: HostPolicy,
         artifacts: ArtifactStore | None = None,
         rand: Callable[[], float] = random.random,
         adopted: ProcessHandle | None = None,
@@ -161,6 +184,7 @@ class Supervisor:
         self._http = http
         self._on_change = on_change
         self._writes = writes
+        self._policy = policy
         self._artifacts = artifacts
         self._rand = rand
         self._metrics = metrics or AgentMetrics()
@@ -260,6 +284,11 @@ class Supervisor:
                 return False
         try:
             prepared = prepare(self.assignment, self._node, self._data_dir, version_dir)
+            prepared, refusal = self._admit(prepared)
+            if refusal is not None:
+                await self._refuse(refusal)
+                return False
+            creds = run_as(prepared.launch.user)
             handle, self._adopted = self._adopted, None
             self._restart_at = None
             if handle is None:
@@ -274,7 +303,7 @@ class Supervisor:
             self._set(ExecutionState.FAILED, f"cannot start: {exc}")
             return False
         self._handle = handle
-        monitor_task = self._begin_health(prepared)
+        monitor_task = self._begin_health(prepared, creds)
         try:
             status = await handle.wait()
         finally:
@@ -283,6 +312,29 @@ class Supervisor:
                 await asyncio.wait([monitor_task])
         self._handle = None
         return await self._after_exit(status)
+
+    def _admit(self, prepared: Prepared) -> tuple[Prepared, Refusal | None]:
+        """The host policy's word on this version (agent/policy.py), and the launch with each
+        program pinned to the file the policy judged, so no later PATH search can differ."""
+        task = self.assignment.spec.task
+        euid = os.geteuid()
+        request = describe_launch(
+            prepared.launch, prepared.checks, driver=task.driver, job_env=task.env, euid=euid
+        )
+        refusal = decide(request, self._policy, euid=euid)
+        return pin_programs(prepared, request), refusal
+
+    async def _refuse(self, refusal: Refusal) -> None:
+        """Fail the execution without starting anything; a workload adopted from an agent
+        run under another policy is stopped first."""
+        self._log.warning("execution_refused", rule=refusal.rule, reason=refusal.reason)
+        self._metrics.policy_refusals.labels(refusal.rule).inc()
+        handle, self._adopted = self._adopted, None
+        if handle is not None:
+            self._handle = handle
+            await handle.stop(self.assignment.spec.task.kill_timeout.total_seconds())
+            self._handle = None
+        self._set(ExecutionState.FAILED, refusal.message)
 
     async def _after_exit(self, status: ExitStatus) -> bool:
         """Apply the restart policy to an exit; after a restart's backoff, True."""
@@ -368,7 +420,7 @@ class Supervisor:
             task.cancel()
             await asyncio.wait([task])
 
-    def _begin_health(self, prepared: Prepared) -> asyncio.Task[None] | None:
+    def _begin_health(self, prepared: Prepared, creds: RunAs | None) -> asyncio.Task[None] | None:
         checks = prepared.checks
         if self.assignment.spec.type is JobType.BATCH:
             self._set(ExecutionState.STARTING, self._running("running"))
@@ -385,6 +437,8 @@ class Supervisor:
             session=self._http,
             env=prepared.launch.env,
             cwd=str(prepared.launch.working_dir) if prepared.launch.working_dir else None,
+            # As the workload's user and groups: a check may be a file the workload wrote.
+            run_as=creds,
             on_change=self._on_health,
             metrics=self._metrics,
             job=self.job,

@@ -19,7 +19,7 @@ import psutil
 from bench import load
 from bench.harness import Admin, Meter, Server, bare_server, coordinator, job_spec
 from bench.simulator import SimConfig, SimFleet, percentile
-from coordinator.demo.fleet import ADMIN_TOKEN, JOIN_TOKEN
+from coordinator.demo.fleet import ADMIN_TOKEN, JOIN_TOKEN, policy_toml
 
 MS = 1000.0
 
@@ -361,11 +361,17 @@ async def agent_footprint(workdir: Path, seconds: float) -> dict[str, Any]:
     agent = baseline = None
     try:
         data = workdir / "agent" / "agent-data"
+        config = workdir / "agent" / "agent.toml"
+        config.parent.mkdir(parents=True, exist_ok=True)
+        # The measured job sets no user: it runs as whoever runs the benchmark (root in CI).
+        config.write_text(policy_toml({"allow_root": True}), encoding="utf-8")
         agent = _spawn(
             [
                 sys.executable,
                 "-m",
                 "agent",
+                "--config",
+                str(config),
                 "--coordinator",
                 coord.url,
                 "--join-token",

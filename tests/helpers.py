@@ -27,3 +27,9 @@ async def eventually(
         if loop.time() > deadline:
             raise AssertionError(f"condition not met within {timeout}s: {predicate!r}")
         await asyncio.sleep(interval)
+
+
+JOBS_AS_PYTEST_USER: dict[str, object] = {"allow_root": True}
+"""The host policy of the test fleets (LocalFleet ``policy``): their jobs set no ``user``, so
+they run as whoever runs pytest, which is root in CI; the default policy would refuse them.
+tests/integration/test_host_policy.py runs fleets under the default policy."""

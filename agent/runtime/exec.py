@@ -17,6 +17,7 @@ from agent.errors import LaunchError
 from agent.logs import open_log
 from agent.restart import ExitStatus
 from agent.runtime import INSTANCE_ENV, Discovered, LaunchSpec
+from agent.runtime.users import run_as
 
 if TYPE_CHECKING:
     from agent.executions import ExecutionRecord
@@ -160,6 +161,8 @@ class ExecRuntime:
 
     async def start(self, spec: LaunchSpec) -> ExecHandle:
         check_user(spec.user)
+        # The user's own uid, gid and groups: `user=` alone would keep root's gid and groups.
+        creds = run_as(spec.user)
         if spec.working_dir is not None and not spec.working_dir.is_dir():
             raise LaunchError(f"working_dir {spec.working_dir} does not exist")
         fds = [open_log(path) for path in (spec.stdout_path, spec.stderr_path) if path]
@@ -175,7 +178,9 @@ class ExecRuntime:
                 stderr=stderr,
                 env=marked_environment(spec),
                 cwd=spec.working_dir,
-                user=spec.user,
+                user=creds.uid if creds else None,
+                group=creds.gid if creds else None,
+                extra_groups=list(creds.groups) if creds else None,
                 start_new_session=True,
             )
         except FileNotFoundError:

@@ -24,6 +24,7 @@ from agent.errors import LaunchError
 from agent.restart import ExitStatus
 from agent.runtime import Discovered, LaunchSpec
 from agent.runtime.exec import check_user, marked_environment
+from agent.runtime.users import RunAs, run_as
 from shared.clock import Clock
 
 if TYPE_CHECKING:
@@ -97,8 +98,12 @@ def has_ended(props: Mapping[str, str]) -> bool:
     )
 
 
-def unit_properties(spec: LaunchSpec) -> list[str]:
-    """``systemd-run`` arguments that give the unit the job's settings."""
+def unit_properties(spec: LaunchSpec, creds: RunAs | None) -> list[str]:
+    """``systemd-run`` arguments that give the unit the job's settings.
+
+    ``creds`` (the job's user): ``User=`` makes systemd set the user's groups from the group
+    database (initgroups) and ``Group=`` names its primary group, so nothing of root's stays.
+    """
     args = [
         f"--description=Fleetwave job {spec.job} version {spec.version}",
         "--property=Type=exec",
@@ -110,8 +115,8 @@ def unit_properties(spec: LaunchSpec) -> list[str]:
     ]
     if spec.working_dir is not None:
         args.append(f"--working-directory={spec.working_dir}")
-    if spec.user is not None:
-        args.append(f"--uid={spec.user}")
+    if spec.user is not None and creds is not None:
+        args += [f"--uid={spec.user}", f"--gid={creds.gid}"]
     if spec.stdout_path is not None:
         args.append(f"--property=StandardOutput=append:{spec.stdout_path}")
     if spec.stderr_path is not None:
@@ -237,6 +242,7 @@ class SystemdRuntime:
         if os.geteuid() != 0:
             raise LaunchError("the systemd driver needs the agent to run as root")
         check_user(spec.user)
+        creds = run_as(spec.user)
         if spec.working_dir is not None and not spec.working_dir.is_dir():
             raise LaunchError(f"working_dir {spec.working_dir} does not exist")
         for path in (spec.stdout_path, spec.stderr_path):
@@ -248,7 +254,7 @@ class SystemdRuntime:
         await self._systemctl.run("systemctl", "reset-failed", unit)
         code, _, err = await self._systemctl.run(
             "systemd-run", "--quiet", "--no-ask-password", f"--unit={unit}",
-            *unit_properties(spec), "--", *spec.command,
+            *unit_properties(spec, creds), "--", *spec.command,
         )  # fmt: skip
         if code != 0:
             raise LaunchError(f"could not start {unit}: {await self._why(unit, err)}")

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -58,6 +59,19 @@ def wait_for(
         time.sleep(interval)
 
 
+def policy_toml(policy: Mapping[str, object]) -> str:
+    """A ``[policy]`` table of booleans and lists of strings (JSON strings are TOML strings)."""
+    lines = ["[policy]"]
+    for key, value in policy.items():
+        if isinstance(value, bool):
+            lines.append(f"{key} = {'true' if value else 'false'}")
+        elif isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+            lines.append(f"{key} = {json.dumps(list(value))}")
+        else:
+            raise TypeError(f"policy.{key}: a boolean or a list of strings, not {value!r}")
+    return "\n".join(lines) + "\n"
+
+
 @dataclass
 class Proc:
     name: str
@@ -83,6 +97,10 @@ class LocalFleet:
     # HTTPS with mTLS: a private CA under <base_dir>/tls signs the coordinator's certificate
     # and one client certificate per agent.
     tls: bool = False
+    # The agents' host policy: the `[policy]` table of their config file (agent config,
+    # DESIGN §10). Required, so every fleet says what its hosts let jobs do; `{}` is the
+    # default policy (no root, ...).
+    policy: Mapping[str, object] = field(kw_only=True)
 
     @property
     def url(self) -> str:
@@ -210,17 +228,21 @@ class LocalFleet:
         coordinator: str | None = None,
         client_cert: bool = True,
         extra: Sequence[str] = (),
+        policy: Mapping[str, object] | None = None,
     ) -> Proc:
         """Start agent ``name`` (again: its labels are remembered); ``coordinator`` is the URL
         it talks to, this fleet's coordinator unless given (the fault tests put a proxy there).
         In a TLS fleet it verifies the coordinator with the fleet's CA and, unless
-        ``client_cert`` is false, presents its own certificate; ``extra`` flags come last."""
+        ``client_cert`` is false, presents its own certificate; ``extra`` flags come last.
+        Its config file holds ``policy``, else the fleet's."""
         if labels is not None:
             self.labels[name] = labels
         argv = [
             self.python,
             "-m",
             "agent",
+            "--config",
+            str(self._agent_config(name, self.policy if policy is None else policy)),
             "--coordinator",
             coordinator or self.url,
             "--join-token",
@@ -243,6 +265,14 @@ class LocalFleet:
         proc = self._spawn(f"agent-{name}", argv, env)
         self.agents[name] = proc
         return proc
+
+    def _agent_config(self, name: str, policy: Mapping[str, object]) -> Path:
+        """The agent's config file: only its ``[policy]`` (flags give the rest). It also keeps
+        the agent from reading the host's /etc/fleetwave/agent.toml."""
+        path = self.base_dir / "agents" / f"{name}.toml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(policy_toml(policy), encoding="utf-8")
+        return path
 
     def stop(self, proc: Proc, sig: signal.Signals = signal.SIGTERM, timeout: float = 20) -> int:
         if proc.alive():

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
+import re
 import signal
 import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,6 +71,17 @@ def demo_spec(python: str, version_note: str, *, broken: bool = False) -> dict[s
             "healthy_deadline": "10s",
             "progress_deadline": "2m",
         },
+    }
+
+
+def demo_policy(python: str) -> dict[str, object]:
+    """The demo agents' host policy, said as a host owner would (agent config ``[policy]``):
+    the exec driver and the demo's Python only. The demo job sets no user, so it runs as
+    whoever runs the demo; root (a container, CI) is allowed only when that is who runs it."""
+    return {
+        "allow_root": os.geteuid() == 0,
+        "allowed_drivers": ["exec"],
+        "allowed_commands": [re.sub(r"([*?\[])", r"[\1]", python)],  # the path, literally
     }
 
 
@@ -134,7 +147,9 @@ def run_demo(agents: int = 9, keep: bool = False) -> int:
     previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         with tempfile.TemporaryDirectory(prefix="fleetwave-demo-") as tmp:
-            fleet = LocalFleet(Path(tmp), heartbeat_interval="1s")
+            fleet = LocalFleet(
+                Path(tmp), heartbeat_interval="1s", policy=demo_policy(sys.executable)
+            )
             try:
                 return _run(fleet, agents, keep)
             except _Stopped as exc:
@@ -170,6 +185,7 @@ def _run(fleet: LocalFleet, agents: int, keep: bool) -> int:
         ports[name] = free_port()
         fleet.start_agent(name, {"zone": ZONES[i % len(ZONES)], "port": str(ports[name])})
     _say(f"Starting {agents} agents over {len(ZONES)} zones")
+    click.echo(f"  Host policy ([policy] in each agent's config): {_policy_line(fleet.policy)}")
     for zone in ZONES:
         names = [n for n in ports if fleet.labels[n]["zone"] == zone]
         click.echo(f"  {zone}: {', '.join(names)}")
@@ -214,6 +230,10 @@ def _run(fleet: LocalFleet, agents: int, keep: bool) -> int:
         while True:
             time.sleep(3600)
     return 0
+
+
+def _policy_line(policy: Mapping[str, object]) -> str:
+    return ", ".join(f"{key} = {json.dumps(value)}" for key, value in policy.items())
 
 
 def _show_answers(ports: dict[str, int]) -> None:

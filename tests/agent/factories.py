@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from agent.config import AgentSettings
+from agent.config import AgentSettings, HostPolicy
 from agent.metrics import AgentMetrics
 from agent.writes import DataDirWrites
 from shared.clock import Clock, FakeClock
@@ -15,6 +15,11 @@ from shared.protocol import Assignment
 from shared.spec import JobSpec
 
 PYTHON = sys.executable
+
+TEST_POLICY = HostPolicy(allow_root=True)
+"""The host policy of these tests' agents: their jobs mostly set no ``user``, so they run as
+whoever runs pytest, which is root in CI. The default (root refused) is tested on its own in
+test_policy.py."""
 
 
 def job_spec(name: str = "web", command: list[str] | None = None, **extra: Any) -> JobSpec:
@@ -49,6 +54,7 @@ def settings(data_dir: Path, **overrides: Any) -> AgentSettings:
         "name": "node-1",
         "listen": "off",
         "poll_wait": "1s",
+        "policy": TEST_POLICY,
     }
     values.update(overrides)
     Path(values["config_file"]).touch()

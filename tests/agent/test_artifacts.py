@@ -27,7 +27,7 @@ from agent.supervisor import NodeInfo, Supervisor
 from shared.clock import Clock, FakeClock, SystemClock
 from shared.protocol import ExecutionState
 from shared.spec import Artifact, JobSpec
-from tests.agent.factories import PYTHON, assignment, data_dir_writes, job_spec
+from tests.agent.factories import PYTHON, TEST_POLICY, assignment, data_dir_writes, job_spec
 from tests.helpers import eventually
 
 
@@ -457,6 +457,7 @@ class TestExecution:
             http=http,
             on_change=lambda s: None,
             writes=data_dir_writes(data_dir.root, clock),
+            policy=TEST_POLICY,
             artifacts=ArtifactStore(data_dir.artifacts, http, max_members=max_members),
             rand=lambda: 1.0,
         )

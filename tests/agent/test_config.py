@@ -8,9 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import coordinator_tls, load_settings, resolve_join_token, transport_problem
+from agent.config import (
+    ENV_VARS,
+    AgentSettings,
+    HostPolicy,
+    coordinator_tls,
+    load_settings,
+    resolve_join_token,
+    transport_problem,
+)
 from agent.errors import ConfigError
 from coordinator.tlsgen import create_ca, create_cert
+from shared.spec import Driver
 
 TOML = """
 coordinators = ["http://file-a:7400", "http://file-b:7400"]
@@ -116,6 +125,64 @@ class TestErrors:
         path.write_text("name = \n")
         with pytest.raises(ConfigError, match=r"^config_file: .* is not valid TOML"):
             load_settings({"config_file": path})
+
+
+class TestPolicy:
+    def load(self, tmp_path: Path, table: str) -> AgentSettings:
+        path = tmp_path / "agent.toml"
+        path.write_text(table)
+        return load_settings({"config_file": path})
+
+    def test_defaults_without_a_table(self, tmp_path: Path) -> None:
+        """No [policy] table is the default policy: root refused, loader variables denied."""
+        assert self.load(tmp_path, 'name = "n"\n').policy == HostPolicy()
+
+    def test_every_key_is_read_from_the_table(self, tmp_path: Path) -> None:
+        """[policy] sets allow_root, allowed_users, _drivers, _commands and denied_env."""
+        policy = self.load(
+            tmp_path,
+            "[policy]\n"
+            "allow_root = true\n"
+            'allowed_users = ["app", "nobody"]\n'
+            'allowed_drivers = ["exec"]\n'
+            'allowed_commands = ["/usr/bin/*", "/opt/app/**"]\n'
+            'denied_env = ["LD_PRELOAD"]\n',
+        ).policy
+        assert policy == HostPolicy(
+            allow_root=True,
+            allowed_users=("app", "nobody"),
+            allowed_drivers=(Driver.EXEC,),
+            allowed_commands=("/usr/bin/*", "/opt/app/**"),
+            denied_env=("LD_PRELOAD",),
+        )
+
+    @pytest.mark.parametrize(
+        ("table", "message"),
+        [
+            (
+                "[policy]\nallow_roots = true\n",
+                r"^policy\.allow_roots: unknown option \(the \[policy\] keys are allow_root,"
+                r" allowed_users, allowed_drivers, allowed_commands, denied_env\)$",
+            ),
+            ('[policy]\nallowed_drivers = ["docker"]\n', r"^policy\.allowed_drivers\.0: "),
+            (
+                '[policy]\nallowed_commands = ["bin/*"]\n',
+                r"^policy\.allowed_commands: 'bin/\*' must be an absolute path glob",
+            ),
+            ('[policy]\nallow_root = "yes please"\n', r"^policy\.allow_root: "),
+            ('[policy]\nallowed_users = [""]\n', r"^policy\.allowed_users: names must not"),
+        ],
+    )
+    def test_bad_keys_and_values_name_the_key(
+        self, tmp_path: Path, table: str, message: str
+    ) -> None:
+        """A typo or a bad value in [policy] stops the agent with one line naming the key."""
+        with pytest.raises(ConfigError, match=message):
+            self.load(tmp_path, table)
+
+    def test_no_env_var_sets_it(self) -> None:
+        """Only the host's config file speaks for the host owner."""
+        assert not any("POLICY" in var or "ROOT" in var for var in ENV_VARS)
 
 
 class TestJoinToken:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import signal
 from pathlib import Path
 
@@ -114,12 +115,21 @@ class TestStart:
         check_user("root", euid=0)
 
     @pytest.mark.skipif(os.geteuid() != 0, reason="needs a root agent")
-    async def test_runs_as_user(self, runtime: ExecRuntime, tmp_path: Path) -> None:
-        """A root agent runs the job as the given user."""
+    async def test_runs_as_user_with_its_own_groups(
+        self, runtime: ExecRuntime, tmp_path: Path
+    ) -> None:
+        """A root agent runs the job as the given user, with that user's primary group and
+        supplementary groups (initgroups), keeping nothing of root's (no gid 0)."""
         os.chmod(tmp_path, 0o755)  # noqa: S103 - the job user must reach its log dir
-        spec = launch(tmp_path, ["id", "-un"], user="nobody", working_dir=Path("/"))
+        command = ["sh", "-c", "id -un; id -g; id -G"]
+        spec = launch(tmp_path, command, user="nobody", working_dir=Path("/"))
         assert (await (await runtime.start(spec)).wait()).succeeded
-        assert (tmp_path / "logs" / "stdout.log").read_text().strip() == "nobody"
+        entry = pwd.getpwnam("nobody")
+        groups = dict.fromkeys(os.getgrouplist("nobody", entry.pw_gid))
+        name, gid, all_groups = (tmp_path / "logs" / "stdout.log").read_text().splitlines()
+        assert (name, gid) == ("nobody", str(entry.pw_gid))
+        assert all_groups.split() == [str(g) for g in groups]
+        assert "0" not in all_groups.split()
 
 
 class TestStop:

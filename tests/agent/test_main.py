@@ -82,6 +82,8 @@ class TestAgentProcess:
         config = 'poll_wait = "1s"\nlog_format = "json"\n'
         if on_stop:
             config += f'on_stop = "{on_stop}"\n'
+        # The job sets no user, so it runs as whoever runs pytest: root in CI.
+        config += "[policy]\nallow_root = true\n"
         (tmp_path / "agent.toml").write_text(config)
         pid: int | None = None
         log_file = tmp_path / "agent.log"

@@ -13,6 +13,7 @@ import aiohttp
 import psutil
 import pytest
 
+from agent.config import HostPolicy
 from agent.executions import ExecutionRecord, ExecutionStore
 from agent.manager import ExecutionManager
 from agent.paths import DataDir
@@ -25,7 +26,7 @@ from agent.writes import DataDirWrites
 from shared.clock import FakeClock, SystemClock
 from shared.protocol import ExecutionState
 from shared.spec import Driver, JobSpec
-from tests.agent.factories import assignment, data_dir_writes, job_spec
+from tests.agent.factories import TEST_POLICY, assignment, data_dir_writes, job_spec
 from tests.helpers import eventually
 
 NODE = NodeInfo(node_id="n-1", name="node-1")
@@ -93,6 +94,7 @@ def manager_for(
     runtime: object,
     clock: FakeClock | None = None,
     writes: DataDirWrites | None = None,
+    policy: HostPolicy = TEST_POLICY,
 ) -> tuple[ExecutionManager, ExecutionStore]:
     data_dir = DataDir(tmp_path / "data")
     data_dir.ensure()
@@ -104,8 +106,32 @@ def manager_for(
         writes=writes or data_dir_writes(data_dir.root),
         clock=clock or FakeClock(),
         http=http,
+        policy=policy,
     )
     return manager, store
+
+
+class TestHostPolicy:
+    async def test_a_refused_version_never_starts_and_a_complying_one_does(
+        self, tmp_path: Path, http: aiohttp.ClientSession
+    ) -> None:
+        """A version the policy refuses fails without reaching the runtime and stays failed
+        (also in its record); the next version, which complies, starts as usual."""
+        runtime = RecordingRuntime()
+        manager, store = manager_for(tmp_path, http, runtime, policy=HostPolicy())
+        await manager.apply([StartJob(assignment(job_spec("web", task={"user": "root"}), 1))], NODE)
+        await eventually(lambda: manager.reports()[0].state is ExecutionState.FAILED)
+        (report,) = manager.reports()
+        assert report.message.startswith("refused by host policy: job runs as root (uid 0)")
+        assert (report.restarts, report.pid) == (0, None)
+        (record,) = store.load_all()
+        assert (record.state, record.message) == (report.state, report.message)
+        assert runtime.events == []
+        nobody = job_spec("web", task={"user": "nobody"})
+        await manager.apply([ReplaceJob(assignment(nobody, 2))], NODE)
+        await eventually(lambda: runtime.events == ["start web@2"])
+        await eventually(lambda: manager.reports()[0].state is ExecutionState.HEALTHY)
+        await manager.stop_all()
 
 
 class TestApply:

@@ -12,6 +12,7 @@ import psutil
 import pytest
 
 from coordinator.demo.fleet import LocalFleet, free_port, wait_for
+from tests.helpers import JOBS_AS_PYTEST_USER
 from tests.integration.test_first_rollout import answer
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -19,7 +20,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 @pytest.fixture
 def fleet(tmp_path: Path) -> Any:
-    fleet = LocalFleet(tmp_path, heartbeat_interval="1s", heartbeat_ttl="10s")
+    fleet = LocalFleet(
+        tmp_path, heartbeat_interval="1s", heartbeat_ttl="10s", policy=JOBS_AS_PYTEST_USER
+    )
     try:
         yield fleet
     finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pwd
 import socket
 from collections.abc import AsyncIterator, Iterator
 
@@ -14,6 +15,7 @@ from aiohttp.test_utils import TestServer
 
 from agent.health import HealthState, HealthVerdict
 from agent.probes import HealthMonitor, probe_exec, probe_http, probe_tcp
+from agent.runtime.users import RunAs
 from shared.clock import FakeClock
 from shared.spec import ExecCheck, HttpCheck, TcpCheck
 from tests.agent.factories import free_port
@@ -106,16 +108,31 @@ class TestExecProbe:
 
     async def test_exit_codes(self) -> None:
         """Exit 0 passes, anything else fails with the code."""
-        assert (await probe_exec(ExecCheck(type="exec", command=["true"]), env=self.ENV)).ok
-        result = await probe_exec(ExecCheck(type="exec", command=["sh", "-c", "exit 2"]), env={})
+        check = ExecCheck(type="exec", command=["true"])
+        assert (await probe_exec(check, env=self.ENV, run_as=None)).ok
+        exit_2 = ExecCheck(type="exec", command=["sh", "-c", "exit 2"])
+        result = await probe_exec(exit_2, env={}, run_as=None)
         assert result.error == "exited with code 2"
+
+    @pytest.mark.skipif(os.geteuid() != 0, reason="needs a root agent (CI runs as root)")
+    async def test_runs_as_the_given_user_and_groups(self) -> None:
+        """With ``run_as`` the check runs with exactly that uid, gid and groups (a check
+        that passes only as nobody passes); without, it runs as the agent."""
+        entry = pwd.getpwnam("nobody")
+        creds = RunAs(uid=entry.pw_uid, gid=entry.pw_gid, groups=(entry.pw_gid,))
+        expected = (
+            f'[ "$(id -u) $(id -g) $(id -G)" = "{entry.pw_uid} {entry.pw_gid} {entry.pw_gid}" ]'
+        )
+        check = ExecCheck(type="exec", command=["sh", "-c", expected])
+        assert (await probe_exec(check, env=self.ENV, run_as=creds)).ok
+        assert not (await probe_exec(check, env=self.ENV, run_as=None)).ok
 
     async def test_timeout_kills(self) -> None:
         """A command that outlives its timeout fails and is killed."""
         check = ExecCheck.model_validate(
             {"type": "exec", "command": ["sleep", "30"], "timeout": "100ms"}
         )
-        result = await probe_exec(check, env=self.ENV)
+        result = await probe_exec(check, env=self.ENV, run_as=None)
         assert not result.ok
         assert "timed out" in result.error
 
@@ -136,7 +153,13 @@ class TestHealthMonitor:
         seen: list[HealthVerdict] = []
         clock = FakeClock()
         monitor = HealthMonitor(
-            [check], clock=clock, session=http, env={}, cwd=None, on_change=seen.append
+            [check],
+            clock=clock,
+            session=http,
+            env={},
+            cwd=None,
+            run_as=None,
+            on_change=seen.append,
         )
         assert (await monitor.step(0)).state is HealthState.STARTING
         assert (await monitor.step(0)).state is HealthState.HEALTHY
@@ -160,7 +183,13 @@ class TestHealthMonitor:
         )
         clock = FakeClock()
         monitor = HealthMonitor(
-            [check], clock=clock, session=http, env={}, cwd=None, on_change=lambda v: None
+            [check],
+            clock=clock,
+            session=http,
+            env={},
+            cwd=None,
+            run_as=None,
+            on_change=lambda v: None,
         )
         task = asyncio.create_task(monitor.run())
         try:

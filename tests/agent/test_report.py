@@ -20,6 +20,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from agent.client import CoordinatorClient
+from agent.config import HostPolicy
 from agent.executions import ExecutionStore
 from agent.identity import IdentityStore
 from agent.manager import ExecutionManager
@@ -108,6 +109,7 @@ async def node(tmp_path: Path, aiohttp_server: Any) -> AsyncIterator[Node]:
             writes=writes,
             clock=clock,
             http=http,
+            policy=HostPolicy(),  # runs no job
         )
         loop = ReportLoop(
             session=session,

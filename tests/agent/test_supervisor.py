@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pwd
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -10,12 +11,24 @@ import aiohttp
 import psutil
 import pytest
 
+from agent.config import HostPolicy
+from agent.metrics import AgentMetrics
 from agent.paths import DataDir
+from agent.policy import LaunchRequest, Program
+from agent.runtime import LaunchSpec, ProcessHandle
 from agent.runtime.exec import ExecRuntime
-from agent.supervisor import NodeInfo, Supervisor
+from agent.supervisor import NodeInfo, Supervisor, pin_programs, prepare
 from shared.clock import Clock, FakeClock, SystemClock
 from shared.protocol import Assignment, ExecutionState
-from tests.agent.factories import PYTHON, assignment, data_dir_writes, free_port, job_spec
+from shared.spec import Driver
+from tests.agent.factories import (
+    PYTHON,
+    TEST_POLICY,
+    assignment,
+    data_dir_writes,
+    free_port,
+    job_spec,
+)
 from tests.helpers import eventually
 
 NODE = NodeInfo(node_id="n-1", name="node-1", labels={"zone": "z1"})
@@ -37,9 +50,22 @@ class Harness:
         self.states: list[ExecutionState] = []
         self.started: list[Supervisor] = []
         self.writes = data_dir_writes(self.data_dir.root)
+        self.policy = TEST_POLICY
+        self.metrics = AgentMetrics()
+
+    def refusals(self, rule: str) -> float | None:
+        return self.metrics.registry.get_sample_value(
+            "fleetwave_agent_policy_refusals_total", {"rule": rule}
+        )
 
     def supervisor(
-        self, item: Assignment, clock: Clock, node: NodeInfo = NODE, *, runtime: bool = True
+        self,
+        item: Assignment,
+        clock: Clock,
+        node: NodeInfo = NODE,
+        *,
+        runtime: bool = True,
+        adopted: ProcessHandle | None = None,
     ) -> Supervisor:
         sup = Supervisor(
             item,
@@ -50,6 +76,9 @@ class Harness:
             http=self.http,
             on_change=lambda s: self.states.append(s.state),
             writes=self.writes,
+            policy=self.policy,
+            metrics=self.metrics,
+            adopted=adopted,
         )
         self.started.append(sup)
         sup.start()
@@ -180,6 +209,144 @@ class TestLifecycle:
         out = (harness.data_dir.log_dir("web") / "stdout.log").read_text().split()
         assert out == ["nobody", str(harness.data_dir.job_dir("web"))]
         assert (harness.data_dir.job_dir("web") / "written").owner() == "nobody"
+
+
+class TestHostPolicy:
+    async def test_a_root_job_is_refused_never_started_nor_retried(
+        self, harness: Harness, tmp_path: Path
+    ) -> None:
+        """Under the default policy a ``user = "root"`` job (root whoever the agent runs as)
+        is FAILED with the reason at once: its command never ran, no restart followed, and
+        the refusal is counted by rule."""
+        harness.policy = HostPolicy()
+        marker = tmp_path / "ran"
+        spec = job_spec(
+            command=["sh", "-c", f"touch {marker}; exec sleep 300"],
+            task={"user": "root", "restart": {"policy": "always", "delay": "1s"}},
+        )
+        sup = harness.supervisor(assignment(spec), FakeClock())
+        await eventually(lambda: sup.state is ExecutionState.FAILED)
+        assert sup.message == (
+            "refused by host policy: job runs as root (uid 0);"
+            " set [policy] allow_root = true on this host to allow it"
+        )
+        assert harness.states == [ExecutionState.FAILED]
+        assert (sup.restarts, sup.report().pid) == (0, None)
+        assert not marker.exists()
+        assert harness.refusals("allow_root") == 1
+        assert harness.refusals("denied_env") == 0
+
+    @pytest.mark.skipif(os.geteuid() != 0, reason="needs a root agent (CI runs as root)")
+    async def test_a_job_without_user_on_a_root_agent_is_refused(
+        self, harness: Harness, tmp_path: Path
+    ) -> None:
+        """With no ``user`` the workload would be the root agent's own uid: refused."""
+        harness.policy = HostPolicy()
+        marker = tmp_path / "ran"
+        sup = harness.supervisor(assignment(job_spec(command=["touch", str(marker)])), FakeClock())
+        await eventually(lambda: sup.state is ExecutionState.FAILED)
+        assert sup.message.startswith(
+            "refused by host policy: job sets no user, so it would run as the agent's user,"
+            " root (uid 0); set a user in the job, or set [policy] allow_root = true"
+        )
+        assert not marker.exists()
+
+    async def test_a_refused_adopted_workload_is_stopped(self, harness: Harness) -> None:
+        """A workload a previous agent run started under a looser policy is not adopted
+        when the policy now refuses it: it is stopped and the execution FAILED."""
+        harness.policy = HostPolicy(allow_root=True, denied_env=("SECRET_HOOK",))
+        clock = SystemClock()
+        spec = job_spec(task={"env": {"SECRET_HOOK": "1"}})
+        handle = await ExecRuntime(clock).start(
+            LaunchSpec(
+                job="web", version=1, command=["sleep", "300"], env={"PATH": "/usr/bin:/bin"}
+            )
+        )
+        sup = harness.supervisor(assignment(spec), clock, adopted=handle)
+        await eventually(lambda: sup.state is ExecutionState.FAILED)
+        assert sup.message.startswith("refused by host policy: task.env sets SECRET_HOOK")
+        assert not psutil.pid_exists(handle.pid) or (
+            psutil.Process(handle.pid).status() == psutil.STATUS_ZOMBIE
+        )
+        assert harness.refusals("denied_env") == 1
+
+    @pytest.mark.skipif(os.geteuid() != 0, reason="needs a root agent (CI runs as root)")
+    async def test_a_check_planted_by_the_workload_runs_as_the_workloads_user(
+        self, harness: Harness
+    ) -> None:
+        """A workload running as nobody writes ./check.sh into its working dir; the exec
+        check runs it as nobody with nobody's own groups, and the workload has no group 0
+        either (it used to keep root's group, and the check ran as root)."""
+        harness.policy = HostPolicy()
+        plant = (
+            "id -u > workload-ids; id -G >> workload-ids;"
+            " printf '#!/bin/sh\\nid -u > check-ids; id -G >> check-ids\\n' > check.sh;"
+            " chmod 755 check.sh; exec sleep 300"
+        )
+        spec = job_spec(
+            command=["sh", "-c", plant],
+            task={"user": "nobody"},
+            health={
+                "checks": [
+                    {
+                        "type": "exec",
+                        "command": ["./check.sh"],
+                        "interval": "50ms",
+                        "failure_threshold": 1000,
+                    }
+                ]
+            },
+        )
+        sup = harness.supervisor(assignment(spec), SystemClock())
+        await eventually(lambda: sup.state is ExecutionState.HEALTHY)
+        job_dir = harness.data_dir.job_dir("web")
+        entry = pwd.getpwnam("nobody")
+        own = [str(entry.pw_uid), " ".join(str(g) for g in groups_of(entry))]
+        assert (job_dir / "check-ids").read_text().splitlines() == own
+        assert (job_dir / "workload-ids").read_text().splitlines() == own
+        assert "0" not in own[1].split()
+
+
+def groups_of(entry: pwd.struct_passwd) -> list[int]:
+    """The groups initgroups gives the user: its primary group first, then the others."""
+    return list(dict.fromkeys(os.getgrouplist(entry.pw_name, entry.pw_gid)))
+
+
+class TestPinning:
+    def test_programs_found_on_the_path_are_pinned(self) -> None:
+        """The command and exec checks looked up on the PATH run as the file the policy
+        judged; names with a slash and names not found stay as given."""
+        spec = job_spec(
+            command=["app", "--port", "1"],
+            health={
+                "checks": [
+                    {"type": "exec", "command": ["./check.sh", "-v"]},
+                    {"type": "tcp", "address": "127.0.0.1:1"},
+                    {"type": "exec", "command": ["missing"]},
+                ]
+            },
+        )
+        data_dir = DataDir(Path("/data"))
+        prepared = prepare(assignment(spec), NODE, data_dir)
+        request = LaunchRequest(
+            driver=Driver.EXEC,
+            user=None,
+            user_uid=None,
+            agent_user="root",
+            env_names=frozenset(),
+            programs=(
+                Program("command", "app", "/usr/bin/app", "/usr/bin/app"),
+                Program("health check 1 command", "./check.sh", "./check.sh", "/data/x"),
+                Program("health check 3 command", "missing", None, None),
+            ),
+        )
+        pinned = pin_programs(prepared, request)
+        assert pinned.launch.command == ["/usr/bin/app", "--port", "1"]
+        assert [getattr(c, "command", None) for c in pinned.checks] == [
+            ["./check.sh", "-v"],
+            None,
+            ["missing"],
+        ]
 
 
 class TestLaunchFailures:

@@ -19,6 +19,7 @@ from agent.runtime.systemd import (
     unit_name,
     unit_properties,
 )
+from agent.runtime.users import RunAs
 from shared.clock import FakeClock
 
 
@@ -99,11 +100,12 @@ class TestArguments:
             stdout_path=tmp_path / "out.log",
             stderr_path=tmp_path / "err.log",
         )
-        args = unit_properties(spec)
+        args = unit_properties(spec, RunAs(uid=65534, gid=65534, groups=(65534,)))
         assert "--property=Restart=no" in args
         assert "--property=TimeoutStopSec=7s" in args
         assert f"--working-directory={tmp_path}" in args
         assert "--uid=nobody" in args
+        assert "--gid=65534" in args  # the user's own group, not root's
         assert f"--property=StandardOutput=append:{tmp_path / 'out.log'}" in args
         assert "--setenv=GREETING=hello world" in args
         assert "--setenv=FLEETWAVE_JOB_VERSION=2" in args

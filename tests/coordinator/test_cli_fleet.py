@@ -25,6 +25,7 @@ from coordinator.cli import cli
 from coordinator.demo.fleet import ADMIN_TOKEN, LocalFleet, free_port
 from coordinator.follow import Snapshot
 from coordinator.liveview import UntilRolloutEnds, follow_rollout
+from tests.helpers import JOBS_AS_PYTEST_USER
 
 pytestmark = pytest.mark.slow
 
@@ -35,7 +36,10 @@ PORT_LABELS = ("port_good", "port_bad", "port_watch", "port_bad_spec")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFleet]:
     """A coordinator and two agents in two zones, with a port label per test job."""
     fleet = LocalFleet(
-        tmp_path_factory.mktemp("cli-fleet"), heartbeat_interval="1s", heartbeat_ttl="10s"
+        tmp_path_factory.mktemp("cli-fleet"),
+        heartbeat_interval="1s",
+        heartbeat_ttl="10s",
+        policy=JOBS_AS_PYTEST_USER,
     )
     try:
         fleet.start_coordinator()

@@ -22,7 +22,7 @@ STREAMS = {"/v1/events"}
 
 @pytest.fixture
 def coordinator(tmp_path: Path) -> Iterator[LocalFleet]:
-    fleet = LocalFleet(tmp_path)
+    fleet = LocalFleet(tmp_path, policy={})  # no agents
     try:
         fleet.start_coordinator()
         yield fleet

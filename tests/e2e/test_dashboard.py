@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from coordinator.demo.fleet import ADMIN_TOKEN, LocalFleet, free_port
+from tests.helpers import JOBS_AS_PYTEST_USER
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -93,7 +94,10 @@ def job_spec(greeting: str, **rollout: Any) -> dict[str, Any]:
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFleet]:
     """A coordinator and five agents over three zones, running v1 of ``web``."""
     fleet = LocalFleet(
-        tmp_path_factory.mktemp("dashboard"), heartbeat_interval="1s", heartbeat_ttl="10s"
+        tmp_path_factory.mktemp("dashboard"),
+        heartbeat_interval="1s",
+        heartbeat_ttl="10s",
+        policy=JOBS_AS_PYTEST_USER,
     )
     try:
         fleet.start_coordinator()
@@ -326,7 +330,9 @@ def test_promote_moves_a_gated_rollout_on_live(fleet: LocalFleet, page: Any) -> 
 
 def test_a_stopped_coordinator_is_named_and_the_page_recovers(tmp_path: Path, page: Any) -> None:
     """A stopped coordinator is named; once back, the stream resumes with Last-Event-ID."""
-    fleet = LocalFleet(tmp_path, heartbeat_interval="1s", heartbeat_ttl="10s")
+    fleet = LocalFleet(
+        tmp_path, heartbeat_interval="1s", heartbeat_ttl="10s", policy=JOBS_AS_PYTEST_USER
+    )
     resumed_from: list[str] = []
 
     def record(request: Any) -> None:

@@ -31,6 +31,7 @@ from coordinator.demo.fleet import LocalFleet, Proc, free_port, wait_for
 from tests.faults import invariants
 from tests.faults.events import EventRecorder, http_call
 from tests.faults.invariants import Life, Put, Rollout
+from tests.helpers import JOBS_AS_PYTEST_USER
 
 WORKLOAD = Path(__file__).with_name("workload.py")
 JOB = "web"
@@ -97,7 +98,10 @@ class FaultFleet:
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)  # noqa: S311 - seeded fault choices, no secrets
         self.fleet = LocalFleet(
-            self.base_dir, heartbeat_interval=self.heartbeat, heartbeat_ttl=f"{self.ttl:g}s"
+            self.base_dir,
+            heartbeat_interval=self.heartbeat,
+            heartbeat_ttl=f"{self.ttl:g}s",
+            policy=JOBS_AS_PYTEST_USER,
         )
         self.records = self.base_dir / "workload-records.jsonl"
         self.recorder = EventRecorder(self.fleet.url)

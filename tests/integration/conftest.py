@@ -8,13 +8,16 @@ from pathlib import Path
 import pytest
 
 from coordinator.demo.fleet import LocalFleet
+from tests.helpers import JOBS_AS_PYTEST_USER
 
 
 @pytest.fixture
 def fleet(tmp_path: Path) -> Iterator[LocalFleet]:
     """A coordinator (1 s heartbeats; a node is down after 10 s of silence, so a loaded
     machine does not make one look lost) with no agents yet; everything is stopped afterwards."""
-    fleet = LocalFleet(tmp_path, heartbeat_interval="1s", heartbeat_ttl="10s")
+    fleet = LocalFleet(
+        tmp_path, heartbeat_interval="1s", heartbeat_ttl="10s", policy=JOBS_AS_PYTEST_USER
+    )
     try:
         yield fleet
     finally:

@@ -21,6 +21,7 @@ from coordinator.client import ApiClient, ApiError
 from coordinator.demo.fleet import ADMIN_TOKEN, LocalFleet, wait_for
 from coordinator.tlsgen import create_ca, create_cert
 from shared.tls import client_context
+from tests.helpers import JOBS_AS_PYTEST_USER
 from tests.integration.conftest import print_logs_on_failure
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -29,7 +30,13 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 @pytest.fixture
 def tls_fleet(tmp_path: Path) -> Iterator[LocalFleet]:
     """A coordinator over HTTPS that requires agent client certificates from the fleet's CA."""
-    fleet = LocalFleet(tmp_path, heartbeat_interval="1s", heartbeat_ttl="10s", tls=True)
+    fleet = LocalFleet(
+        tmp_path,
+        heartbeat_interval="1s",
+        heartbeat_ttl="10s",
+        tls=True,
+        policy=JOBS_AS_PYTEST_USER,
+    )
     try:
         fleet.start_coordinator()
         yield fleet
