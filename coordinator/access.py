@@ -106,6 +106,8 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/v1/tokens"): Rule(Right.TOKENS),
     ("POST", "/v1/tokens"): Rule(Right.TOKENS),
     ("DELETE", "/v1/tokens/{id}"): Rule(Right.TOKENS),
+    # audit
+    ("GET", "/v1/audit"): Rule(Right.AUDIT),
 }
 
 

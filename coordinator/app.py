@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import uuid
 from collections.abc import Awaitable, Callable
 
 import structlog
@@ -10,9 +11,11 @@ from aiohttp import web
 
 from coordinator.access import BOOTSTRAP_ADMIN_ID, Principal, Right, check_rules, rule_for
 from coordinator.api import agent, docs, events, jobs, nodes, rollouts, system, ui
+from coordinator.api import audit as audit_routes
 from coordinator.api import tokens as token_routes
-from coordinator.api.deps import DEPS, PRINCIPAL, Deps, respond
+from coordinator.api.deps import AUDIT_NOTE, DEPS, PRINCIPAL, AuditNote, Deps, respond
 from coordinator.metrics import UNMATCHED_ROUTE
+from coordinator.store.records import AuditEntry, AuditOutcome
 from coordinator.tokens import hash_token
 from coordinator.watch import FEED
 from shared.clock import format_time
@@ -147,15 +150,59 @@ def _error_response(request: web.Request, exc: Exception) -> web.Response:
 _MAPPED_HTTP_ERRORS = (web.HTTPRequestEntityTooLarge, web.HTTPNotFound, web.HTTPMethodNotAllowed)
 
 
+AGENT_TRAFFIC = frozenset({"/v1/agent/assignments", "/v1/agent/report", "/v1/agent/token"})
+"""Agents' own calls: not operator requests, and far too many to audit (refusals are)."""
+
+CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def _audited(request: web.Request) -> bool:
+    """Requests recorded before they run: every changing /v1 request but agent traffic."""
+    path = request.path
+    return request.method in CHANGING and path.startswith("/v1/") and path not in AGENT_TRAFFIC
+
+
+def _audit_entry(request: web.Request, d: Deps, status: int, request_id: str) -> AuditEntry:
+    principal = request.get(PRINCIPAL)
+    note = request.get(AUDIT_NOTE) or AuditNote()
+    info = request.match_info
+    job = info.get("name", "") if request.path.startswith("/v1/jobs/") else ""
+    return AuditEntry(
+        time=d.clock.now(),
+        token_id=principal.token_id if principal is not None else "",
+        token_name=note.token_name or (principal.name if principal is not None else ""),
+        role=principal.role.value if principal is not None and principal.role else "",
+        remote=request.remote or "",
+        method=request.method,
+        path=request.path[:512],
+        job=job[:63],
+        node=(
+            note.node
+            or info.get("node", "")
+            or (principal.node.id if principal is not None and principal.node is not None else "")
+        )[:63],
+        status=status,
+        request_id=request_id,
+    )
+
+
 @web.middleware
 async def api_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every request in one layer (each layer costs on the agents' hot path): authenticate,
-    map errors to ``{"error": ...}`` bodies, and time it by method, route template (never
-    the raw path) and final status."""
+    audit, map errors to ``{"error": ...}`` bodies, and time it by method, route template
+    (never the raw path) and final status."""
     d = request.app[DEPS]
+    audit = d.audit
+    assert audit is not None
     started = d.clock.monotonic()
+    request_id = uuid.uuid4().hex
+    entry_id: int | None = None
     try:
         await _authenticate(request, d)
+        if _audited(request):
+            request[AUDIT_NOTE] = AuditNote()
+            # Before the handler: a request that cannot be recorded changes nothing.
+            entry_id = await audit.record(_audit_entry(request, d, 0, request_id))
         response = await handler(request)
     except (FleetwaveError, *_MAPPED_HTTP_ERRORS) as exc:
         response = _error_response(request, exc)
@@ -164,6 +211,22 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
         raise
     except Exception as exc:
         response = _error_response(request, exc)
+    if entry_id is not None:
+        note = request[AUDIT_NOTE]
+        audit.finish(
+            AuditOutcome(
+                entry_id=entry_id,
+                status=response.status,
+                token_name=note.token_name,
+                node=note.node,
+            )
+        )
+    elif response.status in (401, 403):
+        try:
+            await audit.record(_audit_entry(request, d, response.status, request_id))
+        except FleetwaveError as exc:
+            response = _error_response(request, exc)
+    response.headers["X-Request-Id"] = request_id
     _observe(request, d, response.status, started)
     return response
 
@@ -192,6 +255,7 @@ def create_app(deps: Deps) -> web.Application:
     deps.store.on_events(lambda: deps.watches.bump(FEED))
     app.router.add_routes(ui.routes)
     app.router.add_routes(token_routes.routes)
+    app.router.add_routes(audit_routes.routes)
     check_rules(
         (route.method, route.resource.canonical)
         for route in app.router.routes()

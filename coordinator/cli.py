@@ -129,6 +129,17 @@ def completion(shell: str) -> None:
     " thirds of that. '0': never expires.",
 )
 @click.option(
+    "--audit-retention",
+    default=None,
+    help="How long audit entries are kept, e.g. '2160h' (90 days, the default).",
+)
+@click.option(
+    "--audit-max-rows",
+    type=int,
+    default=None,
+    help="At most this many audit entries are kept (default 1000000); the oldest go first.",
+)
+@click.option(
     "--log-format",
     type=click.Choice(["json", "console"]),
     default=None,

@@ -37,6 +37,12 @@ class CoordinatorConfig(BaseModel):
         default=parse_duration("720h"),
         description="how long a node token lives ('0': forever); agents rotate it after 2/3",
     )
+    audit_retention: Duration = Field(
+        default=parse_duration("2160h"), description="audit entries older than this are dropped"
+    )
+    audit_max_rows: int = Field(
+        default=1_000_000, ge=1000, le=10**9, description="at most this many audit entries"
+    )
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     log_format: str = Field(default="console", pattern="^(json|console)$")
     tls_cert: Path | None = Field(default=None, description="PEM certificate (chain): serve HTTPS")

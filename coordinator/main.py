@@ -18,6 +18,7 @@ from aiohttp import web
 
 from coordinator.api.deps import Deps
 from coordinator.app import create_app
+from coordinator.audit import AuditLog
 from coordinator.config import CoordinatorConfig
 from coordinator.engine.driver import JobLocks, NodeMonitor, RolloutDriver
 from coordinator.engine.observation import ObservationWindow
@@ -119,6 +120,11 @@ def reload_certificate(ctx: ssl.SSLContext, cert: Path, key: Path) -> None:
     log.info("tls_reloaded", cert=str(cert))
 
 
+def nothing_to_reload() -> None:
+    """SIGHUP without TLS: there is nothing to load again, so it is logged and ignored."""
+    log.info("reload_ignored", reason="no TLS certificate configured")
+
+
 async def newest_stored_time(store: Store) -> datetime:
     """The latest time the store holds: job updates and node heartbeats."""
     times = [job.status.updated_at for job in await store.list_jobs()]
@@ -161,7 +167,14 @@ async def serve(
     )
     driver = RolloutDriver(store, clock, watches, locks, window, metrics)
     monitor = NodeMonitor(store, clock, driver, window, config.ttl_seconds)
+    audit = AuditLog(
+        store,
+        clock,
+        retention=config.audit_retention,
+        max_rows=config.audit_max_rows,
+    )
     deps = Deps(
+        audit=audit,
         store=store,
         clock=clock,
         driver=driver,
@@ -183,10 +196,14 @@ async def serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    # SIGHUP is `systemctl reload`; always handled: its default action would end the process,
+    # and systemd counts death by SIGHUP as a clean exit, so Restart=on-failure would not act.
     if ssl_context is not None and config.tls_cert is not None and config.tls_key is not None:
         loop.add_signal_handler(
             signal.SIGHUP, reload_certificate, ssl_context, config.tls_cert, config.tls_key
         )
+    else:
+        loop.add_signal_handler(signal.SIGHUP, nothing_to_reload)
     tasks = []
     notifier = SystemdNotifier()  # Type=notify under systemd; a no-op elsewhere
     try:
@@ -195,6 +212,7 @@ async def serve(
             asyncio.create_task(window.run(), name="observation-window"),
             asyncio.create_task(driver.run(), name="rollout-driver"),
             asyncio.create_task(monitor.run(), name="node-monitor"),
+            asyncio.create_task(audit.run(), name="audit-pruner"),
             asyncio.create_task(feed_watchdog(notifier, clock), name="sd-watchdog"),
         ]
         deps.started = True
@@ -220,6 +238,7 @@ async def serve(
                 await task
         watches.bump_all()
         await runner.cleanup()
+        await audit.drain()
         await store.close()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)

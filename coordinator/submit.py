@@ -55,8 +55,15 @@ def check_precondition(existing: JobRecord | None, if_match: int | None) -> None
 
 
 async def submit_job(
-    store: Store, locks: JobLocks, spec: JobSpec, if_match: int | None, now: datetime
+    store: Store,
+    locks: JobLocks,
+    spec: JobSpec,
+    if_match: int | None,
+    now: datetime,
+    by: str = "",
 ) -> Submission:
+    """Store ``spec`` as the job's next version (unless it is unchanged); ``by`` is the
+    submitting token's name, named by the rollout it starts."""
     async with locks(spec.name):
         existing = await store.get_job(spec.name)
         check_precondition(existing, if_match)
@@ -64,6 +71,7 @@ async def submit_job(
         if revised is None:
             assert existing is not None
             return Submission(job=existing, created=False, changed=False)
+        revised = revised.model_copy(update={"changed_by": by})
         version = JobVersion(
             job=spec.name, version=revised.status.version, spec=spec, created_at=now
         )

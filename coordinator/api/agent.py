@@ -13,7 +13,15 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from coordinator.access import DEFAULT_JOIN_ID
-from coordinator.api.deps import Deps, caller_node, decode_json, deps, read_body, respond
+from coordinator.api.deps import (
+    AUDIT_NOTE,
+    Deps,
+    caller_node,
+    decode_json,
+    deps,
+    read_body,
+    respond,
+)
 from coordinator.api.jobs import blocking_params
 from coordinator.engine.driver import node_key
 from coordinator.store import NameTaken
@@ -132,8 +140,20 @@ async def handle_register(request: web.Request) -> web.Response:
         reason = f"with join token {grant.name!r}" + (
             "; pending approval (fleetwave node approve)" if not node.approved else ""
         )
+    note = request.get(AUDIT_NOTE)
+    if note is not None:
+        note.token_name, note.node = grant.name, node.id
     await d.store.append_events(
-        [Event(time=now, node=node.id, kind="node_registered", new=node.name, reason=reason)]
+        [
+            Event(
+                time=now,
+                node=node.id,
+                kind="node_registered",
+                new=node.name,
+                reason=reason,
+                by=grant.name,
+            )
+        ]
     )
     d.driver.kick()
     response = RegisterResponse(

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from coordinator.api.schemas import (
     ActionResult,
+    AuditPage,
     DrainRequest,
     EligibilityRequest,
     EventPage,
@@ -48,6 +49,7 @@ TAGS = {
     "restart, stop, delete; dry-run plans and the wave-by-wave view.",
     "nodes": "The fleet: list nodes, drain them, change their eligibility.",
     "events": "What happened, as a server-sent event stream or a JSON page.",
+    "audit": "Who did what: operator requests and refused requests, durably recorded.",
     "tokens": "Operator and join tokens: create (the secret is shown once), list, revoke.",
     "agent": "The protocol agents speak: register, long-poll assignments, report.",
     "system": "Open monitoring endpoints: liveness, readiness, Prometheus metrics.",
@@ -478,6 +480,28 @@ ROUTE_DOCS: dict[RouteKey, RouteDoc] = {
         params=(_TOKEN,),
         replies={200: json_reply("The revoked token.", Token)},
         errors=(404, 409, 503),
+    ),
+    # --- audit --------------------------------------------------------------------------
+    ("GET", "/v1/audit"): RouteDoc(
+        summary="The audit log",
+        tag="audit",
+        description="Every operator request that changes something (recorded before it runs; "
+        "`status` 0 means its answer could not be recorded) and every refused request (401, "
+        "403), oldest first: time, token id and name, role, remote address, method, path, job "
+        "or node, status, request id (also the answer's `X-Request-Id`). Never a secret. Kept "
+        "for `audit_retention` and at most `audit_max_rows` entries.",
+        params=(
+            Param("after", "query", "Entries after this id.", {"type": "integer", "minimum": 0}),
+            Param(
+                "limit",
+                "query",
+                "At most this many (default 100).",
+                {"type": "integer", "minimum": 1, "maximum": 1000},
+            ),
+            Param("job", "query", "Only entries about this job.", _JOB.schema),
+            Param("token", "query", "Only entries of this token (its name or id)."),
+        ),
+        replies={200: json_reply("A page of entries.", AuditPage)},
     ),
     # --- agent --------------------------------------------------------------------------
     ("POST", "/v1/agent/register"): RouteDoc(

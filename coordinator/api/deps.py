@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,6 +11,7 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from coordinator.access import Principal
+from coordinator.audit import AuditLog
 from coordinator.engine.driver import JobLocks, RolloutDriver
 from coordinator.metrics import CoordinatorMetrics
 from coordinator.store import Store
@@ -40,10 +42,14 @@ class Deps:
     """mTLS: the agent endpoints need a verified client certificate (``--tls-client-ca``)."""
     spec_json_cache: dict[tuple[str, int], str] = field(default_factory=dict)
     """(job, version) -> the spec's JSON, for the assignments every agent polls."""
+    audit: AuditLog | None = None
+    """Built from the store and clock when not given."""
     admin_token_hash: str = field(init=False)
     join_token_hash: str = field(init=False)
 
     def __post_init__(self) -> None:
+        if self.audit is None:
+            self.audit = AuditLog(self.store, self.clock)
         # Hashed once: every request's token is hashed once and compared with these.
         self.admin_token_hash = hash_token(self.admin_token)
         self.join_token_hash = hash_token(self.join_token)
@@ -55,6 +61,18 @@ DEPS = web.AppKey("deps", Deps)
 PRINCIPAL = web.RequestKey("principal", Principal)
 
 
+@dataclass
+class AuditNote:
+    """What the audit entry of a request says beyond the request itself; handlers may fill
+    in what only they learn (registration: the join token's name and the node)."""
+
+    token_name: str = ""
+    node: str = ""
+
+
+AUDIT_NOTE = web.RequestKey("audit_note", AuditNote)
+
+
 def caller_node(request: web.Request) -> NodeRecord:
     """The node behind a node token; the operator token cannot act as a node."""
     principal = request[PRINCIPAL]
@@ -63,10 +81,35 @@ def caller_node(request: web.Request) -> NodeRecord:
     return principal.node
 
 
-def actor(request: web.Request) -> str:
-    """Who acts, for events' ``reason``/``by``: the calling token's name."""
+PLAIN_INT = re.compile(r"[0-9]{1,18}")
+"""A plain non-negative integer in ASCII digits: no sign, no spaces, no other scripts' digits
+(Python's int() takes '²' and '٣'), at most 18 digits (within 64 bits)."""
+
+
+def plain_int(text: str) -> int | None:
+    """``text`` as a plain non-negative integer, or None when it is not one."""
+    return int(text) if PLAIN_INT.fullmatch(text) else None
+
+
+def int_query(
+    request: web.Request, name: str, *, default: int, low: int = 0, high: int = 2**62
+) -> int:
+    """The query parameter ``name`` as an integer in [low, high]; 400 naming it otherwise."""
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    value = plain_int(raw)
+    if value is None or not low <= value <= high:
+        raise ValidationFailed(
+            [FieldError(field=name, message=f"must be an integer from {low} to {high}")]
+        )
+    return value
+
+
+def acting_token(request: web.Request) -> str:
+    """The name of the token a request was made with: events' ``by``."""
     principal = request.get(PRINCIPAL)
-    return f"by {principal.name}" if principal is not None else "by operator"
+    return principal.name if principal is not None else ""
 
 
 async def principal_valid(d: Deps, principal: Principal) -> bool:

@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from coordinator.api.deps import deps, read_json, respond
+from coordinator.api.deps import acting_token, deps, read_json, respond
 from coordinator.engine.driver import job_key
 from coordinator.store.records import JobRecord
 from coordinator.submit import submit_job
@@ -87,7 +87,9 @@ async def handle_put_job(request: web.Request) -> web.Response:
         raise ValidationFailed(
             [FieldError(field="name", message=f"{spec.name!r} does not match the path's {name!r}")]
         )
-    result = await submit_job(d.store, d.locks, spec, if_match, d.clock.now())
+    result = await submit_job(
+        d.store, d.locks, spec, if_match, d.clock.now(), by=acting_token(request)
+    )
     if result.changed:
         d.watches.bump(job_key(name))
         d.driver.kick(name)

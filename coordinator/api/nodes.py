@@ -6,7 +6,7 @@ from aiohttp import web
 
 from coordinator.api.deps import (
     Deps,
-    actor,
+    acting_token,
     bool_field,
     deps,
     only_fields,
@@ -64,7 +64,8 @@ async def handle_drain(request: web.Request) -> web.Response:
                 kind="node_drain",
                 old=str(node.drain).lower(),
                 new=str(enable).lower(),
-                reason=actor(request),
+                reason="operator",
+                by=acting_token(request),
             )
         ]
     )
@@ -96,7 +97,8 @@ async def handle_eligibility(request: web.Request) -> web.Response:
                 kind="node_eligibility",
                 old=node.eligibility.value,
                 new=eligibility.value,
-                reason=actor(request),
+                reason="operator",
+                by=acting_token(request),
             )
         ]
     )
@@ -127,7 +129,8 @@ async def handle_approve(request: web.Request) -> web.Response:
                     kind="node_approved",
                     old=NodeStatus.PENDING.value,
                     new=node.status.value,
-                    reason=actor(request),
+                    reason="operator",
+                    by=acting_token(request),
                 )
             ]
         )
@@ -151,7 +154,8 @@ async def handle_revoke(request: web.Request) -> web.Response:
                     kind="node_revoked",
                     old=node.api_status.value,
                     new=NodeStatus.REVOKED.value,
-                    reason=actor(request),
+                    reason="operator",
+                    by=acting_token(request),
                 )
             ]
         )
@@ -181,7 +185,8 @@ async def handle_purge(request: web.Request) -> web.Response:
                 kind="node_purged",
                 old=status.value,
                 new=node.name,
-                reason=actor(request),
+                reason="operator",
+                by=acting_token(request),
             )
         ]
     )

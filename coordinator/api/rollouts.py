@@ -6,7 +6,15 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from coordinator.api.deps import bool_field, deps, only_fields, optional_body, read_json, respond
+from coordinator.api.deps import (
+    acting_token,
+    bool_field,
+    deps,
+    only_fields,
+    optional_body,
+    read_json,
+    respond,
+)
 from coordinator.api.jobs import load_job
 from coordinator.engine import actions
 from coordinator.engine.driver import job_key
@@ -28,6 +36,8 @@ async def act(request: web.Request, action: Action) -> web.Response:
     async with d.locks(name):
         job = await load_job(request)
         new, events = action(job)
+        by = acting_token(request)
+        events = [event.model_copy(update={"by": by}) for event in events]
         if new != job or events:
             await d.store.apply_plan(
                 new,

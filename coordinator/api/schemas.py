@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from coordinator.store.records import Event, Gate, JobVersion, Phase
+from coordinator.store.records import AuditEntry, Event, Gate, JobVersion, Phase
 from shared.nodes import Eligibility, Node
 from shared.protocol import ExecutionState
 from shared.spec import JobSpec, JobType
@@ -234,3 +234,8 @@ class EligibilityRequest(_Body):
 
 class TokenList(BaseModel):
     tokens: list[Token]
+
+
+class AuditPage(BaseModel):
+    entries: list[AuditEntry]
+    last_id: int = Field(description="pass as `after` for the next page")

@@ -71,7 +71,14 @@ class _Step:
         self.wake_at = at if self.wake_at is None else min(self.wake_at, at)
 
     def event(
-        self, kind: str, *, node: str = "", old: str = "", new: str = "", reason: str = ""
+        self,
+        kind: str,
+        *,
+        node: str = "",
+        old: str = "",
+        new: str = "",
+        reason: str = "",
+        by: str = "",
     ) -> None:
         self.events.append(
             Event(
@@ -82,6 +89,7 @@ class _Step:
                 old=old,
                 new=new,
                 reason=reason,
+                by=by,
             )
         )
 
@@ -118,6 +126,7 @@ def plan_rollout(
             "rollout_started",
             new=kind.value,
             reason=f"version {rs.target_version} to {len(rs.members())} nodes",
+            by=job.changed_by,
         )
     rs = _admit_new_nodes(step, rs, targets)
     if rs.is_active():

@@ -14,6 +14,8 @@ from typing import Protocol
 
 from coordinator.store.records import (
     AssignmentRecord,
+    AuditEntry,
+    AuditOutcome,
     Event,
     ExecutionRecord,
     JobRecord,
@@ -187,6 +189,29 @@ class Store(Protocol):
     async def token_by_hash(self, secret_hash: str) -> TokenRecord | None: ...
 
     async def revoke_token(self, token_id: str, now: datetime) -> TokenRecord | None: ...
+
+    # audit
+    async def write_audit(
+        self, entries: Sequence[AuditEntry], outcomes: Sequence[AuditOutcome]
+    ) -> list[int]:
+        """Insert ``entries`` and complete earlier ones with their answers, in one
+        transaction; the new entries' ids in order."""
+        ...
+
+    async def list_audit(
+        self,
+        *,
+        after: int = 0,
+        limit: int = 100,
+        job: str | None = None,
+        token: str | None = None,
+    ) -> list[AuditEntry]:
+        """Entries after the id ``after``, oldest first; ``token`` matches a name or an id."""
+        ...
+
+    async def prune_audit(self, *, before: datetime, keep_rows: int) -> int:
+        """Drop entries older than ``before`` and all but the newest ``keep_rows``."""
+        ...
 
     # assignments and executions
     async def node_assignments(self, node_id: str) -> tuple[int, list[AssignmentRecord]]: ...

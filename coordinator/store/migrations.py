@@ -77,4 +77,25 @@ MIGRATIONS: list[str] = [
         record TEXT NOT NULL
     );
     """,
+    # 5: who did what: the token behind an event, and the audit log of operator requests
+    """
+    ALTER TABLE events ADD COLUMN by TEXT NOT NULL DEFAULT '';
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        time TEXT NOT NULL,
+        token_id TEXT NOT NULL DEFAULT '',
+        token_name TEXT NOT NULL DEFAULT '',
+        role TEXT NOT NULL DEFAULT '',
+        remote TEXT NOT NULL DEFAULT '',
+        method TEXT NOT NULL,
+        path TEXT NOT NULL,
+        job TEXT NOT NULL DEFAULT '',
+        node TEXT NOT NULL DEFAULT '',
+        status INTEGER NOT NULL DEFAULT 0,
+        request_id TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX audit_time ON audit (time);
+    CREATE INDEX audit_job ON audit (job, id);
+    CREATE INDEX audit_token ON audit (token_name, id);
+    """,
 ]

@@ -86,6 +86,7 @@ class JobRecord(_Record):
     stable_version: int = 0
     stable_history: list[int] = Field(default_factory=list, description="oldest first")
     deleted: bool = False
+    changed_by: str = Field(default="", description="the token that submitted the current spec")
 
 
 class JobVersion(_Record):
@@ -200,6 +201,34 @@ class Event(_Record):
     old: str = ""
     new: str = ""
     reason: str = ""
+    by: str = Field(default="", description="the token whose request caused it (none: the engine)")
+
+
+class AuditEntry(_Record):
+    """One operator request (or a refused request) as the audit log keeps it: who, from
+    where, what, and the answer. Never a secret: tokens appear by id and name only."""
+
+    id: int = 0
+    time: Timestamp
+    token_id: str = ""
+    token_name: str = ""
+    role: str = ""
+    remote: str = ""
+    method: str
+    path: str
+    job: str = ""
+    node: str = ""
+    status: int = Field(default=0, description="the HTTP status; 0: the answer was not recorded")
+    request_id: str = ""
+
+
+class AuditOutcome(_Record):
+    """How an audited request ended, and what only its handler learned."""
+
+    entry_id: int
+    status: int
+    token_name: str = ""
+    node: str = ""
 
 
 class TokenRecord(_Record):

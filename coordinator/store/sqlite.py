@@ -27,6 +27,8 @@ from coordinator.store.migrations import MIGRATIONS
 from coordinator.store.mirror import Mirror
 from coordinator.store.records import (
     AssignmentRecord,
+    AuditEntry,
+    AuditOutcome,
     Event,
     ExecutionRecord,
     JobRecord,
@@ -886,9 +888,12 @@ class SqliteStore:
     async def _insert_events(self, conn: aiosqlite.Connection, events: Sequence[Event]) -> None:
         self._events_written = self._events_written or bool(events)
         await conn.executemany(
-            "INSERT INTO events (time, job, node, kind, old, new, reason)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [(format_time(e.time), e.job, e.node, e.kind, e.old, e.new, e.reason) for e in events],
+            "INSERT INTO events (time, job, node, kind, old, new, reason, by)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (format_time(e.time), e.job, e.node, e.kind, e.old, e.new, e.reason, e.by)
+                for e in events
+            ],
         )
 
     async def list_events(
@@ -904,6 +909,71 @@ class SqliteStore:
                 (job, after, limit),
             )
         return [Event.model_validate(dict(r)) for r in rows]
+
+    # audit
+
+    async def write_audit(
+        self, entries: Sequence[AuditEntry], outcomes: Sequence[AuditOutcome]
+    ) -> list[int]:
+        ids: list[int] = []
+        async with self._tx(f"write {len(entries) + len(outcomes)} audit records") as conn:
+            for e in entries:
+                cur = await conn.execute(
+                    "INSERT INTO audit (time, token_id, token_name, role, remote, method, path,"
+                    " job, node, status, request_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        format_time(e.time),
+                        e.token_id,
+                        e.token_name,
+                        e.role,
+                        e.remote,
+                        e.method,
+                        e.path,
+                        e.job,
+                        e.node,
+                        e.status,
+                        e.request_id,
+                    ),
+                )
+                ids.append(int(cur.lastrowid or 0))
+            if outcomes:
+                await conn.executemany(
+                    "UPDATE audit SET status = ?, token_name = COALESCE(NULLIF(?, ''), token_name),"
+                    " node = COALESCE(NULLIF(?, ''), node) WHERE id = ?",
+                    [(o.status, o.token_name, o.node, o.entry_id) for o in outcomes],
+                )
+        return ids
+
+    async def list_audit(
+        self,
+        *,
+        after: int = 0,
+        limit: int = 100,
+        job: str | None = None,
+        token: str | None = None,
+    ) -> list[AuditEntry]:
+        where: list[str] = ["id > ?"]
+        params: list[object] = [after]
+        if job is not None:
+            where.append("job = ?")
+            params.append(job)
+        if token is not None:
+            where.append("(token_name = ? OR token_id = ?)")
+            params += [token, token]
+        rows = await self._rows(
+            f"SELECT * FROM audit WHERE {' AND '.join(where)} ORDER BY id LIMIT ?",  # noqa: S608
+            (*params, limit),
+        )
+        return [AuditEntry.model_validate(dict(r)) for r in rows]
+
+    async def prune_audit(self, *, before: datetime, keep_rows: int) -> int:
+        async with self._tx("prune the audit log") as conn:
+            cur = await conn.execute("DELETE FROM audit WHERE time < ?", (format_time(before),))
+            removed = cur.rowcount
+            cur = await conn.execute(
+                "DELETE FROM audit WHERE id <= (SELECT MAX(id) FROM audit) - ?", (keep_rows,)
+            )
+            return removed + cur.rowcount
 
 
 async def _commit(conn: aiosqlite.Connection) -> None:

@@ -125,7 +125,7 @@ class TestEveryWriteAnswers503:
         _, token = await harness.register("a", port="1")
         await read_only(harness, True)
         resp = await harness.client.post("/v1/agent/register", json=register_body("b"))
-        await assert_unavailable(resp, says="register node 'b'")
+        await assert_unavailable(resp, says="audit")  # recorded before it runs: it did not
         report = {"seq": 1, "executions": []}
         auth = {"Authorization": f"Bearer {token}"}
         resp = await harness.client.post("/v1/agent/report", json=report, headers=auth)
@@ -148,7 +148,7 @@ class TestAFollowUpWriteFails:
         await harness.driver.step()
         assert node_id in await harness.store.job_assignments("web")
         faults = await commit_faults(harness.store)
-        faults.passing, faults.failing = 1, 1
+        faults.passing, faults.failing = 2, 1  # the audit record, the stop; then the engine
         resp = await harness.client.post("/v1/jobs/web/stop", headers=harness.admin())
         assert resp.status == 200, await resp.text()
         assert (await resp.json())["status"]["state"]["state_type"] == "stopped"

@@ -1,0 +1,115 @@
+"""The audit log: every operator request that changes something, and every refused request,
+durably recorded before the answer (DESIGN §11).
+
+A changing request is recorded *before* its handler runs: if that record cannot be written,
+the request fails (503) and changes nothing. Its status is filled in after the handler; if
+that second write fails, the entry keeps status 0 ("answer not recorded") and the failure
+is logged, but the request's answer stands: what it changed is committed, and the entry
+says it was attempted. A refused request (401/403) is one entry, written before the refusal
+is sent.
+
+Entries that arrive together are written in one transaction (one fsync), so a flood of
+refused requests costs one write per batch, not one per request. The log is pruned by age
+and by size (``audit_retention``, ``audit_max_rows``) so it cannot grow without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from datetime import timedelta
+
+import structlog
+
+from coordinator.store import Store
+from coordinator.store.records import AuditEntry, AuditOutcome
+from shared.clock import Clock
+from shared.errors import StoreUnavailable
+
+log = structlog.get_logger("fleetwave.audit")
+
+BATCH = 500
+PRUNE_SECONDS = 600.0
+
+
+class AuditLog:
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        *,
+        retention: timedelta = timedelta(days=90),
+        max_rows: int = 1_000_000,
+        on_write_failed: Callable[[], None] | None = None,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self.retention = retention
+        self.max_rows = max_rows
+        self._on_write_failed = on_write_failed
+        self._entries: list[tuple[AuditEntry, asyncio.Future[int]]] = []
+        self._outcomes: list[AuditOutcome] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def record(self, entry: AuditEntry) -> int:
+        """Write ``entry`` durably; its id. Raises when it cannot be written."""
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._entries.append((entry, future))
+        self._start()
+        return await future
+
+    def finish(self, outcome: AuditOutcome) -> None:
+        """Complete an entry with its answer (written with the next batch, or alone)."""
+        self._outcomes.append(outcome)
+        self._start()
+
+    def _start(self) -> None:
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.ensure_future(self._write())
+
+    async def _write(self) -> None:
+        while self._entries or self._outcomes:
+            batch, self._entries = self._entries[:BATCH], self._entries[BATCH:]
+            outcomes, self._outcomes = self._outcomes, []
+            try:
+                ids = await self._store.write_audit([e for e, _ in batch], outcomes)
+            except Exception as exc:  # every waiter hears of it; the writer goes on
+                if self._on_write_failed is not None:
+                    self._on_write_failed()
+                log.error("audit_write_failed", error=str(exc), entries=len(batch))
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(
+                            exc
+                            if isinstance(exc, StoreUnavailable)
+                            else StoreUnavailable(f"cannot write the audit log: {exc}")
+                        )
+                continue
+            for (_, future), entry_id in zip(batch, ids, strict=True):
+                if not future.done():
+                    future.set_result(entry_id)
+
+    async def drain(self) -> None:
+        """Wait until everything queued is written (shutdown, tests)."""
+        while self._writer is not None and not self._writer.done():
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._writer)
+
+    async def prune(self) -> int:
+        before = self._clock.now() - self.retention
+        removed = await self._store.prune_audit(before=before, keep_rows=self.max_rows)
+        if removed:
+            log.info("audit_pruned", removed=removed, older_than=str(before))
+        return removed
+
+    async def run(self) -> None:
+        """Prune now and every ten minutes."""
+        while True:
+            try:
+                await self.prune()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("audit_prune_failed", error=str(exc))
+            await self._clock.sleep(PRUNE_SECONDS)
