@@ -249,6 +249,7 @@ REASONS = {
     "(restart policy": "agent/restart.py",
     "killed by signal": "agent/restart.py",
     "exit status unknown": "agent/restart.py",
+    "refused by host policy: ": "agent/policy.py",
     "command not found": "agent/runtime/exec.py",
     "does not exist on this node": "agent/runtime/exec.py",
     "cannot run as user": "agent/runtime/exec.py",
@@ -322,6 +323,7 @@ LOG_EVENTS = {
     "process_exited": "agent/supervisor.py",
     "execution_state_changed": "agent/supervisor.py",
     "artifacts_failed": "agent/supervisor.py",
+    "execution_refused": "agent/supervisor.py",
     "data_dir_write_failed": "agent/writes.py",
 }
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import ENV_VARS, load_settings
+from agent.config import ENV_VARS, HostPolicy, load_settings
 from coordinator.config import CoordinatorConfig, load_config
 
 REPO = Path(__file__).resolve().parents[3]
@@ -103,6 +103,7 @@ class TestExampleConfigs:
         assert settings.coordinators == ["http://coordinator.example.internal:7400"]
         assert settings.join_token_file == Path("/etc/fleetwave/join.token")
         assert settings.labels == {"role": "web", "zone": "eu-1a"}
+        assert settings.policy == HostPolicy()  # said explicitly; the defaults refuse root
 
     def test_coordinator_example_loads(self) -> None:
         """coordinator.toml.example is valid for the coordinator's config loader."""
