@@ -22,6 +22,7 @@ from coordinator.audit import AuditLog
 from coordinator.config import CoordinatorConfig
 from coordinator.engine.driver import JobLocks, NodeMonitor, RolloutDriver
 from coordinator.engine.observation import ObservationWindow
+from coordinator.httpguard import GuardedAppRunner
 from coordinator.metrics import CoordinatorMetrics
 from coordinator.store import Store
 from coordinator.store.sqlite import SqliteStore
@@ -188,7 +189,8 @@ async def serve(
         metrics=metrics,
         require_client_cert=config.tls_client_ca is not None,
     )
-    runner = web.AppRunner(create_app(deps), access_log=None)
+    # Slow or idle clients are dropped (request heads within 10 s, idle keep-alive 75 s).
+    runner = GuardedAppRunner(create_app(deps), access_log=None)
     await runner.setup()
     site = web.TCPSite(
         runner, config.host, config.port, shutdown_timeout=2.0, ssl_context=ssl_context
