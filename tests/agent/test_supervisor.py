@@ -280,7 +280,7 @@ class TestHostPolicy:
         harness.policy = HostPolicy()
         plant = (
             "id -u > workload-ids; id -G >> workload-ids;"
-            " printf '#!/bin/sh\\nid -u > check-ids; id -G >> check-ids\\n' > check.sh;"
+            " printf '#!/bin/sh\\nid -u > .ids; id -G >> .ids; mv .ids check-ids\\n' > check.sh;"
             " chmod 755 check.sh; exec sleep 300"
         )
         spec = job_spec(

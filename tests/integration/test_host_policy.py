@@ -107,7 +107,7 @@ def test_a_check_planted_by_the_workload_runs_as_the_workloads_user(
     fleet = default_fleet
     plant = (
         "id -u > workload-ids; id -G >> workload-ids;"
-        " printf '#!/bin/sh\\nid -u > check-ids; id -G >> check-ids\\n' > check.sh;"
+        " printf '#!/bin/sh\\nid -u > .ids; id -G >> .ids; mv .ids check-ids\\n' > check.sh;"
         " chmod 755 check.sh; exec sleep 300"
     )
     spec = {

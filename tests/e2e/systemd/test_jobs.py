@@ -117,6 +117,60 @@ class TestSystemdDriver:
         host.wait_until(lambda: not fleetwave_units(host), timeout=30, what="unit stopped")
 
 
+PLANT = (
+    "id -u > workload-ids; id -G >> workload-ids;"
+    " printf '#!/bin/sh\\nid -u > .ids; id -G >> .ids; mv .ids check-ids\\n' > check.sh;"
+    " chmod 755 check.sh; exec sleep 300"
+)
+
+
+class TestSystemdDriverUser:
+    def test_unit_and_planted_check_run_as_the_jobs_user_with_its_groups(
+        self, systemd_host: SystemdHost
+    ) -> None:
+        """driver = "systemd", user = "nobody": the unit gets User= and Group= of nobody, its
+        process has nobody's uid and groups only (no gid 0), and the ./check.sh the workload
+        wrote into its working directory runs, as the exec check, as nobody too."""
+        host = systemd_host
+        wait_ready(host)
+        host.run(["install", "-d", "-o", "nobody", "-m", "0755", "/srv/planter"], check=True)
+        spec = {
+            "name": "planter",
+            "task": {
+                "driver": "systemd",
+                "user": "nobody",
+                "working_dir": "/srv/planter",
+                "command": ["sh", "-c", PLANT],
+                "kill_timeout": "3s",
+            },
+            "health": {
+                "checks": [
+                    {
+                        "type": "exec",
+                        "command": ["./check.sh"],
+                        "interval": "500ms",
+                        "failure_threshold": 100,
+                    }
+                ]
+            },
+            "rollout": {"min_healthy_time": "1s", "healthy_deadline": "30s"},
+        }
+        assert host.api("PUT", "/v1/jobs/planter", spec).status == 201
+        host.wait_until(
+            lambda: job_state(host, "planter") == "running", timeout=60, what="planter running"
+        )
+        (unit,) = fleetwave_units(host)
+        nobody = host.run(["sh", "-c", "id -u nobody; id -G nobody"], check=True).stdout
+        props = host.show(unit, "User", "Group")
+        assert props["User"] == "nobody"
+        assert props["Group"] == host.run(["id", "-g", "nobody"], check=True).stdout.strip()
+        workload = host.run(["cat", "/srv/planter/workload-ids"], check=True).stdout
+        check = host.run(["cat", "/srv/planter/check-ids"], check=True).stdout
+        assert workload.split("\n") == check.split("\n") == nobody.split("\n")
+        assert "0" not in nobody.split("\n")[1].split()
+        assert host.api("POST", "/v1/jobs/planter/stop").status == 200
+
+
 class TestArtifactCache:
     def test_rollback_needs_no_artifact_server(self, systemd_host: SystemdHost) -> None:
         """v1 and v2 come from an artifact server; with the server stopped, a rollback to v1
