@@ -52,8 +52,8 @@ async def parse_body(request: web.Request, model: type[M]) -> M:
     try:
         return model.model_validate_json(body)
     except ValidationError as exc:
-        if any(error["type"] == "json_invalid" for error in exc.errors()):
-            decode_json(body)  # raises the 400 that names line and column
+        # Malformed or too deeply nested: the 400 that says so (line and column, depth).
+        decode_json(body)
         raise ValidationFailed(field_errors(exc)) from None
 
 

@@ -156,10 +156,17 @@ async def read_body(request: web.Request) -> bytes:
     return body
 
 
+MAX_JSON_DEPTH = 64
+"""Nesting deeper than this is refused (a spec needs about 6 levels)."""
+
+
 def decode_json(body: bytes) -> Any:
-    """``body`` parsed as JSON; 400 naming the problem (line and column) when malformed."""
+    """``body`` parsed as JSON; 400 naming the problem (line and column) when malformed,
+    or when nested deeper than MAX_JSON_DEPTH levels."""
     try:
-        return json.loads(body)
+        value = json.loads(body)
+    except RecursionError:
+        raise _too_deep() from None
     except UnicodeDecodeError:
         raise BadRequest("request body is not UTF-8 text") from None
     except json.JSONDecodeError as exc:
@@ -167,6 +174,37 @@ def decode_json(body: bytes) -> Any:
             f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}",
             {"line": exc.lineno, "column": exc.colno},
         ) from None
+    if json_depth(value) > MAX_JSON_DEPTH:
+        raise _too_deep()
+    return value
+
+
+def _too_deep() -> BadRequest:
+    return BadRequest(
+        f"request body is nested deeper than {MAX_JSON_DEPTH} levels",
+        {"max_depth": MAX_JSON_DEPTH},
+    )
+
+
+def json_depth(value: Any) -> int:
+    """How deeply ``value`` nests lists and objects (a scalar is 0), without recursion."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        depth += 1
+        if depth > deepest:
+            deepest = depth
+            if deepest > MAX_JSON_DEPTH:
+                return deepest
+        stack.extend((child, depth) for child in children)
+    return deepest
 
 
 def respond(

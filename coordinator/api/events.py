@@ -13,7 +13,7 @@ import json
 
 from aiohttp import web
 
-from coordinator.api.deps import PRINCIPAL, Deps, deps, principal_valid, respond
+from coordinator.api.deps import PRINCIPAL, Deps, deps, plain_int, principal_valid, respond
 from coordinator.store.records import Event
 from coordinator.watch import FEED
 from shared.errors import FieldError, ValidationFailed
@@ -38,16 +38,18 @@ def _event_id(request: web.Request) -> int | None:
         raw, field = request.query.get("after"), "after"
     if raw is None:
         return None
-    if not _is_event_id(raw.strip()):
+    value = _event_id_value(raw.strip())
+    if value is None:
         raise ValidationFailed([FieldError(field=field, message=EVENT_ID_RULE)])
-    return int(raw)
+    return value
 
 
 EVENT_ID_RULE = f"must be an integer from 0 to {MAX_EVENT_ID}"
 
 
-def _is_event_id(raw: str) -> bool:
-    return raw.isdigit() and int(raw) <= MAX_EVENT_ID
+def _event_id_value(raw: str) -> int | None:
+    value = plain_int(raw)
+    return value if value is not None and value <= MAX_EVENT_ID else None
 
 
 def _sse(event: str, data: object, event_id: int | None = None) -> bytes:
@@ -110,19 +112,19 @@ def _dump(event: Event) -> object:
 async def _events_page(request: web.Request) -> web.Response:
     d = deps(request)
     errors = []
-    after = request.query.get("after", "0")
-    limit = request.query.get("limit", "100")
-    if not _is_event_id(after):
+    after = _event_id_value(request.query.get("after", "0"))
+    limit = plain_int(request.query.get("limit", "100"))
+    if after is None:
         errors.append(FieldError(field="after", message=EVENT_ID_RULE))
-    if not limit.isdigit() or not 1 <= int(limit) <= 1000:
+    if limit is None or not 1 <= limit <= 1000:
         errors.append(FieldError(field="limit", message="must be an integer from 1 to 1000"))
-    if errors:
+    if errors or after is None or limit is None:
         raise ValidationFailed(errors)
     job = request.query.get("job") or None
-    events = await d.store.list_events(job=job, after=int(after), limit=int(limit))
+    events = await d.store.list_events(job=job, after=after, limit=limit)
     return respond(
         {
             "events": [_dump(e) for e in events],
-            "last_id": events[-1].id if events else int(after),
+            "last_id": events[-1].id if events else after,
         }
     )

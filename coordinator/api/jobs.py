@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from coordinator.api.deps import acting_token, deps, read_json, respond
+from coordinator.api.deps import acting_token, deps, plain_int, read_json, respond
 from coordinator.engine.driver import job_key
 from coordinator.store.records import JobRecord
 from coordinator.submit import submit_job
@@ -32,13 +32,13 @@ def _if_match(request: web.Request) -> int | None:
     raw = request.headers.get("If-Match")
     if raw is None:
         return None
-    text = raw.strip().removeprefix("W/").strip('"')
-    if not text.isdigit():
+    revision = plain_int(raw.strip().removeprefix("W/").strip('"'))
+    if revision is None:
         raise BadRequest(
-            f"If-Match must be a job revision in quotes, e.g. '\"3\"', not {raw!r}",
+            f"If-Match must be a job revision in quotes, e.g. '\"3\"', not {raw[:40]!r}",
             {"header": "If-Match"},
         )
-    return int(text)
+    return revision
 
 
 @functools.lru_cache(maxsize=64)
@@ -54,10 +54,11 @@ def blocking_params(request: web.Request) -> tuple[int | None, float]:
     errors = []
     index: int | None = None
     if raw_index is not None:
-        if not raw_index.isdigit():
-            errors.append(FieldError(field="index", message="must be a non-negative integer"))
-        else:
-            index = int(raw_index)
+        index = plain_int(raw_index)
+        if index is None:
+            errors.append(
+                FieldError(field="index", message="must be an integer from 0 to 10^18 - 1")
+            )
     wait = 30.0
     try:
         wait = min(_seconds(raw_wait), MAX_WAIT)
@@ -147,9 +148,11 @@ async def handle_job_versions(request: web.Request) -> web.Response:
 async def handle_job_version(request: web.Request) -> web.Response:
     job = await load_job(request)
     raw = request.match_info["version"]
-    if not raw.isdigit():
-        raise ValidationFailed([FieldError(field="version", message="must be a positive integer")])
-    number = int(raw)
+    number = plain_int(raw)
+    if number is None or number < 1:
+        raise ValidationFailed(
+            [FieldError(field="version", message="must be an integer from 1 to 10^18 - 1")]
+        )
     # Versions are 1..latest; anything beyond is unknown without asking the store.
     version = (
         await deps(request).store.get_version(job.name, number)

@@ -198,13 +198,19 @@ class SqliteStore:
         return self._reader
 
     @contextlib.asynccontextmanager
-    async def _tx(self, what: str) -> AsyncIterator[aiosqlite.Connection]:
+    async def _tx(
+        self, what: str, *, proves_health: bool = True
+    ) -> AsyncIterator[aiosqlite.Connection]:
         """One write transaction; ``what`` it does names it in errors ("save job 'web'").
 
         Memory (the mirror, the event listeners) follows only a COMMIT that succeeded. Any
         failure, the COMMIT's own included (a full disk or an I/O error usually shows
         there), rolls back and drops what the transaction would have applied, so memory
         stays at the last committed state. A storage failure raises StoreUnavailable.
+
+        A commit clears the store's failing state unless ``proves_health`` is false: small
+        writes (audit rows, often updated in place) can commit on a full disk where every
+        write that needs a new page fails, so they must not make /readyz say ready.
         """
         if self._writer is None:
             raise StoreError("store is not open")
@@ -225,7 +231,8 @@ class SqliteStore:
                     self._writes.failed(error)
                     raise error from exc
                 raise
-            self._writes.committed()
+            if proves_health:
+                self._writes.committed()
             applied, self._after_commit = self._after_commit, []
             for apply in applied:
                 apply()
@@ -916,7 +923,9 @@ class SqliteStore:
         self, entries: Sequence[AuditEntry], outcomes: Sequence[AuditOutcome]
     ) -> list[int]:
         ids: list[int] = []
-        async with self._tx(f"write {len(entries) + len(outcomes)} audit records") as conn:
+        async with self._tx(
+            f"write {len(entries) + len(outcomes)} audit records", proves_health=False
+        ) as conn:
             for e in entries:
                 cur = await conn.execute(
                     "INSERT INTO audit (time, token_id, token_name, role, remote, method, path,"

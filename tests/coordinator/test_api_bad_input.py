@@ -176,15 +176,15 @@ class TestUnknownThings:
         assert (await resp.json())["error"]["code"] == "not_found"
 
     async def test_unknown_version_and_bad_version(self, harness: Harness) -> None:
-        """A missing version is 404; a non-numeric one is 400."""
+        """A missing version is 404; one that is not a plain in-range integer is 400 (also
+        digits of other scripts, which Python's int() would take, and 80-bit numbers)."""
         await harness.put_job(web_spec())
-        for missing in ("9", str(2**80)):  # the second is beyond SQLite's integers
-            resp = await harness.client.get(
-                f"/v1/jobs/web/versions/{missing}", headers=harness.admin()
-            )
-            assert resp.status == 404
-        resp = await harness.client.get("/v1/jobs/web/versions/abc", headers=harness.admin())
-        assert resp.status == 400
+        resp = await harness.client.get("/v1/jobs/web/versions/9", headers=harness.admin())
+        assert resp.status == 404
+        for bad in ("abc", "0", "\u00b2", "\u0663", "-1", "+1", " 1", str(2**80), "1" * 5000):
+            resp = await harness.client.get(f"/v1/jobs/web/versions/{bad}", headers=harness.admin())
+            assert resp.status == 400, bad
+            assert (await resp.json())["error"]["details"]["errors"][0]["field"] == "version"
 
     async def test_wrong_method_is_405(self, harness: Harness) -> None:
         """A wrong method is 405 naming the allowed ones."""
@@ -323,3 +323,74 @@ class TestAgentInput:
         assert body == {**body, "accepted": False, "last_seq": 5}
         executions = await harness.store.job_executions("web")
         assert executions[node_id].state == "healthy"
+
+
+class TestHardening:
+    """Input that once gave a 500: digits of other scripts and numbers beyond 64 bits in
+    query parameters and headers, and JSON nested deeper than 64 levels."""
+
+    @pytest.mark.parametrize("bad", ["\u00b2", "\u0663", "9" * 5000, "-1", "1e3", "0x10"])
+    async def test_malformed_numbers_are_400(self, harness: Harness, bad: str) -> None:
+        _, token = await harness.register("a")
+        await harness.put_job(web_spec())
+        node = {"Authorization": f"Bearer {token}"}
+        checks = [
+            ("/v1/jobs/web/status", {"index": bad}, harness.admin(), "index"),
+            ("/v1/agent/assignments", {"index": bad}, node, "index"),
+            (
+                "/v1/events",
+                {"after": bad},
+                harness.admin() | {"Accept": "application/json"},
+                "after",
+            ),
+            (
+                "/v1/events",
+                {"limit": bad},
+                harness.admin() | {"Accept": "application/json"},
+                "limit",
+            ),
+            ("/v1/audit", {"after": bad}, harness.admin(), "after"),
+        ]
+        for path, query, headers, field in checks:
+            resp = await harness.client.get(path, params=query, headers=headers)
+            assert resp.status == 400, (path, query, await resp.text())
+            fields = [e["field"] for e in (await resp.json())["error"]["details"]["errors"]]
+            assert field in fields
+        resp = await harness.client.put(
+            "/v1/jobs/web", json=web_spec(), headers=harness.admin() | {"If-Match": f'"{bad}"'}
+        )
+        assert resp.status == 400
+        assert (await resp.json())["error"]["details"]["header"] == "If-Match"
+
+    @pytest.mark.parametrize("depth", [65, 100_000])
+    async def test_deeply_nested_json_is_400(self, harness: Harness, depth: int) -> None:
+        _, token = await harness.register("a")
+        deep = "[" * depth + "]" * depth
+        bodies = [
+            ("PUT", "/v1/jobs/web", harness.admin(), f'{{"name": "web", "task": {deep}}}'),
+            ("POST", "/v1/agent/register", {}, f'{{"join_token": "x", "labels": {deep}}}'),
+            (
+                "POST",
+                "/v1/agent/report",
+                {"Authorization": f"Bearer {token}"},
+                f'{{"seq": 1, "executions": {deep}}}',
+            ),
+            ("POST", "/v1/tokens", harness.admin(), f'{{"name": "x", "jobs": {deep}}}'),
+        ]
+        for method, path, headers, body in bodies:
+            resp = await harness.client.request(
+                method, path, data=body, headers=headers | {"Content-Type": "application/json"}
+            )
+            assert resp.status == 400, (path, await resp.text())
+            assert "nested deeper than 64" in (await resp.json())["error"]["message"]
+        assert await harness.store.get_job("web") is None
+
+    async def test_sixty_four_levels_are_fine(self, harness: Harness) -> None:
+        spec = web_spec()
+        nested: object = "v"
+        for _ in range(60):
+            nested = [nested]
+        spec["meta"] = nested
+        resp = await harness.put_job(spec)
+        assert resp.status == 400  # an unknown field, not a depth problem
+        assert "nested deeper" not in await resp.text()
