@@ -7,13 +7,14 @@ from typing import Any
 
 from aiohttp import web
 
-from coordinator.api.deps import acting_token, deps, plain_int, read_json, respond
+from coordinator.api.deps import PRINCIPAL, acting_token, deps, plain_int, read_json, respond
 from coordinator.engine.driver import job_key
-from coordinator.store.records import JobRecord
+from coordinator.store.records import JobRecord, JobVersion
 from coordinator.submit import submit_job
 from shared.durations import parse_duration
 from shared.errors import BadRequest, FieldError, NotFound, ValidationFailed
-from shared.spec import parse_job_spec
+from shared.spec import JobSpec, parse_job_spec
+from shared.tokens import Role
 
 routes = web.RouteTableDef()
 
@@ -104,6 +105,23 @@ async def handle_put_job(request: web.Request) -> web.Response:
     return respond(body, status=201 if result.created else 200)
 
 
+REDACTED = "<redacted>"
+
+
+def spec_for(request: web.Request, spec: JobSpec) -> dict[str, Any]:
+    """The spec as the caller may see it: a viewer sees ``task.env`` names, not values
+    (they hold database passwords and the like)."""
+    body = spec.model_dump(mode="json")
+    principal = request.get(PRINCIPAL)
+    if principal is not None and principal.role == Role.VIEWER:
+        body["task"]["env"] = dict.fromkeys(body["task"].get("env", {}), REDACTED)
+    return body
+
+
+def version_for(request: web.Request, version: JobVersion) -> dict[str, Any]:
+    return version.model_dump(mode="json") | {"spec": spec_for(request, version.spec)}
+
+
 @routes.get("/v1/jobs")
 async def handle_list_jobs(request: web.Request) -> web.Response:
     jobs = await deps(request).store.list_jobs()
@@ -113,7 +131,7 @@ async def handle_list_jobs(request: web.Request) -> web.Response:
 @routes.get("/v1/jobs/{name}")
 async def handle_get_job(request: web.Request) -> web.Response:
     job = await load_job(request)
-    body = job_summary(job) | {"spec": job.spec.model_dump(mode="json")}
+    body = job_summary(job) | {"spec": spec_for(request, job.spec)}
     return respond(body, headers={"ETag": f'"{job.status.revision}"'})
 
 
@@ -141,7 +159,7 @@ async def handle_job_status(request: web.Request) -> web.StreamResponse:
 async def handle_job_versions(request: web.Request) -> web.Response:
     job = await load_job(request)
     versions = await deps(request).store.list_versions(job.name)
-    return respond({"versions": [v.model_dump(mode="json") for v in versions]})
+    return respond({"versions": [version_for(request, v) for v in versions]})
 
 
 @routes.get("/v1/jobs/{name}/versions/{version}")
@@ -164,7 +182,7 @@ async def handle_job_version(request: web.Request) -> web.Response:
             f"job {job.name!r} has no version {raw} (latest is {job.status.version})",
             {"job": job.name, "version": number},
         )
-    return respond(version)
+    return respond(version_for(request, version))
 
 
 @routes.get("/v1/jobs/{name}/nodes")

@@ -200,3 +200,18 @@ class TestRouteRules:
             check_rules([("GET", "/v1/jobs"), ("GET", "/v1/secret-things")])
         check_rules([("GET", "/v1/jobs"), ("HEAD", "/v1/jobs")])
         assert RULES[("GET", "/metrics")].right == Right.OPEN
+
+
+class TestRedaction:
+    async def test_viewers_see_env_names_not_values(self, harness: Harness) -> None:
+        spec = web_spec()
+        spec["task"]["env"] = {"DB_PASSWORD": "hunter2", "MODE": "prod"}
+        assert (await harness.put_job(spec)).status == 201
+        viewer = bearer((await create_token(harness, name="v", role="viewer"))["secret"])
+        deployer = bearer((await create_token(harness, name="d", role="deployer"))["secret"])
+        for path in ("/v1/jobs/web", "/v1/jobs/web/versions", "/v1/jobs/web/versions/1"):
+            seen = await (await harness.client.get(path, headers=viewer)).text()
+            assert "hunter2" not in seen, path
+            assert '"DB_PASSWORD":"<redacted>"' in seen.replace(" ", ""), path
+            full = await (await harness.client.get(path, headers=deployer)).text()
+            assert "hunter2" in full, path
