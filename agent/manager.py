@@ -12,6 +12,7 @@ import structlog
 from agent.artifacts import ArtifactStore
 from agent.config import HostPolicy
 from agent.executions import TERMINAL_STATES, ExecutionRecord, ExecutionStore
+from agent.launch import NodeInfo
 from agent.metrics import AgentMetrics
 from agent.paths import DataDir
 from agent.reconcile import (
@@ -24,7 +25,7 @@ from agent.reconcile import (
 )
 from agent.restart import Resume, how_to_resume
 from agent.runtime import Discovered, ProcessHandle, Runtime
-from agent.supervisor import NodeInfo, Supervisor
+from agent.supervisor import Supervisor
 from agent.writes import DataDirWrites
 from shared.clock import Clock
 from shared.protocol import Assignment, ExecutionReport

@@ -12,7 +12,7 @@ from agent.client import CoordinatorClient, agent_version
 from agent.errors import JoinTokenRejected
 from agent.host import HostProbe
 from agent.identity import Identity, IdentityStore
-from agent.supervisor import NodeInfo
+from agent.launch import NodeInfo
 from agent.writes import DataDirWrites
 from shared.protocol import RegisterRequest
 

@@ -7,8 +7,7 @@ import dataclasses
 import os
 import pwd
 import random
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -22,10 +21,11 @@ from agent.config import HostPolicy
 from agent.errors import LaunchError
 from agent.executions import ExecutionRecord
 from agent.health import HealthState, HealthVerdict
+from agent.launch import NodeInfo, Prepared, pin_programs, prepare
 from agent.logs import ensure_log_files
 from agent.metrics import AgentMetrics
 from agent.paths import DataDir
-from agent.policy import LaunchRequest, Refusal, decide, describe_launch
+from agent.policy import Refusal, decide, describe_launch
 from agent.probes import HealthMonitor
 from agent.restart import (
     UNKNOWN_EXIT,
@@ -37,13 +37,12 @@ from agent.restart import (
     restart_wait,
 )
 from agent.runtime import LaunchSpec, ProcessHandle, Runtime
-from agent.runtime.environment import child_environment
 from agent.runtime.users import RunAs, run_as
 from agent.writes import DataDirWrites
 from shared.clock import Clock
-from shared.interpolation import InterpolationError, interpolate, node_variables
+from shared.interpolation import InterpolationError
 from shared.protocol import Assignment, ExecutionReport, ExecutionState
-from shared.spec import ExecCheck, HealthCheck, HttpCheck, JobType, TcpCheck
+from shared.spec import JobType
 
 log = structlog.get_logger("agent.supervisor")
 
@@ -53,98 +52,12 @@ _RUNNING_STATES = frozenset(
 ARTIFACT_ATTEMPTS = 5
 """Downloads of a version's artifacts before a transient failure fails the execution."""
 ARTIFACT_BACKOFF = BackoffPolicy(base=1.0, cap=30.0)
-VERSION_DIR_ENV = "FLEETWAVE_VERSION_DIR"
 
 _FINAL_STATES = {
     RestartAction.GIVE_UP: ExecutionState.FAILED,
     RestartAction.COMPLETE: ExecutionState.COMPLETED,
     RestartAction.STOP: ExecutionState.STOPPED,
 }
-
-
-@dataclass(frozen=True)
-class NodeInfo:
-    """The node as workloads see it through ``${node.*}`` placeholders."""
-
-    node_id: str
-    name: str
-    labels: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """An assignment with every placeholder filled in, ready for a driver."""
-
-    launch: LaunchSpec
-    checks: list[HealthCheck]
-
-
-def prepare(
-    assignment: Assignment, node: NodeInfo, data_dir: DataDir, version_dir: Path | None = None
-) -> Prepared:
-    """Interpolate command, env and check targets; raise InterpolationError on a bad one.
-
-    With artifacts, ``version_dir`` holds them: it is the default working directory and
-    ``$FLEETWAVE_VERSION_DIR`` names it.
-    """
-    spec = assignment.spec
-    variables = node_variables(
-        node_id=node.node_id,
-        node_name=node.name,
-        labels=node.labels,
-        job_name=assignment.job,
-        job_version=assignment.version,
-    )
-    task = spec.task
-    command = [interpolate(arg, variables) for arg in task.command]
-    job_env = {key: interpolate(value, variables) for key, value in task.env.items()}
-    if version_dir is not None:
-        job_env[VERSION_DIR_ENV] = str(version_dir)
-    checks: list[HealthCheck] = []
-    for check in spec.health.checks:
-        if isinstance(check, HttpCheck):
-            checks.append(check.model_copy(update={"url": interpolate(check.url, variables)}))
-        elif isinstance(check, TcpCheck):
-            address = interpolate(check.address, variables)
-            checks.append(check.model_copy(update={"address": address}))
-        else:
-            argv = [interpolate(arg, variables) for arg in check.command]
-            checks.append(check.model_copy(update={"command": argv}))
-    logs = data_dir.log_dir(assignment.job)
-    working_dir = version_dir or data_dir.job_dir(assignment.job)
-    launch = LaunchSpec(
-        job=assignment.job,
-        version=assignment.version,
-        generation=assignment.generation,
-        instance=data_dir.instance,
-        kill_timeout=task.kill_timeout.total_seconds(),
-        command=command,
-        env=child_environment(job_env, user=task.user),
-        working_dir=working_dir if task.working_dir is None else Path(task.working_dir),
-        user=task.user,
-        stdout_path=logs / "stdout.log",
-        stderr_path=logs / "stderr.log",
-    )
-    return Prepared(launch=launch, checks=checks)
-
-
-def pin_programs(prepared: Prepared, request: LaunchRequest) -> Prepared:
-    """``prepared`` with each program that was looked up on the PATH replaced by the file
-    found (``request.programs``: the command, then each exec check in order)."""
-    programs = iter(request.programs)
-
-    def pinned(argv: list[str]) -> list[str]:
-        found = next(programs).found
-        return argv if found is None else [found, *argv[1:]]
-
-    launch = dataclasses.replace(prepared.launch, command=pinned(prepared.launch.command))
-    checks = [
-        check.model_copy(update={"command": pinned(check.command)})
-        if isinstance(check, ExecCheck)
-        else check
-        for check in prepared.checks
-    ]
-    return Prepared(launch=launch, checks=checks)
 
 
 class Supervisor:

@@ -21,9 +21,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from agent.artifacts import MANIFEST, ArtifactError, ArtifactStore
+from agent.launch import NodeInfo
 from agent.paths import DataDir
 from agent.runtime.exec import ExecRuntime
-from agent.supervisor import NodeInfo, Supervisor
+from agent.supervisor import Supervisor
 from shared.clock import Clock, FakeClock, SystemClock
 from shared.protocol import ExecutionState
 from shared.spec import Artifact, JobSpec

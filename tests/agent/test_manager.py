@@ -15,13 +15,13 @@ import pytest
 
 from agent.config import HostPolicy
 from agent.executions import ExecutionRecord, ExecutionStore
+from agent.launch import NodeInfo
 from agent.manager import ExecutionManager
 from agent.paths import DataDir
 from agent.reconcile import ReplaceJob, RestartJob, StartJob, StopJob
 from agent.restart import ExitStatus
 from agent.runtime import Discovered, LaunchSpec, ProcessHandle
 from agent.runtime.exec import ExecRuntime
-from agent.supervisor import NodeInfo
 from agent.writes import DataDirWrites
 from shared.clock import FakeClock, SystemClock
 from shared.protocol import ExecutionState

@@ -12,12 +12,13 @@ import psutil
 import pytest
 
 from agent.config import HostPolicy
+from agent.launch import NodeInfo, pin_programs, prepare
 from agent.metrics import AgentMetrics
 from agent.paths import DataDir
 from agent.policy import LaunchRequest, Program
 from agent.runtime import LaunchSpec, ProcessHandle
 from agent.runtime.exec import ExecRuntime
-from agent.supervisor import NodeInfo, Supervisor, pin_programs, prepare
+from agent.supervisor import Supervisor
 from shared.clock import Clock, FakeClock, SystemClock
 from shared.protocol import Assignment, ExecutionState
 from shared.spec import Driver
