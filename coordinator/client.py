@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from shared.nodes import clean_text
+
 
 class ApiError(Exception):
     """The API answered with an error, or could not be reached (``status`` 0)."""
@@ -60,6 +62,19 @@ def _reason(exc: BaseException) -> str:
     return str(reason)
 
 
+def terminal_safe(value: Any) -> Any:
+    """``value`` (decoded JSON) with every string made safe to print: control characters
+    (escape sequences an agent or a spec could carry) become spaces, other invisible ones go.
+    The CLI reads every answer through this, so no renderer can forget it."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, list):
+        return [terminal_safe(item) for item in value]
+    if isinstance(value, dict):
+        return {clean_text(k): terminal_safe(v) for k, v in value.items()}
+    return value
+
+
 class ApiClient:
     def __init__(
         self,
@@ -67,12 +82,16 @@ class ApiClient:
         token: str | None,
         timeout: float = 30.0,
         ssl_context: ssl.SSLContext | None = None,
+        *,
+        for_terminal: bool = False,
     ) -> None:
         self.addr = addr.rstrip("/")
         self.token = token
         self.timeout = timeout
         # For https:// addresses: verifies the coordinator (``--ca-file``); None: system CAs.
         self.ssl_context = ssl_context
+        self.for_terminal = for_terminal
+        """Clean every string of every answer (``terminal_safe``): for the CLI."""
 
     def request(
         self,
@@ -105,13 +124,18 @@ class ApiClient:
                 req, timeout=timeout or self.timeout, context=self.ssl_context
             ) as resp:
                 raw = resp.read()
-                return Response(resp.status, json.loads(raw) if raw else None, dict(resp.headers))
+                body = json.loads(raw) if raw else None
+                if self.for_terminal:
+                    body = terminal_safe(body)
+                return Response(resp.status, body, dict(resp.headers))
         except urllib.error.HTTPError as exc:
             raw = exc.read()
             try:
                 err = json.loads(raw)["error"]
             except (ValueError, KeyError, TypeError):
                 err = {"code": "http_error", "message": raw.decode(errors="replace")[:500]}
+            if self.for_terminal:
+                err = terminal_safe(err)
             raise ApiError(
                 exc.code, err.get("code", ""), err.get("message", ""), err.get("details") or {}
             ) from None
@@ -167,7 +191,8 @@ class SseMessage:
     id: int | None = None
 
     def json(self) -> Any:
-        return json.loads(self.data)
+        """The data as JSON, every string safe to print (events carry agents' words)."""
+        return terminal_safe(json.loads(self.data))
 
 
 @dataclass

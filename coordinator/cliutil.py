@@ -108,7 +108,9 @@ class Ctx:
     @property
     def client(self) -> ApiClient:
         if self._client is None:
-            self._client = ApiClient(self.addr, self._token(), ssl_context=cli_ssl(self._ca_file))
+            self._client = ApiClient(
+                self.addr, self._token(), ssl_context=cli_ssl(self._ca_file), for_terminal=True
+            )
         return self._client
 
     def call(self, method: str, path: str, body: Any = None, **kw: Any) -> Any:
