@@ -310,6 +310,7 @@ LOG_EVENTS = {
     "coordinator_started": "coordinator/main.py",
     "tls_reloaded": "coordinator/main.py",
     "tls_reload_failed": "coordinator/main.py",
+    "reload_ignored": "coordinator/main.py",
     "node_down": "coordinator/engine/driver.py",
     "request_failed": "coordinator/app.py",
     "engine_step_failed": "coordinator/engine/driver.py",

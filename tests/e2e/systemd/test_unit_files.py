@@ -5,17 +5,22 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from agent.config import ENV_VARS, HostPolicy, load_settings
 from coordinator.config import CoordinatorConfig, load_config
+from tests.e2e.systemd.install_md import edit_config, tls_section
 
 REPO = Path(__file__).resolve().parents[3]
 SYSTEMD = REPO / "systemd"
 AGENT_UNIT = SYSTEMD / "fleetwave-agent.service"
 COORDINATOR_UNIT = SYSTEMD / "fleetwave-coordinator.service"
+
+TLS_KEYS = ("coordinators", "ca_file", "tls_cert", "tls_key", "tls_client_ca")
 
 needs_analyze = pytest.mark.skipif(
     shutil.which("systemd-analyze") is None,
@@ -69,6 +74,11 @@ class TestUnits:
         assert unit["StateDirectory"] == ["fleetwave"]
         assert unit["CapabilityBoundingSet"] == [""]
 
+    def test_coordinator_unit_reloads_with_sighup(self) -> None:
+        """`systemctl reload fleetwave-coordinator` sends SIGHUP, which loads the TLS
+        certificate and key again."""
+        assert directives(COORDINATOR_UNIT)["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
+
     @needs_analyze
     def test_units_verify(self, installed_units: list[Path]) -> None:
         """systemd-analyze verify accepts both units without a warning."""
@@ -119,3 +129,58 @@ class TestExampleConfigs:
             f"FLEETWAVE_{key.upper()}" for key in CoordinatorConfig.model_fields
         }
         assert set(re.findall(r"FLEETWAVE_[A-Z_]+", text)) <= known
+
+
+def uncommented_tls_lines(example: str) -> str:
+    """The TLS settings an example config shows commented out, as TOML."""
+    return "\n".join(re.findall(rf"^# ((?:{'|'.join(TLS_KEYS)}) = .*)$", example, re.M))
+
+
+def install_md_settings(target: str) -> dict[str, Any]:
+    """What docs/install.md §7 tells the operator to set in the config file ``target``."""
+    (block,) = [block for block in tls_section()[0] if block.target == target]
+    return tomllib.loads(block.text)
+
+
+class TestTlsExamples:
+    def test_coordinator_example_turns_on_what_install_md_sets(self, tmp_path: Path) -> None:
+        """coordinator.toml.example with its TLS lines uncommented and allow_plain_http
+        removed is valid and sets exactly what install.md §7 sets."""
+        example = (SYSTEMD / "coordinator.toml.example").read_text()
+        path = tmp_path / "coordinator.toml"
+        path.write_text(edit_config(example, uncommented_tls_lines(example)))
+        wanted = install_md_settings("/etc/fleetwave/coordinator.toml")
+        config = load_config(path, {}, {})
+        assert config.model_dump(mode="json", include=set(wanted)) == wanted
+        assert not config.allow_plain_http
+
+    def test_agent_example_turns_on_what_install_md_sets(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """agent.toml.example with its TLS lines uncommented and allow_plain_http removed is
+        valid and sets exactly what install.md §7 sets."""
+        monkeypatch.delenv("FLEETWAVE_ON_STOP", raising=False)
+        example = (SYSTEMD / "agent.toml.example").read_text()
+        path = tmp_path / "agent.toml"
+        path.write_text(edit_config(example, uncommented_tls_lines(example)))
+        wanted = install_md_settings("/etc/fleetwave/agent.toml")
+        settings = load_settings({"config_file": path})
+        assert settings.model_dump(mode="json", include=set(wanted)) == wanted
+        assert not settings.allow_plain_http
+
+    @pytest.mark.parametrize("daemon", ["coordinator", "agent"])
+    def test_env_examples_name_the_same_tls_files(self, daemon: str) -> None:
+        """The TLS variables an env example suggests hold what install.md §7 puts in the
+        config file for the same options."""
+        text = (SYSTEMD / f"{daemon}.env.example").read_text()
+        suggested = re.findall(r"^# (FLEETWAVE_[A-Z_]+)=(.*)$", text, re.M)
+
+        def option(variable: str) -> str:
+            if daemon == "agent":
+                return ENV_VARS[variable]
+            return variable.removeprefix("FLEETWAVE_").lower()
+
+        tls = {option(var): value for var, value in suggested if option(var) in TLS_KEYS}
+        wanted = install_md_settings(f"/etc/fleetwave/{daemon}.toml")
+        wanted.pop("listen", None)
+        assert {k: [v] if k == "coordinators" else v for k, v in tls.items()} == wanted
