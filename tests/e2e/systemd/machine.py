@@ -139,10 +139,17 @@ class SystemdHost:
     Use as a context manager: leaving it always tears the container down.
     """
 
-    def __init__(self, lowers: Sequence[Path], *, boot_timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        lowers: Sequence[Path],
+        *,
+        boot_timeout: float = 60.0,
+        prepare: Callable[[Path], None] | None = None,
+    ) -> None:
         self.name = f"fw-e2e-{uuid.uuid4().hex[:8]}"
         self._lowers = list(lowers)
         self._boot_timeout = boot_timeout
+        self._prepare = prepare
         self._dir = run_dir() / self.name
         self._overlay = Overlay(
             self._lowers, self._dir / "upper", self._dir / "work", self._dir / "root"
@@ -151,6 +158,10 @@ class SystemdHost:
         self._console: Any = None
         self.leader = 0
         """The container's PID 1 as seen from the host."""
+        self.coordinator = COORDINATOR
+        """The URL ``api`` calls; a test that moves the coordinator to HTTPS changes it."""
+        self.ca_file: str | None = None
+        """The CA (a path inside the container) ``api`` verifies an https:// coordinator with."""
 
     @property
     def root(self) -> Path:
@@ -175,8 +186,11 @@ class SystemdHost:
         self.terminate()
 
     def boot(self) -> None:
-        """Mount the layers, start systemd-nspawn --boot and wait for a running system."""
+        """Mount the layers, let ``prepare`` change the file system, start systemd-nspawn
+        --boot and wait for a running system."""
         self._overlay.__enter__()
+        if self._prepare is not None:
+            self._prepare(self.root)
         self._console = self.console_log.open("wb")
         self._proc = subprocess.Popen(
             [
@@ -298,7 +312,9 @@ class SystemdHost:
 
     def api(self, method: str, path: str, body: object = None, *, token: str = ADMIN_TOKEN) -> Api:
         """Call the coordinator inside the container with curl; admin token by default."""
-        cmd = ["curl", "-sS", "-X", method, "-w", "\n%{http_code}", f"{COORDINATOR}{path}"]
+        cmd = ["curl", "-sS", "-X", method, "-w", "\n%{http_code}", f"{self.coordinator}{path}"]
+        if self.ca_file:
+            cmd += ["--cacert", self.ca_file]
         if token:
             cmd += ["-H", f"Authorization: Bearer {token}"]
         if body is not None:

@@ -134,6 +134,23 @@ class TestStartup:
         )
         assert exposure(security.stdout) <= 2.0, security.stdout
 
+    def test_reload_keeps_a_plain_http_coordinator_running(self, systemd_host: SystemdHost) -> None:
+        """`systemctl reload` of the coordinator without TLS is logged and ignored: the same
+        process keeps serving (SIGHUP's default action would end it, and systemd counts
+        that as a clean exit, so it would not be restarted)."""
+        host = systemd_host
+        wait_ready(host)
+        pid = host.main_pid(COORDINATOR)
+        host.systemctl("reload", COORDINATOR, check=True)
+        host.wait_until(
+            lambda: "reload_ignored" in host.journal(COORDINATOR), what="reload_ignored logged"
+        )
+        assert host.show(COORDINATOR, "ActiveState", "MainPID") == {
+            "ActiveState": "active",
+            "MainPID": str(pid),
+        }
+        assert host.api("GET", "/v1/nodes").status == 200
+
 
 class TestExecWorkloads:
     def test_job_runs_with_a_clean_environment(self, systemd_host: SystemdHost) -> None:
