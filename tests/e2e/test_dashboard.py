@@ -360,3 +360,85 @@ def test_a_stopped_coordinator_is_named_and_the_page_recovers(tmp_path: Path, pa
         assert resumed_from[-1] == str(last_id)
     finally:
         fleet.close()
+
+
+NODE_STATUS_PROBE = """
+async () => {
+  const views = await import("/ui/views.js");
+  const { nodeActions } = await import("/ui/actions.js");
+  const zero = "0001-01-01T00:00:00Z";
+  const node = (name, status) => ({
+    id: `id-${name}`, name, status, eligibility: "eligible", drain: false, labels: {},
+    resources: {}, load: {}, last_heartbeat: zero, registered_at: zero, agent_version: "",
+    conditions: [],
+  });
+  const nodes = ["pending", "ready", "down", "revoked"].map((s) => node(`n-${s}`, s));
+  const actions = (n) => nodeActions(n).map((a) => document.createTextNode(a.id + ";"));
+  const page = views.renderNodes(nodes, actions);
+  return {
+    count: page.querySelector(".count").textContent,
+    rows: [...page.querySelectorAll("tr[data-node]")].map((tr) => [
+      tr.dataset.node,
+      tr.querySelector(".badge").textContent,
+      [...tr.querySelector(".badge").classList].find((c) => c.startsWith("tone-")),
+      tr.querySelector(".row-actions").textContent,
+    ]),
+  };
+}
+"""
+
+
+def test_node_statuses_have_their_own_badges_and_actions(fleet: LocalFleet, page: Any) -> None:
+    """Pending and revoked nodes read as such in their own tones; each status offers only
+    the node actions that apply to it."""
+    page.goto(f"{fleet.url}/ui/")
+    assert page.evaluate(NODE_STATUS_PROBE) == {
+        "count": "1 of 4 nodes ready · 1 pending approval",
+        "rows": [
+            ["n-down", "Down", "tone-bad", "revoke;purge;"],
+            ["n-pending", "Pending approval", "tone-paused", "approve;revoke;"],
+            ["n-ready", "Ready", "tone-ok", "revoke;"],
+            ["n-revoked", "Revoked", "tone-revoked", "purge;"],
+        ],
+    }
+
+
+def test_a_pending_node_is_approved_then_revoked_from_the_nodes_page(
+    tmp_path: Path, page: Any
+) -> None:
+    """A node enrolled with a manual-approval join token shows as pending; Approve
+    (confirmed) lets it in, and Revoke (confirmed) shuts it out for good."""
+    # Runs no job, so the default host policy ({}) will do.
+    fleet = LocalFleet(tmp_path, heartbeat_interval="1s", heartbeat_ttl="10s", policy={})
+    try:
+        fleet.start_coordinator()
+        join = {"name": "rack-7", "kind": "join", "approval": "manual", "labels": {"rack": "7"}}
+        secret = fleet.api.request("POST", "/v1/tokens", join).body["secret"]
+        fleet.start_agent("node-7", {"zone": "zone-a"}, extra=["--join-token", secret])
+        page.goto(f"{fleet.url}/ui/#token={ADMIN_TOKEN}")
+        page.get_by_role("link", name="Nodes").click()
+        row = page.locator('tr[data-node="node-7"]')
+        expect(row.locator(".badge")).to_have_text("Pending approval")
+        expect(row).to_contain_text("rack=7")  # the join token's bound label
+        expect(page.locator(".count")).to_contain_text("1 pending approval")
+        page.screenshot(path=str(artifacts_dir() / "dashboard-node-pending.png"), full_page=True)
+
+        row.get_by_role("button", name="Approve node node-7").click()
+        dialog = page.get_by_role("dialog")
+        expect(dialog).to_contain_text("Approve node node-7?")
+        expect(dialog).to_contain_text("rack=7")
+        dialog.get_by_role("button", name="Approve").click()
+        expect(row.locator(".badge")).to_have_text("Ready")
+        expect(row.get_by_role("button", name="Approve node node-7")).to_have_count(0)
+        assert [n["status"] for n in fleet.nodes()] == ["ready"]
+
+        row.get_by_role("button", name="Revoke node node-7").click()
+        expect(dialog).to_contain_text("This cannot be undone")
+        page.screenshot(path=str(artifacts_dir() / "dashboard-node-revoke.png"))
+        dialog.get_by_role("button", name="Revoke node").click()
+        expect(row.locator(".badge")).to_have_text("Revoked")
+        expect(row.get_by_role("button", name="Purge node node-7")).to_be_visible()
+        assert [n["status"] for n in fleet.nodes()] == ["revoked"]
+        page.screenshot(path=str(artifacts_dir() / "dashboard-node-revoked.png"), full_page=True)
+    finally:
+        fleet.close()
