@@ -41,8 +41,8 @@ log = structlog.get_logger("agent.main")
 @click.option(
     "--join-token",
     metavar="TOKEN",
-    help="Token that lets this node register [env FLEETWAVE_JOIN_TOKEN; "
-    "or join_token_file / FLEETWAVE_JOIN_TOKEN_FILE].",
+    help="Token that lets this node register; visible to every user in ps, so prefer "
+    "[env FLEETWAVE_JOIN_TOKEN] or join_token_file / FLEETWAVE_JOIN_TOKEN_FILE.",
 )
 @click.option(
     "--data-dir",
@@ -53,7 +53,8 @@ log = structlog.get_logger("agent.main")
 @click.option(
     "--name",
     metavar="NAME",
-    help="Node name, unique among live nodes [env FLEETWAVE_NAME; default the hostname].",
+    help="Node name; it stays this node's (its key in the data dir proves it) "
+    "[env FLEETWAVE_NAME; default the hostname].",
 )
 @click.option(
     "--label",
@@ -116,6 +117,13 @@ def cli(**flags: Any) -> None:
         settings.log_format is None and not sys.stderr.isatty()
     )
     configure_logging(json=json_logs, level=settings.log_level)
+    if flags.get("join_token"):
+        log.warning(
+            "secret_on_command_line",
+            flag="--join-token",
+            hint="every user of this host can read it in ps; use join_token_file or"
+            " FLEETWAVE_JOIN_TOKEN",
+        )
     try:
         clean = asyncio.run(serve(settings, join_token, coordinator_ssl))
     except OSError as exc:

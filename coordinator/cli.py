@@ -110,12 +110,14 @@ def completion(shell: str) -> None:
 @click.option(
     "--admin-token",
     default=None,
-    help="Operator token; else read from or generated into <data-dir>/admin.token.",
+    help="Bootstrap admin token (visible in ps: prefer FLEETWAVE_ADMIN_TOKEN); else read"
+    " from or generated into <data-dir>/admin.token.",
 )
 @click.option(
     "--join-token",
     default=None,
-    help="Agent join token; else read from or generated into <data-dir>/join.token.",
+    help="Default join token (visible in ps: prefer FLEETWAVE_JOIN_TOKEN); else read from"
+    " or generated into <data-dir>/join.token.",
 )
 @click.option(
     "--heartbeat-interval",
@@ -178,6 +180,16 @@ def coordinator(config_file: Path | None, **options: Any) -> None:
     except FleetwaveError as exc:
         fail(f"invalid configuration: {exc.message}")
     configure_logging(json=config.log_format == "json")
+    import structlog
+
+    for flag in ("admin_token", "join_token"):
+        if options.get(flag):
+            structlog.get_logger("fleetwave.coordinator").warning(
+                "secret_on_command_line",
+                flag="--" + flag.replace("_", "-"),
+                hint="every user of this host can read it in ps; use the token file in the"
+                f" data dir or FLEETWAVE_{flag.upper()}",
+            )
     try:
         asyncio.run(serve(config))
     except FleetwaveError as exc:

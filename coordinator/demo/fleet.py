@@ -229,12 +229,14 @@ class LocalFleet:
         client_cert: bool = True,
         extra: Sequence[str] = (),
         policy: Mapping[str, object] | None = None,
+        join_token: str | None = None,
     ) -> Proc:
         """Start agent ``name`` (again: its labels are remembered); ``coordinator`` is the URL
         it talks to, this fleet's coordinator unless given (the fault tests put a proxy there).
         In a TLS fleet it verifies the coordinator with the fleet's CA and, unless
         ``client_cert`` is false, presents its own certificate; ``extra`` flags come last.
-        Its config file holds ``policy``, else the fleet's."""
+        Its config file holds ``policy``, else the fleet's; it joins with ``join_token``,
+        else the fleet's default one."""
         if labels is not None:
             self.labels[name] = labels
         argv = [
@@ -245,8 +247,6 @@ class LocalFleet:
             str(self._agent_config(name, self.policy if policy is None else policy)),
             "--coordinator",
             coordinator or self.url,
-            "--join-token",
-            JOIN_TOKEN,
             "--data-dir",
             str(self.base_dir / "agents" / name),
             "--name",
@@ -261,7 +261,11 @@ class LocalFleet:
             argv += ["--label", f"{key}={value}"]
         argv += extra
         # A local fleet is thrown away with its agents: they stop their workloads on SIGTERM.
-        env = self._env() | {"FLEETWAVE_ON_STOP": on_stop}
+        # The join token goes in the environment: a flag would show it to every user in ps.
+        env = self._env() | {
+            "FLEETWAVE_ON_STOP": on_stop,
+            "FLEETWAVE_JOIN_TOKEN": join_token or JOIN_TOKEN,
+        }
         proc = self._spawn(f"agent-{name}", argv, env)
         self.agents[name] = proc
         return proc

@@ -66,9 +66,9 @@ def node_token(fleet: LocalFleet, name: str) -> str:
 def test_expired_and_used_up_join_tokens_are_refused(fleet: LocalFleet) -> None:
     fleet.start_coordinator()
     once = create_token(fleet, name="one-host", kind="join", max_uses=1)
-    fleet.start_agent("n1", extra=("--join-token", once["secret"]))
+    fleet.start_agent("n1", join_token=once["secret"])
     wait_status(fleet, "n1", "ready")
-    fleet.start_agent("n2", extra=("--join-token", once["secret"]))
+    fleet.start_agent("n2", join_token=once["secret"])
     wait_for("n2 to be refused", lambda: logged(fleet, "n2", "is used up (1 of 1 uses)"))
 
     short = create_token(fleet, name="short", kind="join", ttl="2s")
@@ -88,7 +88,7 @@ def test_expired_and_used_up_join_tokens_are_refused(fleet: LocalFleet) -> None:
         return False
 
     wait_for("the short join token to expire", expired, timeout=30)
-    fleet.start_agent("n3", extra=("--join-token", short["secret"]))
+    fleet.start_agent("n3", join_token=short["secret"])
     wait_for("n3 to be refused", lambda: logged(fleet, "n3", "expired at"))
     names = {n["name"] for n in fleet.nodes()}
     assert "n1" in names
@@ -102,7 +102,7 @@ def test_a_manual_approval_node_gets_nothing_until_approved(fleet: LocalFleet) -
     fleet.start_coordinator()
     review = create_token(fleet, name="review", kind="join", approval="manual")
     fleet.start_agent("n1", {"port": str(ports["n1"])})
-    fleet.start_agent("n2", {"port": str(ports["n2"])}, extra=("--join-token", review["secret"]))
+    fleet.start_agent("n2", {"port": str(ports["n2"])}, join_token=review["secret"])
     wait_status(fleet, "n1", "ready")
     pending = wait_status(fleet, "n2", "pending")
     spec = service_spec("hello") | {"rollout": {"canary": 0, "waves": 1, "healthy_deadline": "30s"}}
