@@ -17,6 +17,7 @@ from typing import Any
 import click
 from click.shell_completion import get_completion_class
 
+from coordinator.cli_audit import audit
 from coordinator.cli_jobs import job
 from coordinator.cli_nodes import node
 from coordinator.cli_rollouts import rollout
@@ -71,6 +72,7 @@ cli.add_command(rollout)
 cli.add_command(node)
 cli.add_command(tls)
 cli.add_command(token)
+cli.add_command(audit)
 
 
 @cli.command("completion")
