@@ -152,6 +152,8 @@ async def serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    # SIGHUP (`systemctl reload`): load the client certificate again; never die of it.
+    loop.add_signal_handler(signal.SIGHUP, reload_tls, settings, coordinator_ssl)
     # The notifier keeps systemd's variables; workloads and checks must never see them.
     notifier = SystemdNotifier()
     unset_systemd_environment()
@@ -159,6 +161,21 @@ async def serve(
         settings, join_token=join_token, notifier=notifier, coordinator_ssl=coordinator_ssl
     )
     return await run_until_stopped(agent, stop, stop_workloads=settings.on_stop == "stop-workloads")
+
+
+def reload_tls(settings: AgentSettings, ctx: ssl.SSLContext | None) -> None:
+    """SIGHUP: load ``tls_cert``/``tls_key`` again into the context every new connection to
+    the coordinator uses (open ones keep theirs). A bad file keeps the old pair; without a
+    client certificate there is nothing to load, and the signal is logged and ignored."""
+    if ctx is None or settings.tls_cert is None or settings.tls_key is None:
+        log.info("reload_ignored", reason="no client certificate configured")
+        return
+    try:
+        ctx.load_cert_chain(settings.tls_cert, settings.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        log.error("tls_reload_failed", cert=str(settings.tls_cert), error=str(exc))
+        return
+    log.info("tls_reloaded", cert=str(settings.tls_cert))
 
 
 def main() -> None:

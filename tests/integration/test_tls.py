@@ -94,6 +94,15 @@ def test_agent_over_mtls_runs_a_job_and_keeps_running_through_a_sighup_rotation(
         [after] = fleet.wait_nodes_ready(1)
         assert after["id"] == node["id"]
         assert "coordinator_unreachable" not in agent_log(fleet, "n1")
+
+        # The agent's own certificate renewed in place: SIGHUP (`systemctl reload`) loads
+        # it for new connections, and the agent lives on.
+        create_cert(fleet.ca_file.parent, fleet.tls_dir, name="agent-n1", server=False)
+        fleet.agents["n1"].popen.send_signal(signal.SIGHUP)
+        wait_for("the agent to reload", lambda: "tls_reloaded" in agent_log(fleet, "n1"), 10)
+        fleet.api.request("PUT", "/v1/jobs/three", sleeper("three"))
+        fleet.wait_state("three", "running", timeout=30)
+        assert fleet.agents["n1"].alive()
     except BaseException:
         print(print_logs_on_failure(fleet))
         raise

@@ -78,6 +78,7 @@ class TestUnits:
         """`systemctl reload fleetwave-coordinator` sends SIGHUP, which loads the TLS
         certificate and key again."""
         assert directives(COORDINATOR_UNIT)["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
+        assert directives(AGENT_UNIT)["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
 
     @needs_analyze
     def test_units_verify(self, installed_units: list[Path]) -> None:
