@@ -179,9 +179,10 @@ async def handle_rotate_token(request: web.Request) -> web.Response:
 
 
 def should_rotate(d: Deps, node: NodeRecord, now: datetime) -> bool:
-    """Whether the node's token is past two thirds of its life."""
+    """Whether the node's token is past two thirds of its life, or never expires while node
+    tokens should (issued before ``node_token_ttl`` was set, or by an older coordinator)."""
     if node.token_expires_at is None or node.token_issued_at is None:
-        return False
+        return d.node_token_ttl is not None
     life = node.token_expires_at - node.token_issued_at
     return now >= node.token_issued_at + life * 2 / 3
 

@@ -175,3 +175,30 @@ class TestNodeTokens:
         again, renewed = await harness.register("a")
         assert again == node_id
         await harness.report(renewed, 8, [])
+
+    async def test_a_token_that_never_expires_is_rotated_onto_one_that_does(
+        self, harness: Harness
+    ) -> None:
+        """A node whose token never expires (issued by an older coordinator, or while
+        node_token_ttl was 0) is asked to rotate, and its new token expires."""
+        node_id, token = await harness.register("a")
+        node = await harness.store.get_node(node_id)
+        assert node is not None
+        await harness.store.renew_registration(
+            node_id,
+            token_hash=node.token_hash,
+            labels={},
+            resources=node.resources,
+            agent_version="",
+            issued_at=harness.clock.now(),
+            expires_at=None,
+        )
+        assert (await harness.report(token, 1, []))["rotate_token"]
+        resp = await harness.client.post("/v1/agent/token", headers=bearer(token))
+        new = (await resp.json())["node_token"]
+        assert (await resp.json())["node_token_expires_at"] is not None
+        await harness.report(new, 2, [])
+        renewed = await harness.store.get_node(node_id)
+        assert renewed is not None
+        assert renewed.token_expires_at is not None
+        assert not (await harness.report(new, 3, []))["rotate_token"]
