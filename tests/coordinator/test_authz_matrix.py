@@ -10,15 +10,24 @@ docs/security.md (``test_the_table_is_published`` keeps the two equal; regenerat
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import re
 import sys
+import time
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+import aiohttp
+import pytest
+
+from coordinator.demo.fleet import ADMIN_TOKEN as FLEET_ADMIN_TOKEN
+from coordinator.demo.fleet import JOIN_TOKEN as FLEET_JOIN_TOKEN
+from coordinator.demo.fleet import LocalFleet
 from tests.coordinator.conftest import ADMIN, JOIN, Harness, node_key_of, web_spec
-from tests.coordinator.test_api_tokens import bearer, create_token
+from tests.coordinator.test_api_tokens import bearer
 
 # Who may call each route: the least role (viewer < deployer < operator < admin), or
 # "open" (no token), "join" (the join token in the body), "node" (a node token, about
@@ -132,7 +141,7 @@ def concrete(path: str) -> str:
 
 def body_for(method: str, path: str, seq: itertools.count[int]) -> Any:
     if path == "/v1/agent/register":
-        return {"join_token": JOIN, "name": f"m-{next(seq)}", "node_key": "k" * 40}
+        return {"join_token": JOIN_SECRET[0], "name": f"m-{next(seq)}", "node_key": "k" * 40}
     if path == "/v1/agent/report":
         return {"seq": next(seq)}
     if (path == "/v1/jobs/{name}" and method == "PUT") or path.endswith("/plan"):
@@ -144,30 +153,88 @@ def body_for(method: str, path: str, seq: itertools.count[int]) -> Any:
     return None
 
 
-async def callers(harness: Harness) -> dict[str, dict[str, str]]:
-    """The Authorization header of each caller."""
+class Api(Protocol):
+    async def __call__(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        headers: dict[str, str] | None = None,
+        params: dict[str, str] | None = None,
+    ) -> tuple[int, Any]: ...
+
+
+async def callers(
+    api: Api, admin: str, expire: Callable[[dict[str, str]], Awaitable[None]]
+) -> dict[str, Any]:
+    """The Authorization header of each caller, made through the API with ``admin``;
+    ``expire`` lets the short-lived token expire."""
+    boss = bearer(admin)
+
+    async def token(**body: Any) -> dict[str, Any]:
+        status, created = await api("POST", "/v1/tokens", json=body, headers=boss)
+        assert status == 201, created
+        return dict(created)
+
     headers: dict[str, dict[str, str]] = {
         "none": {},
         "garbage": {"Authorization": "Bearer fwo_not-a-real-token"},
-        "bootstrap admin": {"Authorization": f"Bearer {ADMIN}"},
+        "bootstrap admin": boss,
     }
     for role in ROLES:
         extra = {"jobs": ["web-*"]} if role == "deployer" else {}
-        secret = (await create_token(harness, name=f"m-{role}", role=role, **extra))["secret"]
+        secret = (await token(name=f"m-{role}", role=role, **extra))["secret"]
         headers["deployer (in scope)" if role == "deployer" else role] = bearer(secret)
-    outside = await create_token(harness, name="m-out", role="deployer", jobs=["api-*"])
+    outside = await token(name="m-out", role="deployer", jobs=["api-*"])
     headers["deployer (out of scope)"] = bearer(outside["secret"])
-    expired = await create_token(harness, name="m-expired", role="admin", ttl="1m")
-    revoked = await create_token(harness, name="m-revoked", role="admin")
-    await harness.client.delete(f"/v1/tokens/{revoked['id']}", headers=harness.admin())
+    expired = await token(name="m-expired", role="admin", ttl="1s")
+    revoked = await token(name="m-revoked", role="admin")
+    await api("DELETE", f"/v1/tokens/{revoked['id']}", headers=boss)
     headers["expired"], headers["revoked"] = bearer(expired["secret"]), bearer(revoked["secret"])
-    join = await create_token(harness, name="m-join", kind="join")
+    join = await token(name="m-join", kind="join")
     headers["join token"] = bearer(join["secret"])
     for name in ("A", "B"):
-        _, token = await harness.register(f"node-{name.lower()}", key=node_key_of(name))
-        headers[f"node {name}"] = bearer(token)
-    harness.clock.advance(timedelta(minutes=2))  # past the expired token's ttl
+        body = {"join_token": JOIN_SECRET[0], "name": f"node-{name.lower()}"}
+        status, registered = await api(
+            "POST", "/v1/agent/register", json=body | {"node_key": node_key_of(name)}
+        )
+        assert status == 201, registered
+        headers[f"node {name}"] = bearer(registered["node_token"])
+    status, _ = await api("PUT", "/v1/jobs/web-matrix", json=web_spec("web-matrix"), headers=boss)
+    assert status == 201
+    await expire(headers["expired"])
+    status, _ = await api("GET", "/v1/jobs", headers=headers["expired"])
+    assert status == 401
     return headers
+
+
+async def mismatches(api: Api, headers: dict[str, dict[str, str]]) -> list[str]:
+    """Every (route, caller) whose answer is not what EXPECTED says."""
+    seq = itertools.count(1)
+    found = []
+    for (method, path), rule in sorted(EXPECTED.items()):
+        url = concrete(path)
+        for caller in CALLERS:
+            want = expected(rule, caller)
+            extra = {"Accept": "application/json"} if path == "/v1/events" else {}
+            status, body = await api(
+                method,
+                url,
+                json=body_for(method, path, seq),
+                headers=headers[caller] | extra,
+                params={"wait": "0s"} if path == "/v1/agent/assignments" else None,
+            )
+            got = str(status) if status in (401, 403) else ALLOWED
+            if got != want:
+                found.append(f"{caller:>24} {method} {url}: want {want}, got {status}")
+            if status == 403 and not body["error"]["message"]:
+                found.append(f"{caller:>24} {method} {url}: a 403 without a message")
+    return found
+
+
+JOIN_SECRET = [JOIN]
+"""The default join token of the coordinator under test."""
 
 
 def served_routes(harness: Harness) -> set[tuple[str, str]]:
@@ -187,31 +254,67 @@ async def test_every_route_is_in_the_matrix(harness: Harness) -> None:
 
 
 async def test_every_caller_on_every_route(harness: Harness) -> None:
-    headers = await callers(harness)
-    assert (await harness.put_job(web_spec("web-matrix"))).status == 201
-    seq = itertools.count(1)
-    mismatches = []
-    for (method, path), rule in sorted(EXPECTED.items()):
-        url = concrete(path)
-        for caller in CALLERS:
-            want = expected(rule, caller)
-            extra = {"Accept": "application/json"} if path == "/v1/events" else {}
-            resp = await harness.client.request(
-                method,
-                url,
-                json=body_for(method, path, seq),
-                headers=headers[caller] | extra,
-                params={"wait": "0s"} if path == "/v1/agent/assignments" else None,
-            )
-            got = str(resp.status) if resp.status in (401, 403) else ALLOWED
-            if got != want:
-                mismatches.append(f"{caller:>24} {method} {url}: want {want}, got {resp.status}")
-            if resp.status == 403:
-                # A 403 names the right that is missing.
-                error = (await resp.json())["error"]
-                assert error["message"], (method, url, caller)
-            resp.release()
-    assert not mismatches, "\n".join(mismatches)
+    """In-process: the real app on a real SQLite file, a fake clock."""
+
+    async def api(
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        headers: dict[str, str] | None = None,
+        params: dict[str, str] | None = None,
+    ) -> tuple[int, Any]:
+        resp = await harness.client.request(method, path, json=json, headers=headers, params=params)
+        body = await resp.json() if resp.content_type == "application/json" else None
+        return resp.status, body
+
+    async def expire(_: dict[str, str]) -> None:
+        harness.clock.advance(timedelta(seconds=2))
+
+    headers = await callers(api, ADMIN, expire)
+    found = await mismatches(api, headers)
+    assert not found, "\n".join(found)
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+async def test_every_caller_on_every_route_of_a_real_coordinator(tmp_path: Path) -> None:
+    """The same matrix against a real coordinator process over real sockets."""
+    fleet = LocalFleet(tmp_path, policy={})
+    try:
+        fleet.start_coordinator()
+        async with aiohttp.ClientSession() as session:
+
+            async def api(
+                method: str,
+                path: str,
+                *,
+                json: Any = None,
+                headers: dict[str, str] | None = None,
+                params: dict[str, str] | None = None,
+            ) -> tuple[int, Any]:
+                async with session.request(
+                    method, fleet.url + path, json=json, headers=headers, params=params
+                ) as resp:
+                    body = await resp.json() if resp.content_type == "application/json" else None
+                    return resp.status, body
+
+            async def expire(expiring: dict[str, str]) -> None:
+                """The real coordinator's clock cannot be advanced: wait for the expiry."""
+                deadline = time.monotonic() + 30
+                while (await api("GET", "/v1/jobs", headers=expiring))[0] != 401:
+                    assert time.monotonic() < deadline, "the 1 s token never expired"
+                    await asyncio.sleep(0.1)
+
+            JOIN_SECRET[0] = FLEET_JOIN_TOKEN
+            try:
+                headers = await callers(api, FLEET_ADMIN_TOKEN, expire)
+                found = await mismatches(api, headers)
+            finally:
+                JOIN_SECRET[0] = JOIN
+        assert not found, "\n".join(found)
+    finally:
+        fleet.close()
 
 
 def render_table() -> str:
