@@ -1,6 +1,6 @@
-// The coordinator's /v1 API as the dashboard uses it: the admin token and JSON requests.
+// The coordinator's /v1 API as the dashboard uses it: the signed-in token and JSON requests.
 
-const TOKEN_KEY = "fleetwave.adminToken";
+const TOKEN_KEY = "fleetwave.token";
 
 export function getToken() {
   return sessionStorage.getItem(TOKEN_KEY) || "";
@@ -38,8 +38,11 @@ export class ApiError extends Error {
 
 export const DOWN_MESSAGE =
   "The coordinator does not answer. It may be stopped or restarting; the dashboard keeps retrying.";
-export const UNAUTHORIZED_MESSAGE =
-  "The coordinator refused the token (401). Sign in with the admin token.";
+
+/** What the sign-in form says after a 401; ``why`` is the coordinator's reason (revoked, ...). */
+export function unauthorizedMessage(why = "") {
+  return `The coordinator refused the token (401)${why ? `: ${why}` : ""}. Sign in with a valid token.`;
+}
 
 export function authHeaders() {
   return { Authorization: `Bearer ${getToken()}` };
@@ -61,7 +64,6 @@ export async function api(path, { method = "GET", body, signal } = {}) {
     if (err.name === "AbortError") throw err;
     throw new ApiError("down", 0, DOWN_MESSAGE);
   }
-  if (resp.status === 401) throw new ApiError("unauthorized", 401, UNAUTHORIZED_MESSAGE);
   const text = await resp.text();
   let data = null;
   try {
@@ -71,6 +73,7 @@ export async function api(path, { method = "GET", body, signal } = {}) {
   }
   if (!resp.ok) {
     const error = data && data.error;
+    if (resp.status === 401) throw new ApiError("unauthorized", 401, unauthorizedMessage(error && error.message));
     if (!error && [502, 503, 504].includes(resp.status)) {
       throw new ApiError("down", resp.status, DOWN_MESSAGE);
     }

@@ -1,8 +1,12 @@
-// The dashboard: routes (#/jobs, #/jobs/NAME, #/nodes), data loading, live updates from the
-// event stream with a polling fallback, and the operator actions.
+// The dashboard: sign-in, routes (#/jobs, #/jobs/NAME, #/nodes, #/audit), data loading, live
+// updates from the event stream with a polling fallback, and the operator actions that the
+// signed-in token may take.
 
+import { Permissions } from "./access.js";
 import { describeAction, availableActions, confirmDialog, describeNodeAction, nodeActions } from "./actions.js";
-import { ApiError, api, clearToken, enc, getToken, setToken, takeTokenFromFragment } from "./api.js";
+import { ApiError, api, clearToken, enc, getToken, setToken, takeTokenFromFragment, unauthorizedMessage } from "./api.js";
+import { AuditReader, isRefused } from "./audit.js";
+import { auditFilters, auditHash, renderAudit, renderAuditForm } from "./audit-view.js";
 import { ago, h } from "./dom.js";
 import { EventStream } from "./stream.js";
 import { isActive, jobState } from "./states.js";
@@ -13,6 +17,7 @@ const SAFETY_MS = 15000; // while it is up: catch changes no event announces (e.
 const EVENTS_SHOWN = 12;
 const EVENT_PAGE_SIZE = 1000;
 const EVENT_PAGES = 20;
+const AUDIT_SHOWN = 50; // entries per load of the audit view
 
 const main = document.getElementById("main");
 const state = {
@@ -28,6 +33,10 @@ const state = {
   actionBar: null, // the job page's buttons, kept across re-renders
   nodeButtons: new Map(), // the node page's buttons by "<node id>/<action>", kept likewise
   signInMessage: "",
+  can: null, // what the signed-in token may do (a Permissions)
+  audit: null, // the audit view's reader, its filter form and Load older button
+  auditForm: null,
+  auditMore: null,
   jobEvents: [], // the job page's recent events
   eventCursor: 0, // the last event id read for them
 };
@@ -35,16 +44,21 @@ const state = {
 // ---------------------------------------------------------------- routing
 
 function parseRoute() {
-  const path = window.location.hash.replace(/^#\/?/, "");
+  const [path, query = ""] = window.location.hash.replace(/^#\/?/, "").split("?");
   const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
   if (parts[0] === "nodes") return { page: "nodes" };
+  if (parts[0] === "audit") return { page: "audit", filters: auditFilters(new URLSearchParams(query)) };
   if (parts[0] === "jobs" && parts[1]) return { page: "job", name: parts[1] };
   return { page: "jobs" };
 }
 
 function keyOf(route) {
-  return route.page === "job" ? `job/${route.name}` : route.page;
+  if (route.page === "job") return `job/${route.name}`;
+  if (route.page === "audit") return auditHash(route.filters);
+  return route.page;
 }
+
+const TITLES = { jobs: "Jobs", nodes: "Nodes", audit: "Audit log" };
 
 function onRouteChange() {
   state.route = parseRoute();
@@ -53,15 +67,45 @@ function onRouteChange() {
   state.jobEvents = [];
   state.eventCursor = 0;
   state.nodeButtons.clear();
+  state.audit = null;
+  const page = state.route.page;
   for (const link of document.querySelectorAll("[data-nav]")) {
-    const current = link.dataset.nav === (state.route.page === "nodes" ? "nodes" : "jobs");
+    const current = link.dataset.nav === (page === "job" ? "jobs" : page);
     if (current) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
   }
-  document.title = state.route.page === "job" ? `${state.route.name} · Fleetwave` : state.route.page === "nodes" ? "Nodes · Fleetwave" : "Jobs · Fleetwave";
+  document.title = `${page === "job" ? state.route.name : TITLES[page]} · Fleetwave`;
   if (!getToken()) return showSignIn("");
-  main.replaceChildren(renderLoading(state.route.page === "nodes" ? "nodes" : state.route.page === "job" ? state.route.name : "jobs"));
+  if (!state.can) return; // still asking the coordinator who the token is
+  if (page === "audit" && !openAudit(state.route.filters)) return;
+  main.replaceChildren(renderLoading(page === "job" ? state.route.name : TITLES[page].toLowerCase()));
   refreshNow();
+}
+
+/** Set up the audit view for ``filters``; false (and a notice) when the token may not read it. */
+function openAudit(filters) {
+  if (!state.can.mayReadAudit) {
+    main.replaceChildren(
+      renderProblem(
+        "The audit log needs an admin token",
+        `Token ${state.can.name} has the role ${state.can.role}; only admin tokens read the audit log (the right audit:read).`,
+      ),
+    );
+    return false;
+  }
+  const readPage = (after, limit) => {
+    const query = new URLSearchParams({ after, limit });
+    if (filters.job) query.set("job", filters.job);
+    if (filters.token) query.set("token", filters.token);
+    return api(`/v1/audit?${query}`);
+  };
+  // Refused only is the dashboard's filter: the coordinator filters by job and token.
+  state.audit = new AuditReader(readPage, { keep: filters.refused ? isRefused : () => true, shown: AUDIT_SHOWN });
+  state.auditForm = renderAuditForm(filters, (wanted) => {
+    window.location.hash = auditHash(wanted);
+  });
+  state.auditMore = h("button", { class: "btn btn-small", type: "button", onclick: loadOlderAudit }, "Load older");
+  return true;
 }
 
 // ---------------------------------------------------------------- sign-in and connection
@@ -69,29 +113,52 @@ function onRouteChange() {
 function showSignIn(message) {
   stream.stop();
   setConn("idle");
-  document.getElementById("signout").hidden = true;
-  document.querySelector(".nav").hidden = true;
+  state.can = null;
+  state.routeKey = ""; // what is still loading for the last token is not shown
+  state.data = null;
+  showIdentity();
   setBanner("");
   main.replaceChildren(
-    renderSignIn(message, async (token) => {
+    renderSignIn(message, (token) => {
       if (!token.trim()) return;
       setToken(token);
-      try {
-        await api("/v1/nodes");
-      } catch (err) {
-        clearToken();
-        return showSignIn(err instanceof ApiError ? err.message : String(err));
-      }
-      signedIn();
+      signIn();
     }),
   );
 }
 
-function signedIn() {
-  document.getElementById("signout").hidden = false;
-  document.querySelector(".nav").hidden = false;
+/** Ask the coordinator who the stored token is, then show what that token may see and do. */
+async function signIn() {
+  let token;
+  try {
+    token = await api("/v1/tokens/self");
+  } catch (err) {
+    if (err instanceof ApiError && err.kind === "down") {
+      main.replaceChildren(renderProblem("Coordinator unreachable", err.message));
+      setTimeout(() => getToken() && !state.can && signIn(), POLL_MS);
+      return;
+    }
+    clearToken(); // refused (a node or join token gets a 403 saying so), or not a token at all
+    showSignIn(err instanceof ApiError ? err.message : String(err));
+    return;
+  }
+  state.can = new Permissions(token);
+  showIdentity();
   stream.start();
   onRouteChange();
+}
+
+/** The top bar: who is signed in, and the pages that token may open. */
+function showIdentity() {
+  const can = state.can;
+  const who = document.getElementById("whoami");
+  who.hidden = !can;
+  document.getElementById("signout").hidden = !can;
+  document.querySelector(".nav").hidden = !can;
+  document.querySelector('[data-nav="audit"]').hidden = !(can && can.mayReadAudit);
+  if (!can) return who.replaceChildren();
+  who.title = `Signed in with the token ${can.name} (role ${can.role}${can.has("jobs:write") ? `; may change jobs matching ${can.jobs.join(", ")}` : ""})`;
+  who.replaceChildren(h("span", { class: "whoami-name" }, can.name), h("span", { class: "chip whoami-role" }, can.summary));
 }
 
 function setConn(mode) {
@@ -132,6 +199,14 @@ async function load(route) {
     return { jobs: jobs.jobs, names: Object.fromEntries(nodes.nodes.map((n) => [n.id, n.name])) };
   }
   if (route.page === "nodes") return { nodes: (await api("/v1/nodes")).nodes };
+  if (route.page === "audit") {
+    const reader = state.audit;
+    const [log, nodes] = await Promise.all([
+      reader.refresh().then(() => auditSnapshot(reader)),
+      api("/v1/nodes").catch(() => ({ nodes: [] })),
+    ]);
+    return { log, names: Object.fromEntries(nodes.nodes.map((n) => [n.id, n.name])) };
+  }
   const base = `/v1/jobs/${enc(route.name)}`;
   const [summary, view, recent] = await Promise.all([api(base), api(`${base}/rollout`), newEvents(route.name)]);
   return { summary, view, ...recent };
@@ -156,9 +231,31 @@ async function newEvents(name) {
   return { events, cursor };
 }
 
+/** What the audit view shows of what its reader has read: the entries, newest first. */
+function auditSnapshot(reader) {
+  return { entries: [...reader.entries], atStart: reader.atStart, oldestRead: reader.bottom + 1 };
+}
+
+async function loadOlderAudit() {
+  const reader = state.audit;
+  const key = state.routeKey;
+  state.auditMore.disabled = true;
+  try {
+    await reader.older();
+    if (key !== state.routeKey) return;
+    state.data = { ...state.data, log: auditSnapshot(reader) };
+    render();
+  } catch (err) {
+    if (err instanceof ApiError && err.kind === "http") toast(err.message, "bad");
+    else handleError(err);
+  } finally {
+    state.auditMore.disabled = false;
+  }
+}
+
 /** Refetch what the page shows; overlapping requests collapse into one more run. */
 async function refreshNow() {
-  if (!getToken()) return;
+  if (!getToken() || !state.can || (state.route.page === "audit" && !state.audit)) return;
   if (state.inflight) {
     state.again = true;
     return;
@@ -226,9 +323,11 @@ function render() {
   if (!data) return;
   let view;
   if (state.route.page === "jobs") view = renderJobs(data.jobs, data.names);
-  else if (state.route.page === "nodes") view = renderNodes(data.nodes, nodeButtons);
+  else if (state.route.page === "nodes") view = renderNodes(data.nodes, state.can.mayActOnNodes ? nodeButtons : null);
+  else if (state.route.page === "audit") view = renderAudit(data.log, state.route.filters, state.auditForm, state.auditMore, data.names);
   else {
-    view = renderJob(data, actionBar(data));
+    const refusal = state.can.jobRefusal(data.summary.name);
+    view = renderJob(data, refusal ? h("p", { class: "muted small read-only" }, refusal) : actionBar(data));
     document.title = `${data.summary.name} · ${jobState(data.summary.status)[0]} · Fleetwave`;
   }
   const focused = document.activeElement;
@@ -347,11 +446,13 @@ function onMessage(msg) {
   }
   const job = payload && payload.job;
   const relevant =
-    route.page === "jobs"
-      ? Boolean(job)
-      : route.page === "nodes"
-        ? !job
-        : job === route.name || (!job && msg.event !== "status");
+    route.page === "audit"
+      ? true // a change may come with new audit entries
+      : route.page === "jobs"
+        ? Boolean(job)
+        : route.page === "nodes"
+          ? !job
+          : job === route.name || (!job && msg.event !== "status");
   if (relevant) scheduleRefresh();
 }
 
@@ -367,7 +468,7 @@ const stream = new EventStream({
   },
   onUnauthorized: () => {
     clearToken();
-    showSignIn("The coordinator refused the token (401). Sign in with the admin token.");
+    showSignIn(unauthorizedMessage());
   },
 });
 
@@ -386,7 +487,7 @@ function tick() {
   const since = Date.now() - state.lastRefresh;
   const live = state.stream === "live";
   if (!live && since >= POLL_MS) refreshNow();
-  else if (live && since >= SAFETY_MS && state.route.page === "job" && isActive(state.data && state.data.view)) refreshNow();
+  else if (live && since >= SAFETY_MS && (state.route.page === "audit" || (state.route.page === "job" && isActive(state.data && state.data.view)))) refreshNow();
 }
 
 // ---------------------------------------------------------------- start
@@ -394,7 +495,7 @@ function tick() {
 function start() {
   takeTokenFromFragment();
   window.addEventListener("hashchange", () => {
-    if (takeTokenFromFragment()) return signedIn();
+    if (takeTokenFromFragment()) return signIn();
     onRouteChange();
   });
   document.getElementById("signout").addEventListener("click", () => {
@@ -402,7 +503,7 @@ function start() {
     showSignIn("");
   });
   setInterval(tick, 1000);
-  if (getToken()) signedIn();
+  if (getToken()) signIn();
   else onRouteChange();
 }
 

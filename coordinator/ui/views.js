@@ -52,7 +52,7 @@ export function renderSignIn(message, onSubmit) {
     autocomplete: "current-password",
     required: true,
     spellcheck: "false",
-    placeholder: "fwa_…",
+    placeholder: "fwo_… or fwa_…",
   });
   const form = h(
     "form",
@@ -68,17 +68,17 @@ export function renderSignIn(message, onSubmit) {
     h(
       "p",
       { class: "muted" },
-      "The dashboard uses the coordinator's admin token, or any operator token from ",
+      "Sign in with any operator token: one from ",
       h("code", {}, "fleetwave token create"),
-      " (a viewer token can look but not act). It is kept in this browser tab only.",
+      " or the coordinator's admin token. The page shows the actions its role allows. The token is kept in this browser tab only.",
     ),
     message ? h("p", { class: "form-error", role: "alert" }, message) : null,
-    h("label", { for: "token" }, "Admin token"),
+    h("label", { for: "token" }, "Token"),
     input,
     h(
       "p",
       { class: "hint" },
-      "Find it in ",
+      "The admin token is in ",
       h("code", {}, "<data-dir>/admin.token"),
       " or the ",
       h("code", {}, "FLEETWAVE_ADMIN_TOKEN"),
@@ -320,6 +320,7 @@ function eventLine(event, names) {
     who ? h("span", { class: "ev-node" }, who) : null,
     change ? h("span", {}, change) : null,
     event.reason ? h("span", { class: "muted" }, richText(event.reason, names)) : null,
+    event.by ? h("span", { class: "ev-by" }, `by ${event.by}`) : null,
   ];
 }
 

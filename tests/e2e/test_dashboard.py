@@ -6,7 +6,10 @@ Uses Debian's ``chromium`` through Playwright (no browser download). Screenshots
 
 from __future__ import annotations
 
+import fnmatch
 import os
+import random
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +17,10 @@ from typing import Any
 
 import pytest
 
+from coordinator.access import ROLE_RIGHTS, Principal, Right, rule_for
+from coordinator.client import ApiClient, ApiError
 from coordinator.demo.fleet import ADMIN_TOKEN, LocalFleet, free_port
+from shared.tokens import Role
 from tests.helpers import JOBS_AS_PYTEST_USER
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -90,6 +96,13 @@ def job_spec(greeting: str, **rollout: Any) -> dict[str, Any]:
     }
 
 
+def create_token(fleet: LocalFleet, name: str, role: str, **fields: Any) -> str:
+    """A new operator token's secret."""
+    body = {"name": name, "role": role, **fields}
+    secret: str = fleet.api.request("POST", "/v1/tokens", body).body["secret"]
+    return secret
+
+
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFleet]:
     """A coordinator and five agents over three zones, running v1 of ``web``."""
@@ -137,15 +150,21 @@ def page(browser: Any) -> Iterator[Any]:
     assert not errors, f"JavaScript errors on the page: {errors}"
 
 
-def test_sign_in_refuses_a_wrong_token_then_lists_jobs(fleet: LocalFleet, page: Any) -> None:
-    """The sign-in form names a 401 for a wrong token and shows the job list for the right one."""
-    page.goto(f"{fleet.url}/ui")
-    page.get_by_label("Admin token").fill("fwa_not-the-token")
+def sign_in(page: Any, token: str) -> None:
+    page.get_by_label("Token", exact=True).fill(token)
     page.get_by_role("button", name="Sign in").click()
+
+
+def test_sign_in_refuses_a_wrong_token_then_lists_jobs(fleet: LocalFleet, page: Any) -> None:
+    """The sign-in form names a 401 for a wrong token and shows the job list for the right one,
+    and who is signed in."""
+    page.goto(f"{fleet.url}/ui")
+    sign_in(page, "fwa_not-the-token")
     expect(page.get_by_role("alert")).to_contain_text("refused the token (401)")
     page.screenshot(path=str(artifacts_dir() / "dashboard-sign-in.png"))
-    page.get_by_label("Admin token").fill(ADMIN_TOKEN)
-    page.get_by_role("button", name="Sign in").click()
+    sign_in(page, ADMIN_TOKEN)
+    expect(page.locator("#whoami .whoami-name")).to_have_text("bootstrap-admin")
+    expect(page.locator("#whoami .whoami-role")).to_have_text("admin")
     row = page.locator('tr[data-job="web"]')
     expect(row).to_contain_text("Running")
     expect(row).to_contain_text("v1")
@@ -289,10 +308,221 @@ def test_nodes_page_shows_conditions(fleet: LocalFleet, page: Any) -> None:
     }
 
 
+ACCESS_PROBE = """
+async ({ globs, tokens, jobs }) => {
+  const { ROLE_RIGHTS, Permissions, globMatch } = await import("/ui/access.js");
+  return {
+    rights: Object.fromEntries(Object.entries(ROLE_RIGHTS).map(([k, v]) => [k, [...v].sort()])),
+    globs: globs.map(([name, glob]) => globMatch(name, glob)),
+    tokens: tokens.map((token) => {
+      const can = new Permissions(token);
+      return [jobs.map((job) => can.mayChangeJob(job)), can.mayActOnNodes, can.mayReadAudit];
+    }),
+  };
+}
+"""
+
+
+def glob_cases() -> list[tuple[str, str]]:
+    """Corners of sets, ranges and negation, then random names and globs over a small alphabet."""
+    corners = [
+        ("web-a", "web-*"), ("web", "web-*"), ("api", "web-*"), ("x", "*"), ("", "*"),
+        ("a", "[!a]"), ("b", "[!a]"), ("-", "[a-]"), ("-", "[-a]"), ("]", "[]]"), ("]", "[!]]"),
+        ("[", "["), ("[]", "[]"), ("b", "[z-a]"), ("b", "[!z-a]"),
+        ("c", "[a-c-e]"), ("-", "[a-c-e]"),
+        ("web-b2", "web-[a-c][0-9]"), ("web-d2", "web-[a-c][0-9]"), ("ab", "a*?b"), ("aab", "a*?b"),
+    ]  # fmt: skip
+    rng = random.Random(11)  # noqa: S311 - test data, not secrets
+    randoms = [
+        (
+            "".join(rng.choice("ab-c") for _ in range(rng.randint(0, 6))),
+            "".join(rng.choice("ab-c*?[]!") for _ in range(rng.randint(1, 7))),
+        )
+        for _ in range(3000)
+    ]
+    return corners + randoms
+
+
+def test_the_dashboard_mirrors_the_coordinators_roles_and_scopes(
+    fleet: LocalFleet, page: Any
+) -> None:
+    """The dashboard's rights table is the coordinator's, its job globs match as fnmatchcase
+    does, and what it lets each token do is what coordinator/access.py allows."""
+    page.goto(f"{fleet.url}/ui/")
+    scopes = [
+        (Role.VIEWER, ["*"]),
+        (Role.DEPLOYER, ["web-*"]),
+        (Role.DEPLOYER, ["api", "w?b-[!a]"]),
+        (Role.OPERATOR, ["*"]),
+        (Role.ADMIN, ["*"]),
+    ]
+    tokens = [
+        {"name": f"t{i}", "role": role.value, "jobs": jobs} for i, (role, jobs) in enumerate(scopes)
+    ]
+    jobs = ["web-a", "web-b", "web", "api", "wab-a"]
+    globs = glob_cases()
+    seen = page.evaluate(ACCESS_PROBE, {"globs": globs, "tokens": tokens, "jobs": jobs})
+
+    assert seen["rights"] == {
+        role.value: sorted(r.value for r in rights if r is not Right.SELF)
+        for role, rights in ROLE_RIGHTS.items()
+    }
+    mismatches = [
+        (name, glob)
+        for (name, glob), matched in zip(globs, seen["globs"], strict=True)
+        if matched != fnmatch.fnmatchcase(name, glob)
+    ]
+    assert mismatches == []
+
+    def allowed(principal: Principal, method: str, route: str, job: str | None) -> bool:
+        rule = rule_for(method, route)
+        assert rule is not None
+        return principal.missing(rule, job) is None
+
+    expected = []
+    for role, scope in scopes:
+        who = Principal(token_id="t", name="t", role=role, jobs=tuple(scope))
+        expected.append(
+            [
+                [allowed(who, "POST", "/v1/jobs/{name}/rollback", job) for job in jobs],
+                allowed(who, "POST", "/v1/nodes/{node}/revoke", None),
+                allowed(who, "GET", "/v1/audit", None),
+            ]
+        )
+    assert seen["tokens"] == expected
+
+
+AUDIT_READER_PROBE = """
+async ({ total, pruned, refusedEvery, rareEvery }) => {
+  const { AuditReader, isRefused } = await import("/ui/audit.js");
+  const log = [];
+  const add = (id) => log.push({
+    id, job: id % rareEvery === 0 ? "rare" : "web", status: id % refusedEvery === 0 ? 403 : 200,
+  });
+  for (let id = pruned + 1; id <= total; id += 1) add(id);
+  const open = (job, keep) => {
+    const stats = { requests: 0, perLoad: [] };
+    const reader = new AuditReader(async (after, limit) => {
+      stats.requests += 1;
+      const entries = log.filter((e) => e.id > after && (!job || e.job === job)).slice(0, limit);
+      return { entries, last_id: entries.length ? entries[entries.length - 1].id : after };
+    }, { keep, shown: 50 });
+    const load = async (work) => {
+      const before = stats.requests;
+      await work();
+      stats.perLoad.push(stats.requests - before);
+    };
+    return { reader, stats, load, ids: () => reader.entries.map((e) => e.id) };
+  };
+  const untilStart = async (r) => {
+    while (!r.reader.atStart) await r.load(() => r.reader.older());
+    return r.ids();
+  };
+
+  const plain = open(null, undefined);
+  await plain.load(() => plain.reader.refresh());
+  const first = plain.ids();
+  await plain.load(() => plain.reader.older());
+  const second = plain.ids();
+  add(total + 1);
+  add(total + 2);
+  await plain.load(() => plain.reader.refresh());
+
+  const refused = open(null, isRefused);
+  await refused.load(() => refused.reader.refresh());
+  const rare = open("rare", undefined);
+  await rare.load(() => rare.reader.refresh());
+  return {
+    first, second, newer: plain.ids().slice(0, 3), plainLoads: plain.stats.perLoad,
+    refused: await untilStart(refused), refusedLoads: refused.stats.perLoad,
+    rare: await untilStart(rare), rareRequests: rare.stats.requests,
+  };
+}
+"""
+
+
+def test_audit_reader_lists_the_newest_first_and_pages_back(fleet: LocalFleet, page: Any) -> None:
+    """Over a forwards-only log of 20,000 entries (the oldest pruned), the audit view's reader
+    shows the newest 50 first, pages back 50 at a time, picks up new entries, and finds every
+    refused or rarely matching entry, each load with a bounded number of requests."""
+    page.goto(f"{fleet.url}/ui/")
+    total, pruned, refused_every, rare_every = 20_000, 700, 97, 3001
+    seen = page.evaluate(
+        AUDIT_READER_PROBE,
+        {"total": total, "pruned": pruned, "refusedEvery": refused_every, "rareEvery": rare_every},
+    )
+    newest_first = range(total, pruned, -1)
+    assert seen["first"] == list(newest_first[:50])
+    assert seen["second"] == list(newest_first[:100])
+    assert seen["newer"] == [total + 2, total + 1, total]
+    assert seen["plainLoads"][1:] == [1, 1]  # the first load also bisects for the newest id
+    assert seen["plainLoads"][0] <= 40
+    assert seen["refused"] == [i for i in newest_first if i % refused_every == 0]
+    assert max(seen["refusedLoads"][1:]) <= 12
+    assert seen["rare"] == [i for i in newest_first if i % rare_every == 0]
+    assert seen["rareRequests"] <= 40
+
+
+def test_a_viewer_and_a_scoped_deployer_see_only_their_actions(
+    fleet: LocalFleet, page: Any
+) -> None:
+    """A viewer sees jobs and nodes but no action button and no audit log; a deployer scoped
+    to web-* gets the rollout actions of web-a but not of api, and no node actions."""
+    viewer = create_token(fleet, "ops-viewer", "viewer")
+    deployer = create_token(fleet, "ci-web", "deployer", jobs=["web-*"])
+    nowhere = {"selector": {"zone": "nowhere"}}  # no node runs them: they only queue
+    for name in ("web-a", "api"):
+        fleet.api.request(
+            "PUT", f"/v1/jobs/{name}", {**job_spec("v1"), "name": name, "target": nowhere}
+        )
+    actions = page.get_by_role("group", name="Rollout actions")
+    node_buttons = page.locator("tr[data-node] button")
+
+    def open_job(name: str) -> None:
+        page.evaluate("(name) => { window.location.hash = `#/jobs/${name}`; }", name)
+        expect(page.locator("h1")).to_have_text(name)
+        expect(page.locator("#job-state")).to_be_visible()
+
+    def open_nodes() -> None:
+        page.get_by_role("link", name="Nodes").click()
+        expect(page.locator("tr[data-node]")).to_have_count(5)
+
+    page.goto(f"{fleet.url}/ui/#token={viewer}")
+    expect(page.locator("#whoami .whoami-name")).to_have_text("ops-viewer")
+    expect(page.locator("#whoami .whoami-role")).to_have_text("viewer")
+    expect(page.locator('tr[data-job="web-a"]')).to_be_visible()
+    expect(page.get_by_role("link", name="Audit")).to_have_count(0)
+    open_job("web-a")
+    expect(actions).to_have_count(0)
+    expect(page.locator(".read-only")).to_contain_text("can look but not change jobs")
+    page.screenshot(path=str(artifacts_dir() / "dashboard-viewer-job.png"), full_page=True)
+    open_nodes()
+    expect(node_buttons).to_have_count(0)
+    page.evaluate("window.location.hash = '#/audit'")
+    expect(page.get_by_role("alert")).to_contain_text("The audit log needs an admin token")
+
+    page.get_by_role("button", name="Sign out").click()
+    sign_in(page, deployer)
+    expect(page.locator("#whoami .whoami-role")).to_have_text("deployer · web-*")
+    open_job("web-a")
+    expect(actions).to_be_visible()
+    expect(page.get_by_role("button", name="Roll back the rollout of web-a")).to_have_count(1)
+    open_job("api")
+    expect(page.locator(".read-only")).to_contain_text("only jobs matching web-*")
+    expect(actions).to_have_count(0)
+    page.screenshot(
+        path=str(artifacts_dir() / "dashboard-deployer-out-of-scope.png"), full_page=True
+    )
+    open_nodes()
+    expect(node_buttons).to_have_count(0)
+
+
 def test_promote_moves_a_gated_rollout_on_live(fleet: LocalFleet, page: Any) -> None:
-    """A v2 rollout shows up live at its canary gate; Promote (confirmed) moves it on to running."""
-    page.goto(f"{fleet.url}/ui/#token={ADMIN_TOKEN}")
-    expect(page).not_to_have_url(f"{fleet.url}/ui/#token={ADMIN_TOKEN}")  # the token is dropped
+    """A v2 rollout shows up live at its canary gate; Promote (confirmed) moves it on to running,
+    and the audit view shows the promotion with the admin token that made it."""
+    admin = create_token(fleet, "ops-alice", "admin")
+    page.goto(f"{fleet.url}/ui/#token={admin}")
+    expect(page).not_to_have_url(f"{fleet.url}/ui/#token={admin}")  # the token is dropped
     page.locator('a.job-link:text-is("web")').click()
     expect(page.locator("#job-state")).to_have_text("Running")
     expect(page.locator("#conn-text")).to_have_text("Live")
@@ -306,6 +536,8 @@ def test_promote_moves_a_gated_rollout_on_live(fleet: LocalFleet, page: Any) -> 
     expect(canary.locator(".tile")).to_contain_text("v2")
     expect(canary.locator(".tile")).to_contain_text("healthy")
     expect(page.locator('[data-phase="wave-1"] .phase-head .badge')).to_have_text("Pending")
+    started = page.locator(".events li", has_text="rollout started")
+    expect(started).to_contain_text("by bootstrap-admin")  # fleet.api submitted version 2
     page.screenshot(path=str(artifacts_dir() / "dashboard-canary-gate.png"), full_page=True)
 
     page.get_by_role("button", name="Promote the rollout of web").click()
@@ -326,6 +558,30 @@ def test_promote_moves_a_gated_rollout_on_live(fleet: LocalFleet, page: Any) -> 
     page.set_viewport_size({"width": 390, "height": 844})
     expect(page.get_by_role("button", name="Roll back the rollout of web")).to_be_visible()
     page.screenshot(path=str(artifacts_dir() / "dashboard-narrow.png"), full_page=True)
+    page.set_viewport_size({"width": 1280, "height": 900})
+
+    with pytest.raises(ApiError):  # a refused request, for the audit log
+        ApiClient(fleet.url, "fwo_not-a-token", timeout=10).request("GET", "/v1/jobs")
+    page.get_by_role("link", name="Audit").click()
+    rows = page.locator("table.audit tbody tr")
+    expect(rows.first).to_contain_text("401 refused")
+    promote = rows.filter(has_text="POST /v1/jobs/web/rollout/promote")
+    expect(promote).to_have_count(1)
+    expect(promote).to_contain_text("ops-alice")
+    expect(promote).to_contain_text("admin")
+    expect(promote).to_contain_text("job web")
+    expect(promote).to_contain_text("200")
+    page.screenshot(path=str(artifacts_dir() / "dashboard-audit.png"), full_page=True)
+    page.get_by_label("Refused only").check()
+    page.get_by_role("button", name="Apply").click()
+    expect(page).to_have_url(re.compile(r"#/audit\?refused=1$"))
+    expect(promote).to_have_count(0)
+    expect(rows.first).to_contain_text("401 refused")
+    page.get_by_label("Refused only").uncheck()
+    page.get_by_label("Token", exact=True).fill("ops-alice")
+    page.get_by_role("button", name="Apply").click()
+    expect(promote).to_have_count(1)
+    expect(rows.filter(has_not_text="ops-alice")).to_have_count(0)
 
 
 def test_a_stopped_coordinator_is_named_and_the_page_recovers(tmp_path: Path, page: Any) -> None:
