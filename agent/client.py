@@ -209,7 +209,12 @@ def _parse(model: type[M], data: Any) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise BadResponse(f"unexpected {model.__name__} from the coordinator: {exc}") from None
+        # Field names and problems only: the input values may hold a node token.
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(body)'}: {e['msg']}"
+            for e in exc.errors(include_input=False, include_url=False)
+        )
+        raise BadResponse(f"unexpected {model.__name__} from the coordinator: {problems}") from None
 
 
 __all__ = ["CoordinatorClient", "CoordinatorError", "agent_version", "coordinator_session"]

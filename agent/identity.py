@@ -42,12 +42,18 @@ class IdentityStore:
         this run: the node can register, but not renew its name after a restart."""
         try:
             value = self.key_path.read_text().strip()
-            if len(value) >= 32:
-                return value
         except FileNotFoundError:
-            pass
-        except OSError as exc:
+            value = ""
+        except (OSError, UnicodeDecodeError) as exc:
+            # The key exists but cannot be read now (EIO, EACCES): never replace it, or the
+            # node could never renew its name again. Register with a key for this run only.
             log.warning("node_key_unreadable", path=str(self.key_path), error=str(exc))
+            return secrets.token_urlsafe(32)
+        if len(value) >= 32:
+            return value
+        if value:
+            log.warning("node_key_too_short", path=str(self.key_path), length=len(value))
+            return secrets.token_urlsafe(32)
         value = secrets.token_urlsafe(32)
         try:
             atomic_write(self.key_path, (value + "\n").encode())

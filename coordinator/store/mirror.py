@@ -93,13 +93,15 @@ class Mirror:
             return
         self._node_by_token.pop(node.token_hash, None)
         self._node_by_token.pop(node.next_token_hash, None)
-        self._nodes_by_name[node.name].discard(node_id)
+        holders = self._nodes_by_name[node.name]
+        holders.discard(node_id)
+        if not holders:
+            del self._nodes_by_name[node.name]
         self._node_order.remove((node.name, node_id))
         self.seq_reserved.pop(node_id, None)
-        for job in list(self._assignments.of_node(node_id)):
-            self._assignments.drop(node_id, job)
-        for job in list(self._executions.of_node(node_id)):
-            self._executions.drop(node_id, job)
+        self.liveness_kept.discard(node_id)
+        self._assignments.forget_node(node_id)
+        self._executions.forget_node(node_id)
 
     # tokens
 
@@ -170,6 +172,15 @@ class _Pairs(Generic[R]):
     def drop(self, node_id: str, job: str) -> None:
         self._by_node[node_id].pop(job, None)
         self._by_job[job].pop(node_id, None)
+
+    def forget_node(self, node_id: str) -> None:
+        """Drop every record of ``node_id`` and its (now empty) index entries."""
+        for job in self._by_node.pop(node_id, {}):
+            by_job = self._by_job.get(job)
+            if by_job is not None:
+                by_job.pop(node_id, None)
+                if not by_job:
+                    del self._by_job[job]
 
     def of_node(self, node_id: str) -> dict[str, R]:
         return self._by_node.get(node_id, {})

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import stat
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from agent.identity import Identity, IdentityStore
 from agent.paths import DataDir
@@ -45,3 +49,31 @@ class TestIdentityStore:
         assert store.load_seq() == 41
         store.seq_path.write_text('{"last_seq": 7}')
         assert store.load_seq() == 7
+
+
+class TestNodeKey:
+    def test_made_once_and_kept(self, tmp_path: Path) -> None:
+        store = IdentityStore(tmp_path)
+        key = store.node_key()
+        assert len(key) >= 32
+        assert store.node_key() == key
+        assert (tmp_path / "node.key").stat().st_mode & 0o777 == 0o600
+
+    def test_an_unreadable_key_is_never_replaced(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A read error (EIO) must not make the agent overwrite its key: the node could
+        never renew its name again. It registers with a key for this run only."""
+        store = IdentityStore(tmp_path)
+        key = store.node_key()
+        real_read = Path.read_text
+
+        def failing(path: Path, *args: Any, **kwargs: Any) -> str:
+            if path == store.key_path:
+                raise OSError(errno.EIO, "Input/output error")
+            return real_read(path, *args, **kwargs)
+
+        monkeypatch.setattr(Path, "read_text", failing)
+        assert store.node_key() != key
+        monkeypatch.undo()
+        assert store.key_path.read_text().strip() == key
