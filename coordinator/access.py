@@ -8,6 +8,7 @@ ship open by accident.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -121,11 +122,20 @@ def check_rules(routes: Iterable[tuple[str, str]]) -> None:
     missing = sorted(
         (method, path)
         for method, path in routes
-        if method not in ("HEAD", "*") and rule_for(method, path) is None
+        if method != "HEAD" and rule_for(method, path) is None
     )
     if missing:
         listed = ", ".join(f"{m} {p}" for m, p in missing)
         raise RuntimeError(f"routes without an access rule in coordinator/access.py: {listed}")
+
+
+UUID_SHAPE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def looks_like_an_id(name: str) -> bool:
+    """Whether ``name`` is shaped like the ids the coordinator gives nodes and tokens:
+    operators name both by id or name, so a name must not pass for another's id."""
+    return UUID_SHAPE.fullmatch(name.lower()) is not None
 
 
 BOOTSTRAP_ADMIN_ID = "bootstrap-admin"

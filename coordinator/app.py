@@ -66,6 +66,9 @@ async def _authenticate(request: web.Request, d: Deps) -> None:
     rule = rule_for(request.method, resource.canonical) if resource is not None else None
     if rule is not None and rule.right in (Right.OPEN, Right.REGISTER):
         return
+    if rule is None and resource is not None and request.match_info.http_exception is None:
+        # A route that matched but has no rule (create_app refuses those at start): deny.
+        raise Forbidden(f"no access rule for {request.method} {resource.canonical}")
     if rule is None and not path.startswith("/v1/"):
         return  # no such page: the router answers 404 (or 405)
     token = _bearer(request)
@@ -111,6 +114,13 @@ async def _principal(d: Deps, token: str) -> Principal:
     if node.revoked_at is not None:
         raise NodeRevoked(f"node {node.name!r} ({node.id}) was revoked", {"node_id": node.id})
     if digest == node.next_token_hash:
+        if node.next_token_expires_at is not None and node.next_token_expires_at <= now:
+            # Offered, never used, and past its life: it cannot be exchanged any more.
+            raise NodeTokenExpired(
+                f"the rotated token of node {node.name!r} expired unused;"
+                " the agent registers again with its join token",
+                {"node_id": node.id},
+            )
         # The agent saved its rotated token and uses it: the old one stops working now.
         node = await d.store.promote_node_token(node.id, digest, now)
     elif node.token_expires_at is not None and node.token_expires_at <= now:
@@ -166,15 +176,17 @@ def _audit_entry(request: web.Request, d: Deps, status: int, request_id: str) ->
     principal = request.get(PRINCIPAL)
     note = request.get(AUDIT_NOTE) or AuditNote()
     info = request.match_info
+    resource = info.route.resource
     job = info.get("name", "") if request.path.startswith("/v1/jobs/") else ""
     return AuditEntry(
         time=d.clock.now(),
-        token_id=principal.token_id if principal is not None else "",
+        token_id=note.token_id or (principal.token_id if principal is not None else ""),
         token_name=note.token_name or (principal.name if principal is not None else ""),
         role=principal.role.value if principal is not None and principal.role else "",
         remote=request.remote or "",
         method=request.method,
-        path=request.path[:512],
+        # An unknown path is the caller's text: keep only its start (and it may be long).
+        path=request.path[:512] if resource is not None else request.path[:80],
         job=job[:63],
         node=(
             note.node
@@ -217,13 +229,14 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
             AuditOutcome(
                 entry_id=entry_id,
                 status=response.status,
+                token_id=note.token_id,
                 token_name=note.token_name,
                 node=note.node,
             )
         )
     elif response.status in (401, 403):
         try:
-            await audit.record(_audit_entry(request, d, response.status, request_id))
+            await audit.refused(_audit_entry(request, d, response.status, request_id))
         except FleetwaveError as exc:
             response = _error_response(request, exc)
     response.headers["X-Request-Id"] = request_id

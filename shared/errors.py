@@ -104,6 +104,13 @@ class MethodNotAllowed(FleetwaveError):
     code = "method_not_allowed"
 
 
+class RequestTimeout(FleetwaveError):
+    """The request (its body) did not arrive in time."""
+
+    status = 408
+    code = "request_timeout"
+
+
 class Conflict(FleetwaveError):
     status = 409
     code = "conflict"

@@ -12,7 +12,7 @@ from typing import TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from coordinator.access import DEFAULT_JOIN_ID
+from coordinator.access import DEFAULT_JOIN_ID, looks_like_an_id
 from coordinator.api.deps import (
     AUDIT_NOTE,
     Deps,
@@ -28,7 +28,7 @@ from coordinator.store import NameTaken
 from coordinator.store.records import AssignmentRecord, Event, NodeRecord
 from coordinator.tokens import hash_token, new_token, token_matches
 from shared.clock import format_time
-from shared.errors import NodeRevoked, Unauthorized, ValidationFailed
+from shared.errors import FieldError, NodeRevoked, Unauthorized, ValidationFailed
 from shared.nodes import NodeCondition, NodeStatus
 from shared.protocol import (
     RegisterRequest,
@@ -43,12 +43,15 @@ routes = web.RouteTableDef()
 
 SPEC_CACHE_SIZE = 1024
 
+REGISTER_BODY_LIMIT = 64 * 1024
+
 M = TypeVar("M", bound=BaseModel)
 
 
-async def parse_body(request: web.Request, model: type[M]) -> M:
-    """The body as ``model``, parsed straight from the bytes (the hot path of every report)."""
-    body = await read_body(request)
+async def parse_body(request: web.Request, model: type[M], limit: int | None = None) -> M:
+    """The body as ``model``, parsed straight from the bytes (the hot path of every report);
+    ``limit`` lowers the body size limit."""
+    body = await read_body(request, limit)
     try:
         return model.model_validate_json(body)
     except ValidationError as exc:
@@ -92,7 +95,15 @@ def token_expiry(d: Deps, now: datetime) -> datetime | None:
 @routes.post("/v1/agent/register")
 async def handle_register(request: web.Request) -> web.Response:
     d = deps(request)
-    body = await parse_body(request, RegisterRequest)
+    # Anyone may call it: its body is small (64 labels of at most 318 bytes), so a client
+    # without a join token cannot make the coordinator buffer megabytes.
+    body = await parse_body(request, RegisterRequest, limit=REGISTER_BODY_LIMIT)
+    if looks_like_an_id(body.name):
+        # Operators name nodes by id or name: a name shaped like an id could stand for
+        # another node in `node revoke` or `node purge`.
+        raise ValidationFailed(
+            [FieldError(field="name", message="must not look like a node id (a UUID)")]
+        )
     grant = await join_grant(d, body.join_token)
     labels = body.labels | grant.labels  # bound labels win over what the agent declares
     token = new_token("fwn")
@@ -112,7 +123,8 @@ async def handle_register(request: web.Request) -> web.Response:
         renewed = await d.store.renew_registration(
             holder.id,
             token_hash=hash_token(token),
-            labels=labels,
+            # What its enrolling token bound stays bound, whichever join token it shows now.
+            labels=labels | holder.bound_labels,
             resources=body.resources,
             agent_version=body.agent_version,
             issued_at=now,
@@ -129,6 +141,7 @@ async def handle_register(request: web.Request) -> web.Response:
             key_hash=hash_token(body.node_key) if body.node_key else "",
             approved=grant.approval == Approval.AUTO,
             join_token=grant.token_id or DEFAULT_JOIN_ID,
+            bound_labels=grant.labels,
             token_issued_at=now,
             token_expires_at=expires,
             labels=labels,
@@ -142,6 +155,7 @@ async def handle_register(request: web.Request) -> web.Response:
         )
     note = request.get(AUDIT_NOTE)
     if note is not None:
+        note.token_id = grant.token_id or DEFAULT_JOIN_ID
         note.token_name, note.node = grant.name, node.id
     await d.store.append_events(
         [
@@ -262,7 +276,8 @@ async def handle_report(request: web.Request) -> web.Response:
         seq=body.seq,
         load=body.load,
         resources=body.resources,
-        executions=body.executions,
+        # A pending node runs nothing of ours: only its liveness counts until approval.
+        executions=body.executions if node.in_fleet else (),
         now=now,
         conditions=body.conditions,
     )

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 from pydantic import BaseModel
 
 from coordinator.access import Principal
@@ -19,7 +22,14 @@ from coordinator.store.records import NodeRecord
 from coordinator.tokens import hash_token
 from coordinator.watch import Watches
 from shared.clock import Clock
-from shared.errors import BadRequest, FieldError, Forbidden, PayloadTooLarge, ValidationFailed
+from shared.errors import (
+    BadRequest,
+    FieldError,
+    Forbidden,
+    PayloadTooLarge,
+    RequestTimeout,
+    ValidationFailed,
+)
 
 
 @dataclass
@@ -66,6 +76,7 @@ class AuditNote:
     """What the audit entry of a request says beyond the request itself; handlers may fill
     in what only they learn (registration: the join token's name and the node)."""
 
+    token_id: str = ""
     token_name: str = ""
     node: str = ""
 
@@ -134,27 +145,40 @@ async def read_json(request: web.Request) -> Any:
     return decode_json(await read_body(request))
 
 
-async def read_body(request: web.Request) -> bytes:
+async def read_body(request: web.Request, limit: int | None = None) -> bytes:
     """The raw request body; 413 when too large, 400 when empty."""
-    limit = deps(request).max_body_bytes
+    limit = min(limit or deps(request).max_body_bytes, deps(request).max_body_bytes)
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(
             f"request body of {request.content_length} bytes exceeds the limit of {limit} bytes"
         )
     # read(n) returns what has arrived so far (up to n): read until the end of the body,
-    # or until it is past the limit.
+    # or until it is past the limit, within BODY_TIMEOUT (a body trickled in must not hold
+    # the connection and its buffer for ever).
     chunks: list[bytes] = []
     size = 0
-    while chunk := await request.content.read(limit + 1 - size):
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+    try:
+        async with asyncio.timeout(BODY_TIMEOUT):
+            while chunk := await request.content.read(limit + 1 - size):
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+    except TimeoutError:
+        raise RequestTimeout(
+            f"the request body did not arrive within {BODY_TIMEOUT:g} seconds"
+        ) from None
+    except (ConnectionError, RequestPayloadError, aiohttp.ClientPayloadError) as exc:
+        # A body that is cut off, or whose encoding does not decode: the client's fault.
+        raise BadRequest(f"request body could not be read: {exc}") from None
     body = b"".join(chunks)
     if not body.strip():
         raise BadRequest("request body is empty; expected a JSON object")
     return body
 
+
+BODY_TIMEOUT = 30.0
+"""Seconds a request body may take to arrive in full (1 MiB in 30 s is 35 KB/s)."""
 
 MAX_JSON_DEPTH = 64
 """Nesting deeper than this is refused (a spec needs about 6 levels)."""

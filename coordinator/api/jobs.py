@@ -7,12 +7,20 @@ from typing import Any
 
 from aiohttp import web
 
-from coordinator.api.deps import PRINCIPAL, acting_token, deps, plain_int, read_json, respond
+from coordinator.api.deps import (
+    PRINCIPAL,
+    acting_token,
+    deps,
+    plain_int,
+    principal_valid,
+    read_json,
+    respond,
+)
 from coordinator.engine.driver import job_key
 from coordinator.store.records import JobRecord, JobVersion
 from coordinator.submit import submit_job
 from shared.durations import parse_duration
-from shared.errors import BadRequest, FieldError, NotFound, ValidationFailed
+from shared.errors import BadRequest, FieldError, NotFound, Unauthorized, ValidationFailed
 from shared.spec import JobSpec, parse_job_spec
 from shared.tokens import Role
 
@@ -147,6 +155,9 @@ async def handle_job_status(request: web.Request) -> web.StreamResponse:
             job = await d.watches.block(
                 job_key(name), lambda: load_job(request), lambda j: j.status.revision > after, wait
             )
+        if not await principal_valid(d, request[PRINCIPAL]):
+            # Revoked (or expired) while it waited: no answer for it.
+            raise Unauthorized("the token was revoked or expired while the request waited")
     etag = f'"{job.status.revision}"'
     if index is None and request.headers.get("If-None-Match") == etag:
         return web.Response(status=304, headers={"ETag": etag})

@@ -7,7 +7,7 @@ import uuid
 from aiohttp import web
 from pydantic import ValidationError
 
-from coordinator.access import BOOTSTRAP_ADMIN_ID, DEFAULT_JOIN_ID
+from coordinator.access import BOOTSTRAP_ADMIN_ID, DEFAULT_JOIN_ID, looks_like_an_id
 from coordinator.api.deps import PRINCIPAL, Deps, deps, read_json, respond
 from coordinator.store.records import TokenRecord
 from coordinator.tokens import hash_token, new_token
@@ -56,6 +56,9 @@ async def handle_create_token(request: web.Request) -> web.Response:
     except ValidationError as exc:
         raise ValidationFailed(field_errors(exc)) from None
     problems = wanted.problems()
+    if wanted.name in (BOOTSTRAP_ADMIN_ID, DEFAULT_JOIN_ID) or looks_like_an_id(wanted.name):
+        # Audit entries and events name tokens: a name must not pass for another token.
+        problems["name"] = "reserved: bootstrap-admin, default-join and id-shaped names"
     if problems:
         raise ValidationFailed([FieldError(field=k, message=v) for k, v in problems.items()])
     now = d.clock.now()

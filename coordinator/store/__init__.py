@@ -209,8 +209,11 @@ class Store(Protocol):
         """Entries after the id ``after``, oldest first; ``token`` matches a name or an id."""
         ...
 
-    async def prune_audit(self, *, before: datetime, keep_rows: int) -> int:
-        """Drop entries older than ``before`` and all but the newest ``keep_rows``."""
+    async def prune_audit(
+        self, *, before: datetime, keep_rows: int, keep_anonymous: int | None = None
+    ) -> int:
+        """Drop entries older than ``before``, refusals of requests without a valid token
+        beyond the newest ``keep_anonymous``, and then all but the newest ``keep_rows``."""
         ...
 
     # assignments and executions

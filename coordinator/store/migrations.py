@@ -97,5 +97,6 @@ MIGRATIONS: list[str] = [
     CREATE INDEX audit_time ON audit (time);
     CREATE INDEX audit_job ON audit (job, id);
     CREATE INDEX audit_token ON audit (token_name, id);
+    CREATE INDEX audit_anonymous ON audit (token_id, status, id);
     """,
 ]

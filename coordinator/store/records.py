@@ -119,6 +119,10 @@ class NodeRecord(_Record):
     )
     next_token_expires_at: Timestamp | None = None
     join_token: str = Field(default="", description="id of the join token that enrolled it")
+    bound_labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="labels its join token bound; they win on every later registration",
+    )
     eligibility: Eligibility = Eligibility.ELIGIBLE
     drain: bool = False
     labels: dict[str, str] = Field(default_factory=dict)
@@ -227,6 +231,7 @@ class AuditOutcome(_Record):
 
     entry_id: int
     status: int
+    token_id: str = ""
     token_name: str = ""
     node: str = ""
 

@@ -947,9 +947,10 @@ class SqliteStore:
                 ids.append(int(cur.lastrowid or 0))
             if outcomes:
                 await conn.executemany(
-                    "UPDATE audit SET status = ?, token_name = COALESCE(NULLIF(?, ''), token_name),"
+                    "UPDATE audit SET status = ?, token_id = COALESCE(NULLIF(?, ''), token_id),"
+                    " token_name = COALESCE(NULLIF(?, ''), token_name),"
                     " node = COALESCE(NULLIF(?, ''), node) WHERE id = ?",
-                    [(o.status, o.token_name, o.node, o.entry_id) for o in outcomes],
+                    [(o.status, o.token_id, o.token_name, o.node, o.entry_id) for o in outcomes],
                 )
         return ids
 
@@ -975,10 +976,21 @@ class SqliteStore:
         )
         return [AuditEntry.model_validate(dict(r)) for r in rows]
 
-    async def prune_audit(self, *, before: datetime, keep_rows: int) -> int:
-        async with self._tx("prune the audit log") as conn:
+    async def prune_audit(
+        self, *, before: datetime, keep_rows: int, keep_anonymous: int | None = None
+    ) -> int:
+        async with self._tx("prune the audit log", proves_health=False) as conn:
             cur = await conn.execute("DELETE FROM audit WHERE time < ?", (format_time(before),))
             removed = cur.rowcount
+            if keep_anonymous is not None:
+                # Refusals without a valid token have their own cap: a flood of them must
+                # never push out the record of what token holders did.
+                cur = await conn.execute(
+                    "DELETE FROM audit WHERE id IN (SELECT id FROM audit WHERE token_id = ''"
+                    " AND status IN (401, 403) ORDER BY id DESC LIMIT -1 OFFSET ?)",
+                    (keep_anonymous,),
+                )
+                removed += cur.rowcount
             cur = await conn.execute(
                 "DELETE FROM audit WHERE id <= (SELECT MAX(id) FROM audit) - ?", (keep_rows,)
             )
