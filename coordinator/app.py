@@ -71,6 +71,8 @@ async def _authenticate(request: web.Request, d: Deps) -> None:
         raise Forbidden(f"no access rule for {request.method} {resource.canonical}")
     if rule is None and not path.startswith("/v1/"):
         return  # no such page: the router answers 404 (or 405)
+    if rule is None and _is_open_resource(request):
+        return  # a method an open resource does not have: the router answers 405 to anyone
     token = _bearer(request)
     if token is None:
         raise Unauthorized("missing bearer token: send 'Authorization: Bearer <token>'")
@@ -82,6 +84,15 @@ async def _authenticate(request: web.Request, d: Deps) -> None:
     refusal = principal.missing(rule, job)
     if refusal is not None:
         raise Forbidden(refusal, {"right": rule.right.value})
+
+
+def _is_open_resource(request: web.Request) -> bool:
+    """Whether the path names a resource anyone may call (registration), by another method."""
+    error = request.match_info.http_exception
+    if not isinstance(error, web.HTTPMethodNotAllowed):
+        return False
+    rules = (rule_for(method, request.path) for method in error.allowed_methods)
+    return any(r is not None and r.right in (Right.OPEN, Right.REGISTER) for r in rules)
 
 
 async def _principal(d: Deps, token: str) -> Principal:
@@ -219,6 +230,7 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
     except (FleetwaveError, *_MAPPED_HTTP_ERRORS) as exc:
         response = _error_response(request, exc)
     except web.HTTPException as exc:  # redirects and the like: aiohttp answers them
+        exc.headers["X-Request-Id"] = request_id
         _observe(request, d, exc.status, started)
         raise
     except Exception as exc:

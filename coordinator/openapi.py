@@ -9,7 +9,7 @@ pydantic models themselves, so the document cannot drift from the wire models.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
@@ -29,50 +29,108 @@ class Auth(StrEnum):
 
     OPEN = "open"  # no token
     JOIN = "join"  # the join token, sent in the body: no header
-    ADMIN = "admin"  # the operator token
+    OPERATOR = "operator"  # an operator token whose role has the route's right
     NODE = "node"  # a node token
 
 
-SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
-    "adminToken": {
-        "type": "http",
-        "scheme": "bearer",
-        "description": "The operator (admin) token: `Authorization: Bearer <token>`. "
-        "Printed by `fleetwave coordinator` on first start; also FLEETWAVE_TOKEN for the CLI.",
-    },
-    "nodeToken": {
-        "type": "http",
-        "scheme": "bearer",
-        "description": "A node token, returned once by `POST /v1/agent/register`. "
-        "It identifies the node and may only call `/v1/agent/...`.",
-    },
-}
+@dataclass(frozen=True)
+class Access:
+    """Who may call what (``coordinator/access.py``), as the document states it."""
+
+    rights: Mapping[RouteKey, str]
+    """The right each route needs."""
+    roles: Mapping[str, Sequence[str]]
+    """Each role's rights, the roles in order (each has the rights of the ones before it)."""
+    scoped: frozenset[str] = frozenset()
+    """Rights a deployer holds only for the jobs its ``jobs`` globs match."""
+
+    def roles_with(self, right: str) -> list[str]:
+        return [role for role, rights in self.roles.items() if right in rights]
+
+
+NO_ACCESS = Access(rights={}, roles={})
+
+_OPERATOR_SCHEME = (
+    "An operator token: `Authorization: Bearer <token>`. The bootstrap admin token "
+    "(`--admin-token`, printed by `fleetwave coordinator` on first start; FLEETWAVE_TOKEN "
+    "for the CLI) or one made with `POST /v1/tokens`. Each token has a role, and each "
+    "operation names the right it needs (`x-fleetwave-right`)."
+)
+
+
+def security_schemes(access: Access) -> dict[str, dict[str, Any]]:
+    """``operatorToken`` (its description lists the roles and their rights) and ``nodeToken``."""
+    roles = "".join(
+        f"\n- `{role}`: " + ", ".join(f"`{right}`" for right in rights)
+        for role, rights in access.roles.items()
+    )
+    scoped = ", ".join(f"`{right}`" for right in sorted(access.scoped))
+    return {
+        "operatorToken": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": _OPERATOR_SCHEME
+            + (f"\n\nRoles and their rights:{roles}" if roles else "")
+            + (
+                f"\n\nA deployer has {scoped} only for jobs its `jobs` globs match."
+                if scoped
+                else ""
+            )
+            + "\n\nA missing, unknown, expired or revoked token gets 401; a valid token "
+            "without the operation's right gets 403 naming the right.",
+        },
+        "nodeToken": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "A node token, returned once by `POST /v1/agent/register`. "
+            "It identifies the node and may only call `/v1/agent/...` (right `agent`); an "
+            "operator token there gets 403, a revoked node's or an expired token 401.",
+        },
+    }
+
 
 _SECURITY: dict[Auth, list[dict[str, list[str]]]] = {
     Auth.OPEN: [],
     Auth.JOIN: [],
-    Auth.ADMIN: [{"adminToken": []}],
+    Auth.OPERATOR: [{"operatorToken": []}],
     Auth.NODE: [{"nodeToken": []}],
 }
 
 # Shared error responses, referenced from operations as #/components/responses/<name>.
 ERROR_RESPONSES: dict[int, tuple[str, str]] = {
     400: ("BadRequest", "Malformed input; `details.errors` lists every `{field, message}`."),
-    401: ("Unauthorized", "Missing or unknown token."),
-    403: ("Forbidden", "A valid token that may not call this endpoint."),
-    404: ("NotFound", "No such job, version, node or endpoint."),
+    401: ("Unauthorized", "Missing, unknown, expired or revoked token."),
+    403: ("Forbidden", "A valid token without the right this operation needs (named)."),
+    404: ("NotFound", "No such job, version, node, token or endpoint."),
+    408: ("RequestTimeout", "The body did not arrive in full in time (30 s)."),
     409: ("Conflict", "The request does not apply to the current state (`details` says why)."),
     412: ("PreconditionFailed", "`If-Match` names a stale revision."),
     413: ("PayloadTooLarge", "The body is over the coordinator's `max_body_bytes`."),
     503: (
         "StoreUnavailable",
         "The coordinator cannot write to its database now (disk full, I/O error); nothing "
-        "was changed by the failed write. Retry after `Retry-After` seconds.",
+        "was changed by the failed write. Retry after `Retry-After` seconds. Every operator "
+        "request that changes something, and every refused one, is first written to the "
+        "audit log, so any of them can get it.",
     ),
 }
-ERROR_HEADERS: dict[int, Mapping[str, str]] = {
-    503: {"Retry-After": "Seconds to wait before retrying."},
-}
+
+
+@dataclass(frozen=True)
+class Header:
+    """A response header: what it carries, its value's schema, whether it is always sent."""
+
+    description: str
+    schema: Mapping[str, Any] = field(default_factory=lambda: {"type": "string"})
+    required: bool = True
+
+
+REQUEST_ID = Header(
+    "This request's id, as the coordinator's log and audit log name it.",
+    {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+)
+RETRY_AFTER = Header("Seconds to wait before retrying.", {"type": "string", "pattern": "^[0-9]+$"})
+ERROR_HEADERS: dict[int, Mapping[str, Header]] = {503: {"Retry-After": RETRY_AFTER}}
 
 
 @dataclass(frozen=True)
@@ -97,15 +155,16 @@ class Media:
 
 @dataclass(frozen=True)
 class Reply:
-    """A documented response; ``headers`` maps a header name to what it carries."""
+    """A documented response; ``headers`` maps a header name to what it carries (besides
+    ``X-Request-Id``, on every answer)."""
 
     description: str
     content: tuple[Media, ...] = ()
-    headers: Mapping[str, str] = field(default_factory=dict)
+    headers: Mapping[str, Header] = field(default_factory=dict)
 
 
 def json_reply(
-    description: str, model: type[BaseModel], headers: Mapping[str, str] | None = None
+    description: str, model: type[BaseModel], headers: Mapping[str, Header] | None = None
 ) -> Reply:
     return Reply(description, (Media(model=model),), dict(headers or {}))
 
@@ -114,14 +173,14 @@ def json_reply(
 class RouteDoc:
     """What the document says about one route.
 
-    401/403 follow from ``auth``, 400 from a body or query parameters, 413 from a body and 404
-    from path parameters; ``errors`` adds others (409, 412, ...).
+    401/403/503 follow from ``auth``, 400 from a body or query or header parameters, 408 and
+    413 from a body and 404 from path parameters; ``errors`` adds others (409, 412, ...).
     """
 
     summary: str
     tag: str
     replies: Mapping[int, Reply]
-    auth: Auth = Auth.ADMIN
+    auth: Auth = Auth.OPERATOR
     description: str = ""
     params: tuple[Param, ...] = ()
     body: type[BaseModel] | None = None
@@ -165,8 +224,10 @@ def build_openapi(
     docs: Mapping[RouteKey, RouteDoc],
     tags: Mapping[str, str],
     version: str,
+    access: Access = NO_ACCESS,
 ) -> dict[str, Any]:
-    """The OpenAPI 3.1 document for exactly ``routes``, described by ``docs``."""
+    """The OpenAPI 3.1 document for exactly ``routes``, described by ``docs``; ``access``
+    names the right each route needs and the roles that have it."""
     live = sorted(set(routes))
     described = [(r, docs[(r.method, r.path)]) for r in live if (r.method, r.path) in docs]
     refs, components = _component_schemas(doc for _, doc in described)
@@ -175,7 +236,7 @@ def build_openapi(
     seen_ids: set[str] = set()
     for route in live:
         doc = docs.get((route.method, route.path))
-        operation = _stub(route) if doc is None else _operation(route, doc, refs)
+        operation = _stub(route) if doc is None else _operation(route, doc, refs, access)
         if operation["operationId"] in seen_ids:  # two handlers of one name: fall back to the path
             operation["operationId"] = _operation_id(LiveRoute(route.method, route.path))
         seen_ids.add(operation["operationId"])
@@ -187,9 +248,11 @@ def build_openapi(
             "title": "Fleetwave coordinator API",
             "version": version,
             "summary": "Roll out versioned jobs to a fleet of hosts.",
-            "description": "JSON over HTTP. Operator endpoints need the admin token, agent "
-            "endpoints a node token (`Authorization: Bearer <token>`); the monitoring and "
-            "documentation endpoints are open. Every error body is "
+            "description": "JSON over HTTP. Operator endpoints need an operator token whose "
+            "role has the right the operation names (`x-fleetwave-right`), agent endpoints a "
+            "node token (`Authorization: Bearer <token>`); registration takes the join token "
+            "in its body; the monitoring and documentation endpoints are open. Every answer "
+            "carries `X-Request-Id`. Every error body is "
             '`{"error": {"code", "message", "details"}}`. A 503 (`store_unavailable`) is '
             "an outage to wait out (retry after `Retry-After` seconds); a 500 is a bug.",
             "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
@@ -203,7 +266,7 @@ def build_openapi(
                 name: _error_response(description, ERROR_HEADERS.get(status, {}))
                 for status, (name, description) in ERROR_RESPONSES.items()
             },
-            "securitySchemes": SECURITY_SCHEMES,
+            "securitySchemes": security_schemes(access),
         },
     }
 
@@ -236,19 +299,19 @@ def _component_schemas(
     return by_model, dict(sorted(top.get("$defs", {}).items()))
 
 
-def _error_response(description: str, headers: Mapping[str, str]) -> dict[str, Any]:
+def _error_response(description: str, headers: Mapping[str, Header]) -> dict[str, Any]:
     response: dict[str, Any] = {"description": description}
-    if headers:
-        response["headers"] = _headers(headers)
+    response["headers"] = _headers(headers)
     response["content"] = {
         "application/json": {"schema": {"$ref": REF_TEMPLATE.format(model="ErrorBody")}}
     }
     return response
 
 
-def _headers(headers: Mapping[str, str]) -> dict[str, Any]:
+def _headers(headers: Mapping[str, Header]) -> dict[str, Any]:
     return {
-        name: {"description": text, "schema": {"type": "string"}} for name, text in headers.items()
+        name: {"description": h.description, "required": h.required, "schema": dict(h.schema)}
+        for name, h in {"X-Request-Id": REQUEST_ID, **headers}.items()
     }
 
 
@@ -256,15 +319,24 @@ _PATH_PARAM = re.compile(r"{([^}]+)}")
 
 
 def _operation(
-    route: LiveRoute, doc: RouteDoc, refs: Mapping[tuple[type[BaseModel], JsonSchemaMode], Any]
+    route: LiveRoute,
+    doc: RouteDoc,
+    refs: Mapping[tuple[type[BaseModel], JsonSchemaMode], Any],
+    access: Access,
 ) -> dict[str, Any]:
     operation: dict[str, Any] = {
         "tags": [doc.tag],
         "summary": doc.summary,
         "operationId": _operation_id(route),
     }
-    if doc.description:
-        operation["description"] = doc.description
+    right = access.rights.get((route.method, route.path))
+    description = "\n\n".join(
+        text for text in (doc.description, _right_text(doc.auth, right, access)) if text
+    )
+    if description:
+        operation["description"] = description
+    if right is not None:
+        operation["x-fleetwave-right"] = right
     params = [_param(p) for p in doc.params]
     named = {p.name for p in doc.params if p.where == "path"}
     for name in _PATH_PARAM.findall(route.path):
@@ -290,13 +362,28 @@ def _operation(
     return operation
 
 
+def _right_text(auth: Auth, right: str | None, access: Access) -> str:
+    """The sentence that names who may call an operation."""
+    if right is None or auth == Auth.OPEN:
+        return ""
+    if auth == Auth.JOIN:
+        return f"**Right:** `{right}`: a join token, in the body (no `Authorization` header)."
+    if auth == Auth.NODE:
+        return f"**Right:** `{right}`: a node token."
+    roles = ", ".join(access.roles_with(right)) or "none"
+    scope = "; a deployer only for jobs its `jobs` globs match" if right in access.scoped else ""
+    return f"**Right:** `{right}` (operator tokens of the roles {roles}{scope})."
+
+
 def _error_statuses(route: LiveRoute, doc: RouteDoc) -> set[int]:
     statuses = set(doc.errors)
-    if doc.auth in (Auth.ADMIN, Auth.NODE):
-        statuses |= {401, 403}
+    if doc.auth in (Auth.OPERATOR, Auth.NODE):
+        statuses |= {401, 403, 503}  # 503: a refusal is audited before the answer
+    if doc.auth == Auth.JOIN:
+        statuses |= {401, 503}
     if doc.body is not None:
-        statuses |= {400, 413}
-    if any(p.where == "query" for p in doc.params):
+        statuses |= {400, 408, 413}
+    if any(p.where in ("query", "header") for p in doc.params):
         statuses.add(400)
     if _PATH_PARAM.search(route.path):
         statuses.add(404)
@@ -314,8 +401,7 @@ def _param(p: Param) -> dict[str, Any]:
 
 def _reply(reply: Reply, refs: Mapping[tuple[type[BaseModel], JsonSchemaMode], Any]) -> Any:
     out: dict[str, Any] = {"description": reply.description}
-    if reply.headers:
-        out["headers"] = _headers(reply.headers)
+    out["headers"] = _headers(reply.headers)
     if reply.content:
         out["content"] = {
             media.media_type: {

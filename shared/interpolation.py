@@ -6,7 +6,14 @@ import re
 from collections.abc import Mapping
 
 _TOKEN = re.compile(r"\$\$|\$\{([^}]*)\}")
-_NAME = re.compile(r"^(node\.name|node\.id|job\.name|job\.version|node\.label\.[A-Za-z0-9_.\-/]+)$")
+_NAMES = r"node\.name|node\.id|job\.name|job\.version|node\.label\.[A-Za-z0-9_.\-/]+"
+_NAME = re.compile(f"(?:{_NAMES})")
+
+PLACEHOLDERS_BODY = rf"(?:[^$]|\$\$|\$\{{(?:{_NAMES})\}}|\$(?![{{$]))*"
+"""Text whose every placeholder is allowed, as a regular expression (ECMA 262 and Python alike):
+any character but ``$``, an escaped ``$$``, an allowed ``${name}``, or a ``$`` that starts
+neither. ``placeholder_problems(text) == []`` exactly when it matches all of ``text``."""
+PLACEHOLDERS_PATTERN = f"^{PLACEHOLDERS_BODY}$"
 
 ALLOWED = "${node.name}, ${node.id}, ${node.label.KEY}, ${job.name}, ${job.version}"
 
@@ -20,7 +27,7 @@ def placeholder_problems(text: str) -> list[str]:
     problems = []
     for match in _TOKEN.finditer(text):
         name = match.group(1)
-        if name is not None and not _NAME.match(name):
+        if name is not None and not _NAME.fullmatch(name):
             problems.append(f"unknown placeholder ${{{name}}}; allowed: {ALLOWED}")
     if "${" in _TOKEN.sub("", text):
         problems.append("unterminated placeholder '${'")

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import unicodedata
-from datetime import UTC, datetime
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from shared.spec import LABEL_KEY_PATTERN
-from shared.status import Timestamp
+from shared.spec import LABEL_KEY_PATTERN, fullmatch, label_map_schema
+from shared.status import InputTimestamp, Timestamp
 
 MAX_INT = 2**62
 """The largest integer an agent may send (versions, generations, counts, bytes): the store
@@ -18,6 +17,9 @@ MAX_CPUS = 1 << 20
 MAX_LABELS = 64
 """Labels one node may declare."""
 MAX_LABEL_VALUE = 255
+ID_SHAPE_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+"""A UUID in any case: the shape of node and token ids, which no name may have
+(``coordinator.access.looks_like_an_id``), since operators name both by id or name."""
 
 
 def check_node_labels(value: dict[str, str]) -> dict[str, str]:
@@ -26,13 +28,20 @@ def check_node_labels(value: dict[str, str]) -> dict[str, str]:
     if len(value) > MAX_LABELS:
         raise ValueError(f"at most {MAX_LABELS} labels (got {len(value)})")
     for key, label in value.items():
-        if not LABEL_KEY_PATTERN.match(key):
+        if not fullmatch(LABEL_KEY_PATTERN, key):
             raise ValueError(
                 f"invalid label key {key[:80]!r}: letters, digits, '_', '.', '-', '/' (max 63)"
             )
         if len(label) > MAX_LABEL_VALUE:
             raise ValueError(f"label {key!r}: value longer than {MAX_LABEL_VALUE} characters")
     return value
+
+
+NODE_LABELS_SCHEMA = label_map_schema(
+    additionalProperties={"type": "string", "maxLength": MAX_LABEL_VALUE},
+    maxProperties=MAX_LABELS,
+)
+"""What ``check_node_labels`` accepts, as a JSON schema."""
 
 
 class NodeStatus(StrEnum):
@@ -51,7 +60,7 @@ class Eligibility(StrEnum):
 class Resources(BaseModel):
     """Capacity of a host, sent at registration and refreshed in heartbeats."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
     cpu_count: int = Field(default=0, ge=0, le=MAX_CPUS)
     memory_bytes: int = Field(default=0, ge=0, le=MAX_INT)
@@ -61,7 +70,7 @@ class Resources(BaseModel):
 class Load(BaseModel):
     """How busy a host is right now."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
     # Finite: JSON has no infinity, so an inf would be stored as null and not load again.
     cpu_percent: float = Field(default=0.0, ge=0, allow_inf_nan=False)
@@ -99,7 +108,7 @@ class NodeCondition(BaseModel):
     should look (``message`` says what and why). Sent by agents, so bounded and cleaned.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
     type: str = Field(
         pattern=CONDITION_TYPE_PATTERN,
@@ -107,17 +116,12 @@ class NodeCondition(BaseModel):
         "data dir)",
     )
     message: str = Field(default="", max_length=MAX_CONDITION_MESSAGE)
-    since: Timestamp = Field(description="when the agent first saw it (the agent's clock)")
+    since: InputTimestamp = Field(description="when the agent first saw it (the agent's clock)")
 
     @field_validator("message")
     @classmethod
     def _clean_message(cls, value: str) -> str:
         return clean_text(value)
-
-    @field_validator("since")
-    @classmethod
-    def _aware(cls, value: datetime) -> datetime:
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
 class Node(BaseModel):

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
 from shared.nodes import (
+    ID_SHAPE_PATTERN,
     MAX_CONDITIONS,
     MAX_INT,
+    NODE_LABELS_SCHEMA,
     Load,
     NodeCondition,
     Resources,
@@ -29,10 +32,22 @@ class _Wire(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class RegisterRequest(_Wire):
+class _Request(_Wire):
+    # Strict, as the OpenAPI document says: "5" is not a number, 1 is not true.
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+
+NodeLabels = Annotated[dict[str, str], WithJsonSchema(NODE_LABELS_SCHEMA)]
+
+
+class RegisterRequest(_Request):
     join_token: str = Field(min_length=1, max_length=512)
-    name: str = Field(pattern=NODE_NAME_PATTERN)
-    labels: dict[str, str] = Field(
+    name: str = Field(
+        pattern=NODE_NAME_PATTERN,
+        description="not shaped like a node id (a UUID)",
+        json_schema_extra={"not": {"pattern": ID_SHAPE_PATTERN}},
+    )
+    labels: NodeLabels = Field(
         default_factory=dict,
         description="at most 64; keys like job selectors (max 63), values at most 255 characters",
     )
@@ -99,11 +114,11 @@ class ExecutionState(StrEnum):
     STOPPED = "stopped"  # stopped on purpose
 
 
-class ExecutionReport(_Wire):
+class ExecutionReport(_Request):
     job: str = Field(pattern=NAME_PATTERN)
     version: int = Field(ge=1, le=MAX_INT)
     generation: int = Field(default=0, ge=0, le=MAX_INT)
-    state: ExecutionState
+    state: ExecutionState = Field(strict=False)
     message: str = Field(default="", max_length=MAX_MESSAGE)
     restarts: int = Field(default=0, ge=0, le=MAX_INT)
     exit_code: int | None = Field(default=None, ge=MIN_EXIT_CODE, le=MAX_EXIT_CODE)
@@ -116,7 +131,7 @@ signed 64-bit integers, so a larger one is refused with 400 instead of failing t
 of every report committed with it."""
 
 
-class ReportRequest(_Wire):
+class ReportRequest(_Request):
     """Heartbeat plus the state of every job on the node; ``seq`` orders reports per node."""
 
     seq: int = Field(ge=1, le=MAX_SEQ)

@@ -12,21 +12,44 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
 
-from shared.durations import Duration, parse_duration
+from shared.durations import Duration, PositiveDuration, parse_duration
 from shared.errors import FieldError, ValidationFailed
-from shared.interpolation import placeholder_problems
+from shared.interpolation import PLACEHOLDERS_BODY, PLACEHOLDERS_PATTERN, placeholder_problems
 
+# Each pattern below is both what a validator here checks (re.fullmatch) and what the OpenAPI
+# document says (ECMA 262): ASCII classes only, so the two engines read them alike.
 NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
-LABEL_KEY_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,62}$")
-_PERCENT = re.compile(r"^(\d{1,3})(?:\.\d+)?%$")
+LABEL_KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,62}$"
+PERCENT_PATTERN = r"^(?:[0-9]{1,2}(?:\.[0-9]+)?|0[0-9]{2}(?:\.[0-9]+)?|100(?:\.0+)?)%$"
+"""0% to 100%, at most three digits before the point."""
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+SPACE_CHARS = r"\t\n\v\f\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+"""The characters str.isspace() calls white space (ECMA's \\s differs: it has U+FEFF, lacks
+U+001C-U+001F and U+0085), spelled out so that both engines agree."""
+_NOT_BLANK = re.compile(f"[^{SPACE_CHARS}]")
+PROGRAM_PATTERN = rf"^(?=[\s\S]*[^{SPACE_CHARS}]){PLACEHOLDERS_BODY}$"
+"""A command's program: not blank, and its placeholders are allowed ones."""
+_PORT = r"(?:[0-9]+|\$\{[^:]*)"
+TCP_ADDRESS_PATTERN = rf"^(?={PLACEHOLDERS_BODY}$)[\s\S]+:{_PORT}$"
+"""host:port, split at the last colon: a port of digits or a placeholder."""
+RELATIVE_PATH_PATTERN = r"^(?!/)(?![\s\S]*(?:^|/)\.\.(?:/|(?![\s\S])))"
+"""Not absolute, and no ``..`` segment."""
+
+
+def fullmatch(pattern: str, value: str) -> bool:
+    """Whether ``pattern`` (one of the anchored patterns above) matches all of ``value``."""
+    return re.fullmatch(pattern, value) is not None
 
 
 class _Input(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # Strict: a number is not a string, "5" is not a number, 1 is not true, as the schema says.
+    # (JSON numbers with a zero fraction, 5.0, arrive as ints: coordinator/api/deps.decode_json.)
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
 
 class JobType(StrEnum):
@@ -58,7 +81,7 @@ class OnUnreachable(StrEnum):
 
 def _check_labels(value: dict[str, str]) -> dict[str, str]:
     for key in value:
-        if not LABEL_KEY_PATTERN.match(key):
+        if not fullmatch(LABEL_KEY_PATTERN, key):
             raise ValueError(
                 f"invalid label key {key!r}: letters, digits, '_', '.', '-', '/' (max 63)"
             )
@@ -73,11 +96,23 @@ def _check_count_or_percent(value: object) -> int | str:
             raise ValueError("must not be negative")
         return value
     if isinstance(value, str):
-        match = _PERCENT.match(value.strip())
-        if not match or float(value.strip()[:-1]) > 100:
-            raise ValueError(f"invalid percentage {value!r}: use '0%'..'100%'")
-        return value.strip()
+        if not fullmatch(PERCENT_PATTERN, value):
+            raise ValueError(f"invalid percentage {value[:80]!r}: use '0%'..'100%'")
+        return value
     raise ValueError("must be a count (integer >= 0) or a percentage string like '10%'")
+
+
+def label_map_schema(**extra: object) -> dict[str, object]:
+    """The JSON schema of labels (or a selector): label keys, string values."""
+    return {
+        "type": "object",
+        "propertyNames": {"pattern": LABEL_KEY_PATTERN},
+        "additionalProperties": {"type": "string"},
+        **extra,
+    }
+
+
+Labels = Annotated[dict[str, str], WithJsonSchema(label_map_schema())]
 
 
 def resolve_count(value: int | str, total: int, *, round_up: bool) -> int:
@@ -92,7 +127,7 @@ def resolve_count(value: int | str, total: int, *, round_up: bool) -> int:
 class Target(_Input):
     """Which nodes run the job: all whose labels match ``selector``, optionally only ``count``."""
 
-    selector: dict[str, str] = Field(default_factory=dict)
+    selector: Labels = Field(default_factory=dict)
     count: int | None = Field(default=None, ge=1)
 
     _labels = field_validator("selector")(_check_labels)
@@ -103,7 +138,11 @@ class Artifact(_Input):
 
     url: str = Field(pattern=r"^https?://")
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    dest: str = Field(default="", description="relative path inside the version directory")
+    dest: str = Field(
+        default="",
+        description="relative path inside the version directory",
+        json_schema_extra={"pattern": RELATIVE_PATH_PATTERN},
+    )
     mode: str = Field(default="0644", pattern=r"^0?[0-7]{3}$")
 
     @field_validator("dest")
@@ -117,7 +156,7 @@ class Artifact(_Input):
 class RestartPolicy(_Input):
     """Restart a failed process with exponential backoff; too many restarts fail the node."""
 
-    policy: RestartMode = RestartMode.ON_FAILURE
+    policy: RestartMode = Field(default=RestartMode.ON_FAILURE, strict=False)
     max_restarts: int = Field(default=5, ge=0)
     window: Duration = parse_duration("5m")
     delay: Duration = parse_duration("1s")
@@ -125,11 +164,23 @@ class RestartPolicy(_Input):
 
 
 class Task(_Input):
-    driver: Driver = Driver.EXEC
-    command: list[str] = Field(min_length=1)
-    env: dict[str, str] = Field(default_factory=dict)
+    driver: Driver = Field(default=Driver.EXEC, strict=False)
+    command: list[str] = Field(
+        min_length=1,
+        json_schema_extra={
+            "prefixItems": [{"type": "string", "pattern": PROGRAM_PATTERN}],
+            "items": {"type": "string", "pattern": PLACEHOLDERS_PATTERN},
+        },
+    )
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        json_schema_extra={
+            "propertyNames": {"pattern": ENV_NAME_PATTERN},
+            "additionalProperties": {"type": "string", "pattern": PLACEHOLDERS_PATTERN},
+        },
+    )
     user: str | None = None
-    working_dir: str | None = None
+    working_dir: str | None = Field(default=None, json_schema_extra={"pattern": "^/"})
     artifacts: list[Artifact] = Field(default_factory=list)
     restart: RestartPolicy = Field(default_factory=RestartPolicy)
     kill_timeout: Duration = parse_duration("10s")
@@ -137,7 +188,7 @@ class Task(_Input):
     @field_validator("command")
     @classmethod
     def _command(cls, value: list[str]) -> list[str]:
-        if not value[0].strip():
+        if _NOT_BLANK.search(value[0]) is None:
             raise ValueError("the program (first element) must not be empty")
         for item in value:
             if problems := placeholder_problems(item):
@@ -148,7 +199,7 @@ class Task(_Input):
     @classmethod
     def _env(cls, value: dict[str, str]) -> dict[str, str]:
         for key, item in value.items():
-            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
+            if not fullmatch(ENV_NAME_PATTERN, key):
                 raise ValueError(f"invalid environment variable name {key!r}")
             if problems := placeholder_problems(item):
                 raise ValueError(f"{key}: {problems[0]}")
@@ -163,8 +214,8 @@ class Task(_Input):
 
 
 class _CheckBase(_Input):
-    interval: Duration = parse_duration("10s")
-    timeout: Duration = parse_duration("2s")
+    interval: PositiveDuration = parse_duration("10s")
+    timeout: PositiveDuration = parse_duration("2s")
     failure_threshold: int = Field(default=3, ge=1)
     success_threshold: int = Field(default=1, ge=1)
 
@@ -181,7 +232,9 @@ class HttpCheck(_CheckBase):
     """Healthy when a GET of ``url`` answers with a status in ``expect_status`` (else 2xx/3xx)."""
 
     type: Literal["http"]
-    url: str = Field(pattern=r"^https?://")
+    url: str = Field(
+        pattern=r"^https?://", json_schema_extra={"pattern": f"^https?://{PLACEHOLDERS_BODY}$"}
+    )
     expect_status: list[int] = Field(default_factory=list)
 
     @field_validator("url")
@@ -196,7 +249,7 @@ class TcpCheck(_CheckBase):
     """Healthy when a TCP connection to ``address`` (host:port) opens."""
 
     type: Literal["tcp"]
-    address: str = Field(min_length=3)
+    address: str = Field(min_length=3, json_schema_extra={"pattern": TCP_ADDRESS_PATTERN})
 
     @field_validator("address")
     @classmethod
@@ -204,8 +257,8 @@ class TcpCheck(_CheckBase):
         if problems := placeholder_problems(value):
             raise ValueError(problems[0])
         host, sep, port = value.rpartition(":")
-        if not sep or not host or not (port.isdigit() or port.startswith("${")):
-            raise ValueError(f"invalid address {value!r}: use host:port")
+        if not sep or not host or not fullmatch(_PORT, port):
+            raise ValueError(f"invalid address {value[:80]!r}: use host:port")
         return value
 
 
@@ -213,7 +266,10 @@ class ExecCheck(_CheckBase):
     """Healthy when ``command`` exits 0 within ``timeout``."""
 
     type: Literal["exec"]
-    command: list[str] = Field(min_length=1)
+    command: list[str] = Field(
+        min_length=1,
+        json_schema_extra={"items": {"type": "string", "pattern": PLACEHOLDERS_PATTERN}},
+    )
 
     @field_validator("command")
     @classmethod
@@ -233,22 +289,52 @@ class Health(_Input):
     checks: list[HealthCheck] = Field(default_factory=list)
 
 
-CountOrPercent = Annotated[int | str, Field(union_mode="left_to_right")]
+CountOrPercent = Annotated[
+    int | str,
+    Field(union_mode="left_to_right"),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 0},
+                {"type": "string", "pattern": PERCENT_PATTERN},
+            ]
+        }
+    ),
+]
+"""A node count, or a share of the nodes such as ``"10%"``."""
+
+Waves = Annotated[
+    int | list[str],
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 1},
+                {
+                    "type": "array",
+                    "items": {"type": "string", "pattern": PERCENT_PATTERN},
+                    "minItems": 1,
+                },
+            ],
+            "description": "a number of equal waves, or cumulative percentages of the nodes, "
+            'strictly increasing and ending with "100%", e.g. ["10%", "50%", "100%"]',
+        }
+    ),
+]
 
 
 class RolloutPolicy(_Input):
     canary: CountOrPercent = 0
-    canary_selector: dict[str, str] = Field(default_factory=dict)
-    spread_by: str | None = None
+    canary_selector: Labels = Field(default_factory=dict)
+    spread_by: str | None = Field(default=None, json_schema_extra={"pattern": LABEL_KEY_PATTERN})
     auto_promote: bool = True
-    waves: int | list[str] = 1
+    waves: Waves = 1
     max_parallel: int = Field(default=0, ge=0)
     pause_between_waves: Duration | Literal["manual"] = parse_duration("0s")
     min_healthy_time: Duration = parse_duration("10s")
     healthy_deadline: Duration = parse_duration("2m")
     progress_deadline: Duration = parse_duration("10m")
     max_failed_nodes: CountOrPercent = 0
-    on_unreachable: OnUnreachable = OnUnreachable.SKIP
+    on_unreachable: OnUnreachable = Field(default=OnUnreachable.SKIP, strict=False)
     auto_rollback: bool = True
 
     _canary_labels = field_validator("canary_selector")(_check_labels)
@@ -272,15 +358,15 @@ class RolloutPolicy(_Input):
                 raise ValueError("must not be empty")
             previous = 0.0
             for item in value:
-                if not isinstance(item, str) or not _PERCENT.match(item.strip()):
-                    raise ValueError(f"{item!r} is not a percentage like '50%'")
-                share = float(item.strip()[:-1])
+                if not isinstance(item, str) or not fullmatch(PERCENT_PATTERN, item):
+                    raise ValueError(f"{item!r:.80} is not a percentage like '50%'")
+                share = float(item[:-1])
                 if share <= previous or share > 100:
                     raise ValueError("percentages must be cumulative and strictly increasing")
                 previous = share
             if previous != 100:
                 raise ValueError("the last wave must be '100%'")
-            return [item.strip() for item in value]
+            return value
         raise ValueError("must be a number of waves or a list of cumulative percentages")
 
     @field_validator("pause_between_waves", mode="before")
@@ -295,8 +381,8 @@ class RolloutPolicy(_Input):
     @field_validator("spread_by")
     @classmethod
     def _spread(cls, value: str | None) -> str | None:
-        if value is not None and not LABEL_KEY_PATTERN.match(value):
-            raise ValueError(f"invalid label key {value!r}")
+        if value is not None and not fullmatch(LABEL_KEY_PATTERN, value):
+            raise ValueError(f"invalid label key {value[:80]!r}")
         return value
 
     @model_validator(mode="after")
@@ -312,7 +398,7 @@ class JobSpec(_Input):
     """A whole job spec as submitted by an operator."""
 
     name: str = Field(pattern=NAME_PATTERN)
-    type: JobType = JobType.SERVICE
+    type: JobType = Field(default=JobType.SERVICE, strict=False)
     target: Target = Field(default_factory=Target)
     task: Task
     health: Health = Field(default_factory=Health)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated
 
@@ -24,6 +25,34 @@ Timestamp = Annotated[
     WithJsonSchema({"type": "string", "format": "date-time"}),
 ]
 """RFC 3339 UTC; the zero value is ``0001-01-01T00:00:00Z`` as in the seed's Go API."""
+
+RFC3339_PATTERN = (
+    r"^(?!000[01]|9999)[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])"
+    r"[Tt](?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]+)?"
+    r"(?:[Zz]|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])$"
+)
+"""An RFC 3339 date-time (``format: date-time``) that is a Python datetime in UTC too: years
+0002 to 9998 (no offset pushes it out of range), no leap second."""
+
+
+def parse_rfc3339(value: object) -> datetime:
+    """``value`` as an aware datetime when it is a string RFC3339_PATTERN matches and a real
+    date; ValueError otherwise (no numbers, no dates without a time, no time without an offset).
+    A naive datetime built in Python (never JSON) is UTC."""
+    if isinstance(value, str) and re.fullmatch(RFC3339_PATTERN, value) is not None:
+        value = datetime.fromisoformat(value.upper())
+    if not isinstance(value, datetime):
+        raise ValueError("must be an RFC 3339 date-time such as '2026-01-02T15:04:05Z'")
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+InputTimestamp = Annotated[
+    datetime,
+    BeforeValidator(parse_rfc3339),
+    PlainSerializer(format_time, return_type=str),
+    WithJsonSchema({"type": "string", "format": "date-time", "pattern": RFC3339_PATTERN}),
+]
+"""A timestamp an agent sends: exactly RFC3339_PATTERN, as the OpenAPI document says."""
 
 
 class JobStateType(StrEnum):

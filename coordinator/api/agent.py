@@ -54,9 +54,14 @@ async def parse_body(request: web.Request, model: type[M], limit: int | None = N
     body = await read_body(request, limit)
     try:
         return model.model_validate_json(body)
+    except ValidationError:
+        pass
+    # Malformed or too deeply nested: the 400 that says so (line and column, depth). Else
+    # the JSON as the document reads it (5.0 is an integer, which strict JSON parsing refuses).
+    data = decode_json(body)
+    try:
+        return model.model_validate(data)
     except ValidationError as exc:
-        # Malformed or too deeply nested: the 400 that says so (line and column, depth).
-        decode_json(body)
         raise ValidationFailed(field_errors(exc)) from None
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
+from coordinator.api.deps import IF_MATCH_PATTERN, MAX_PLAIN_INT
 from coordinator.api.schemas import (
     ActionResult,
     AuditPage,
@@ -28,8 +29,19 @@ from coordinator.api.schemas import (
     TokenList,
     VersionList,
 )
-from coordinator.openapi import Auth, Media, Param, Reply, RouteDoc, RouteKey, json_reply
+from coordinator.openapi import (
+    RETRY_AFTER,
+    Auth,
+    Header,
+    Media,
+    Param,
+    Reply,
+    RouteDoc,
+    RouteKey,
+    json_reply,
+)
 from coordinator.store.records import JobVersion
+from shared.durations import DURATION_PATTERN, MAX_DURATION_CHARS
 from shared.nodes import Node
 from shared.protocol import (
     AssignmentsResponse,
@@ -39,9 +51,9 @@ from shared.protocol import (
     ReportResponse,
     TokenRotation,
 )
-from shared.spec import JobSpec
+from shared.spec import NAME_PATTERN, JobSpec
 from shared.status import JobStatus
-from shared.tokens import CreatedToken, Token, TokenRequest
+from shared.tokens import TOKEN_NAME_PATTERN, CreatedToken, Token, TokenRequest
 
 TAGS = {
     "jobs": "Submit job specs and read jobs, their versions, status and nodes.",
@@ -57,24 +69,45 @@ TAGS = {
     "dashboard": "The operator dashboard's static files; its data comes from `/v1`.",
 }
 
-_JOB = Param(
-    "name", "path", "The job's name.", {"type": "string", "pattern": r"^[a-z0-9][a-z0-9-]{0,62}$"}
-)
+_JOB = Param("name", "path", "The job's name.", {"type": "string", "pattern": NAME_PATTERN})
 _NODE = Param("node", "path", "The node's id or name (a name resolves to its live node).")
-_TOKEN = Param("id", "path", "The token's id (its accessor), or its name.")
+_TOKEN = Param(
+    "id", "path", "The token's id (its accessor), or its name; never `self` (a GET there)."
+)
+_UUID = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+_PLAIN_INT = {"type": "integer", "minimum": 0, "maximum": MAX_PLAIN_INT}
+"""A plain integer parameter: ASCII digits only, at most 18 (coordinator/api/deps.plain_int)."""
 _INDEX = Param(
     "index",
     "query",
     "Block until the index is above this value (from the last `X-Fleetwave-Index`).",
-    {"type": "integer", "minimum": 0},
+    _PLAIN_INT,
 )
 _WAIT = Param(
     "wait",
     "query",
-    "How long to block at most: a duration such as `30s` (default), capped at 5m.",
-    {"type": "string", "pattern": r"^((\d+(\.\d+)?)(ms|s|m|h))+$|^0$", "default": "30s"},
+    "How long to block at most: a duration such as `30s` (default); longer ones wait 5m.",
+    {
+        "type": "string",
+        "pattern": DURATION_PATTERN,
+        "maxLength": MAX_DURATION_CHARS,
+        "default": "30s",
+    },
 )
-_INDEX_HEADER = {"X-Fleetwave-Index": "The index to pass as `?index=` on the next call."}
+_INDEX_HEADER = {
+    "X-Fleetwave-Index": Header(
+        "The index to pass as `?index=` on the next call.",
+        {"type": "string", "pattern": "^[0-9]+$"},
+    )
+}
+_REVISION_ETAG = Header(
+    "The job's revision, quoted (`If-Match` takes it).",
+    {"type": "string", "pattern": '^"[0-9]+"$'},
+)
+_FILE_ETAG = Header(
+    "The file's hash, quoted (`If-None-Match` takes it).",
+    {"type": "string", "pattern": '^"[0-9a-f]{32}"$'},
+)
 
 
 def _action(
@@ -134,7 +167,13 @@ ROUTE_DOCS: dict[RouteKey, RouteDoc] = {
             503: json_reply(
                 "Starting or stopping, or the store cannot write (`storage_failing`).",
                 ProbeStatus,
-                {"Retry-After": "With `storage_failing`: seconds to wait before asking again."},
+                {
+                    "Retry-After": Header(
+                        "With `storage_failing`: seconds to wait before asking again.",
+                        RETRY_AFTER.schema,
+                        required=False,
+                    )
+                },
             ),
         },
     ),
@@ -191,16 +230,25 @@ ROUTE_DOCS: dict[RouteKey, RouteDoc] = {
         summary="Dashboard (redirect)",
         tag="dashboard",
         auth=Auth.OPEN,
-        replies={302: Reply("Redirects to `/ui/`.", headers={"Location": "`/ui/`"})},
+        replies={
+            302: Reply(
+                "Redirects to `/ui/`.",
+                headers={"Location": Header("`/ui/`", {"type": "string", "const": "/ui/"})},
+            )
+        },
     ),
     ("GET", "/ui/"): RouteDoc(
         summary="Dashboard page",
         tag="dashboard",
         auth=Auth.OPEN,
-        description="The page asks for the admin token and calls the `/v1` API with it.",
+        description="The page asks for a token and calls the `/v1` API with it.",
         replies={
-            200: Reply("An HTML page.", (Media("text/html", schema={"type": "string"}),)),
-            304: Reply("Unchanged (`If-None-Match`)."),
+            200: Reply(
+                "An HTML page.",
+                (Media("text/html", schema={"type": "string"}),),
+                {"ETag": _FILE_ETAG},
+            ),
+            304: Reply("Unchanged (`If-None-Match`).", headers={"ETag": _FILE_ETAG}),
         },
     ),
     ("GET", "/ui/{path}"): RouteDoc(
@@ -215,9 +263,11 @@ ROUTE_DOCS: dict[RouteKey, RouteDoc] = {
                     Media("text/javascript", schema={"type": "string"}),
                     Media("text/css", schema={"type": "string"}),
                     Media("image/svg+xml", schema={"type": "string"}),
+                    Media("text/html", schema={"type": "string"}),
                 ),
+                {"ETag": _FILE_ETAG},
             ),
-            304: Reply("Unchanged (`If-None-Match`)."),
+            304: Reply("Unchanged (`If-None-Match`).", headers={"ETag": _FILE_ETAG}),
         },
     ),
     # --- jobs ---------------------------------------------------------------------------
@@ -229,14 +279,19 @@ ROUTE_DOCS: dict[RouteKey, RouteDoc] = {
         'write conditional; `"0"` means only if the job does not exist.',
         params=(
             _JOB,
-            Param("If-Match", "header", 'The revision the write expects, e.g. `"3"`.'),
+            Param(
+                "If-Match",
+                "header",
+                'The revision the write expects, e.g. `"3"` (also `W/"3"` or `3`).',
+                {"type": "string", "pattern": IF_MATCH_PATTERN},
+            ),
         ),
         body=JobSpec,
         replies={
             200: json_reply("Updated, or unchanged.", SubmitResult),
             201: json_reply("Created.", SubmitResult),
         },
-        errors=(412, 503),
+        errors=(409, 412, 503),  # 409: changed concurrently
     ),
     ("GET", "/v1/jobs"): RouteDoc(
         summary="List jobs",
@@ -249,7 +304,7 @@ ROUTE_DOCS: dict[RouteKey, RouteDoc] = {
         tag="jobs",
         description="Its summary and its current spec with every default filled in.",
         params=(_JOB,),
-        replies={200: json_reply("The job.", JobDetail, {"ETag": "The job's revision, quoted."})},
+        replies={200: json_reply("The job.", JobDetail, {"ETag": _REVISION_ETAG})},
     ),
     ("GET", "/v1/jobs/{name}/status"): RouteDoc(
         summary="Job status (blocking query)",
@@ -271,12 +326,15 @@ ROUTE_DOCS: dict[RouteKey, RouteDoc] = {
                 "The status.",
                 JobStatus,
                 {
-                    "ETag": "The revision, quoted.",
-                    "X-Fleetwave-Index": "The revision: pass it as `?index=` to wait for a change.",
+                    "ETag": _REVISION_ETAG,
+                    "X-Fleetwave-Index": Header(
+                        "The revision: pass it as `?index=` to wait for a change.",
+                        {"type": "string", "pattern": "^[0-9]+$"},
+                    ),
                 },
             ),
             304: Reply(
-                "The revision in `If-None-Match` is current.", headers={"ETag": "The revision."}
+                "The revision in `If-None-Match` is current.", headers={"ETag": _REVISION_ETAG}
             ),
         },
     ),
@@ -291,7 +349,7 @@ ROUTE_DOCS: dict[RouteKey, RouteDoc] = {
         tag="jobs",
         params=(
             _JOB,
-            Param("version", "path", "The version number.", {"type": "integer", "minimum": 1}),
+            Param("version", "path", "The version number.", _PLAIN_INT | {"minimum": 1}),
         ),
         replies={200: json_reply("The version's spec.", JobVersion)},
         errors=(400,),
@@ -366,7 +424,7 @@ ROUTE_DOCS: dict[RouteKey, RouteDoc] = {
                 "query",
                 "Replay stored events with an id above this first (default: 0 for a page, "
                 "only new events for a stream).",
-                {"type": "integer", "minimum": 0},
+                _PLAIN_INT,
             ),
             Param(
                 "limit",
@@ -374,7 +432,12 @@ ROUTE_DOCS: dict[RouteKey, RouteDoc] = {
                 "Page size for `Accept: application/json` (default 100).",
                 {"type": "integer", "minimum": 1, "maximum": 1000},
             ),
-            Param("Last-Event-ID", "header", "Resume a stream after this id (overrides `after`)."),
+            Param(
+                "Last-Event-ID",
+                "header",
+                "Resume after this id (overrides `after`, for a page too).",
+                {"type": "string", "pattern": "^[0-9]{1,18}$"},
+            ),
         ),
         replies={
             200: Reply(
@@ -471,6 +534,7 @@ ROUTE_DOCS: dict[RouteKey, RouteDoc] = {
         tag="tokens",
         description="Who am I: the token this request was made with (any operator token).",
         replies={200: json_reply("The token.", Token)},
+        errors=(404,),  # revoked and purged between authentication and the answer
     ),
     ("DELETE", "/v1/tokens/{id}"): RouteDoc(
         summary="Revoke a token",
@@ -491,15 +555,25 @@ ROUTE_DOCS: dict[RouteKey, RouteDoc] = {
         "or node, status, request id (also the answer's `X-Request-Id`). Never a secret. Kept "
         "for `audit_retention` and at most `audit_max_rows` entries.",
         params=(
-            Param("after", "query", "Entries after this id.", {"type": "integer", "minimum": 0}),
+            Param("after", "query", "Entries after this id.", _PLAIN_INT),
             Param(
                 "limit",
                 "query",
                 "At most this many (default 100).",
                 {"type": "integer", "minimum": 1, "maximum": 1000},
             ),
-            Param("job", "query", "Only entries about this job.", _JOB.schema),
-            Param("token", "query", "Only entries of this token (its name or id)."),
+            Param(
+                "job",
+                "query",
+                "Only entries about this job (empty: every job).",
+                {"type": "string", "pattern": f"^(?:{NAME_PATTERN[1:-1]})?$"},
+            ),
+            Param(
+                "token",
+                "query",
+                "Only entries of this token, its name or id (empty: every token).",
+                {"type": "string", "pattern": f"^(?:{TOKEN_NAME_PATTERN[1:-1]}|{_UUID})?$"},
+            ),
         ),
         replies={200: json_reply("A page of entries.", AuditPage)},
     ),

@@ -6,12 +6,12 @@ import asyncio
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from coordinator.access import Principal
 from coordinator.audit import AuditLog
@@ -30,6 +30,7 @@ from shared.errors import (
     RequestTimeout,
     ValidationFailed,
 )
+from shared.spec import field_errors
 
 
 @dataclass
@@ -95,6 +96,10 @@ def caller_node(request: web.Request) -> NodeRecord:
 PLAIN_INT = re.compile(r"[0-9]{1,18}")
 """A plain non-negative integer in ASCII digits: no sign, no spaces, no other scripts' digits
 (Python's int() takes '²' and '٣'), at most 18 digits (within 64 bits)."""
+MAX_PLAIN_INT = 10**18 - 1
+"""The largest plain integer: the OpenAPI document gives it as each such parameter's maximum."""
+IF_MATCH_PATTERN = r'^(?:(?:W/)?"[0-9]{1,18}"|[0-9]{1,18})$'
+"""A job revision as ``If-Match`` may give it: ``"3"``, weak ``W/"3"`` or a bare ``3``."""
 
 
 def plain_int(text: str) -> int | None:
@@ -103,7 +108,7 @@ def plain_int(text: str) -> int | None:
 
 
 def int_query(
-    request: web.Request, name: str, *, default: int, low: int = 0, high: int = 2**62
+    request: web.Request, name: str, *, default: int, low: int = 0, high: int = MAX_PLAIN_INT
 ) -> int:
     """The query parameter ``name`` as an integer in [low, high]; 400 naming it otherwise."""
     raw = request.query.get(name)
@@ -188,7 +193,7 @@ def decode_json(body: bytes) -> Any:
     """``body`` parsed as JSON; 400 naming the problem (line and column) when malformed,
     or when nested deeper than MAX_JSON_DEPTH levels."""
     try:
-        value = json.loads(body)
+        value = json.loads(body, parse_float=_json_float)
     except RecursionError:
         raise _too_deep() from None
     except UnicodeDecodeError:
@@ -198,9 +203,18 @@ def decode_json(body: bytes) -> Any:
             f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}",
             {"line": exc.lineno, "column": exc.colno},
         ) from None
+    except ValueError:  # int(): more than sys.get_int_max_str_digits() digits
+        raise BadRequest("request body has a number with too many digits") from None
     if json_depth(value) > MAX_JSON_DEPTH:
         raise _too_deep()
     return value
+
+
+def _json_float(text: str) -> int | float:
+    """A JSON number with a fraction or exponent; an int when it is a whole one, since JSON
+    (and JSON Schema: ``5.0`` is an ``integer``) does not tell 5.0 from 5, and the models do."""
+    value = float(text)
+    return int(value) if value.is_integer() else value
 
 
 def _too_deep() -> BadRequest:
@@ -248,14 +262,13 @@ async def optional_body(request: web.Request) -> dict[str, Any]:
     return body
 
 
-def bool_field(body: dict[str, Any], key: str, default: bool) -> bool:
-    value = body.get(key, default)
-    if not isinstance(value, bool):
-        raise ValidationFailed([FieldError(field=key, message="must be true or false")])
-    return value
+Model = TypeVar("Model", bound=BaseModel)
 
 
-def only_fields(body: dict[str, Any], *allowed: str) -> None:
-    unknown = sorted(set(body) - set(allowed))
-    if unknown:
-        raise ValidationFailed([FieldError(field=k, message="unknown field") for k in unknown])
+async def optional_model(request: web.Request, model: type[Model]) -> Model:
+    """The body (none: ``{}``) as ``model``, the one the OpenAPI document shows; 400 naming
+    every bad field otherwise."""
+    try:
+        return model.model_validate(await optional_body(request))
+    except ValidationError as exc:
+        raise ValidationFailed(field_errors(exc)) from None

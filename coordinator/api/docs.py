@@ -14,8 +14,9 @@ from typing import Any
 
 from aiohttp import hdrs, web
 
+from coordinator.access import ROLE_RIGHTS, RULES
 from coordinator.api.catalog import ROUTE_DOCS, TAGS
-from coordinator.openapi import LiveRoute, build_openapi
+from coordinator.openapi import Access, LiveRoute, build_openapi
 from shared.errors import NotFound
 
 routes = web.RouteTableDef()
@@ -53,9 +54,17 @@ def _version() -> str:
         return "0.0.0"
 
 
+ACCESS = Access(
+    rights={key: rule.right.value for key, rule in RULES.items()},
+    roles={role.value: sorted(r.value for r in rights) for role, rights in ROLE_RIGHTS.items()},
+    scoped=frozenset(rule.right.value for rule in RULES.values() if rule.job_param),
+)
+"""coordinator/access.py as the document states it."""
+
+
 @functools.lru_cache(maxsize=4)
 def _document_text(live: tuple[LiveRoute, ...]) -> str:
-    return json.dumps(build_openapi(live, ROUTE_DOCS, TAGS, _version()), indent=1)
+    return json.dumps(build_openapi(live, ROUTE_DOCS, TAGS, _version(), ACCESS), indent=1)
 
 
 def openapi_document(app: web.Application) -> dict[str, Any]:

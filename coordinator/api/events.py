@@ -13,14 +13,22 @@ import json
 
 from aiohttp import web
 
-from coordinator.api.deps import PRINCIPAL, Deps, deps, plain_int, principal_valid, respond
+from coordinator.api.deps import (
+    MAX_PLAIN_INT,
+    PRINCIPAL,
+    Deps,
+    deps,
+    plain_int,
+    principal_valid,
+    respond,
+)
 from coordinator.store.records import Event
 from coordinator.watch import FEED
 from shared.errors import FieldError, ValidationFailed
 
 routes = web.RouteTableDef()
 
-MAX_EVENT_ID = 2**63 - 1  # SQLite's integer range
+MAX_EVENT_ID = MAX_PLAIN_INT  # within SQLite's integer range
 KEEPALIVE_SECONDS = 15.0
 BATCH = 500  # events read per wake-up; a long backlog is streamed in batches
 
@@ -31,17 +39,19 @@ def _wants_json(request: web.Request) -> bool:
 
 
 def _event_id(request: web.Request) -> int | None:
-    """Where to resume: ``Last-Event-ID`` wins over ``?after``; None means "from now"."""
-    raw = request.headers.get("Last-Event-ID")
-    field = "Last-Event-ID"
-    if raw is None:
-        raw, field = request.query.get("after"), "after"
-    if raw is None:
-        return None
-    value = _event_id_value(raw.strip())
-    if value is None:
-        raise ValidationFailed([FieldError(field=field, message=EVENT_ID_RULE)])
-    return value
+    """Where to resume: ``Last-Event-ID`` wins over ``?after``; None means "from now".
+    Both are checked when both are given: a bad one is a 400 even where the other wins."""
+    given = {
+        "Last-Event-ID": request.headers.get("Last-Event-ID"),
+        "after": request.query.get("after"),
+    }
+    values = {field: _event_id_value(raw) for field, raw in given.items() if raw is not None}
+    bad = [
+        FieldError(field=field, message=EVENT_ID_RULE) for field, v in values.items() if v is None
+    ]
+    if bad:
+        raise ValidationFailed(bad)
+    return next(iter(values.values()), None)
 
 
 EVENT_ID_RULE = f"must be an integer from 0 to {MAX_EVENT_ID}"
@@ -112,13 +122,15 @@ def _dump(event: Event) -> object:
 async def _events_page(request: web.Request) -> web.Response:
     d = deps(request)
     errors = []
-    after = _event_id_value(request.query.get("after", "0"))
+    try:
+        after = _event_id(request) or 0  # Last-Event-ID, as for a stream, else ?after=
+    except ValidationFailed as exc:
+        errors.extend(exc.errors)
+        after = 0
     limit = plain_int(request.query.get("limit", "100"))
-    if after is None:
-        errors.append(FieldError(field="after", message=EVENT_ID_RULE))
     if limit is None or not 1 <= limit <= 1000:
         errors.append(FieldError(field="limit", message="must be an integer from 1 to 1000"))
-    if errors or after is None or limit is None:
+    if errors or limit is None:
         raise ValidationFailed(errors)
     job = request.query.get("job") or None
     events = await d.store.list_events(job=job, after=after, limit=limit)

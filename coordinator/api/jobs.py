@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import functools
+import re
 from typing import Any
 
 from aiohttp import web
 
 from coordinator.api.deps import (
+    IF_MATCH_PATTERN,
     PRINCIPAL,
     acting_token,
     deps,
@@ -41,13 +43,12 @@ def _if_match(request: web.Request) -> int | None:
     raw = request.headers.get("If-Match")
     if raw is None:
         return None
-    revision = plain_int(raw.strip().removeprefix("W/").strip('"'))
-    if revision is None:
+    if re.fullmatch(IF_MATCH_PATTERN, raw) is None:
         raise BadRequest(
             f"If-Match must be a job revision in quotes, e.g. '\"3\"', not {raw[:40]!r}",
             {"header": "If-Match"},
         )
-    return revision
+    return int(raw.removeprefix("W/").strip('"'))
 
 
 @functools.lru_cache(maxsize=64)

@@ -4,19 +4,12 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from coordinator.api.deps import (
-    Deps,
-    acting_token,
-    bool_field,
-    deps,
-    only_fields,
-    optional_body,
-    respond,
-)
+from coordinator.api.deps import Deps, acting_token, deps, optional_model, respond
+from coordinator.api.schemas import DrainRequest, EligibilityRequest
 from coordinator.engine.driver import node_key
 from coordinator.store.records import Event, NodeRecord
-from shared.errors import Conflict, FieldError, NotFound, ValidationFailed
-from shared.nodes import Eligibility, Node, NodeStatus
+from shared.errors import Conflict, NotFound
+from shared.nodes import Node, NodeStatus
 
 routes = web.RouteTableDef()
 
@@ -51,9 +44,7 @@ async def handle_drain(request: web.Request) -> web.Response:
     """Drain a node (``{"enable": true}``, the default): its jobs stop and it gets no new ones."""
     d = deps(request)
     node = await _find(request)
-    body = await optional_body(request)
-    only_fields(body, "enable")
-    enable = bool_field(body, "enable", True)
+    enable = (await optional_model(request, DrainRequest)).enable
     await d.store.set_node_scheduling(node.id, drain=enable)
     d.driver.kick()  # committed: the engine reacts even if the event below cannot be written
     await d.store.append_events(
@@ -79,14 +70,7 @@ async def handle_eligibility(request: web.Request) -> web.Response:
     """Mark a node ``eligible`` or ``ineligible`` (keeps running what it has, gets nothing new)."""
     d = deps(request)
     node = await _find(request)
-    body = await optional_body(request)
-    only_fields(body, "eligibility")
-    raw = body.get("eligibility")
-    if raw not in {e.value for e in Eligibility}:
-        raise ValidationFailed(
-            [FieldError(field="eligibility", message="must be 'eligible' or 'ineligible'")]
-        )
-    eligibility = Eligibility(raw)
+    eligibility = (await optional_model(request, EligibilityRequest)).eligibility
     await d.store.set_node_scheduling(node.id, eligibility=eligibility)
     d.driver.kick()  # committed: the engine reacts even if the event below cannot be written
     await d.store.append_events(

@@ -6,16 +6,9 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from coordinator.api.deps import (
-    acting_token,
-    bool_field,
-    deps,
-    only_fields,
-    optional_body,
-    read_json,
-    respond,
-)
+from coordinator.api.deps import acting_token, deps, optional_model, read_json, respond
 from coordinator.api.jobs import load_job
+from coordinator.api.schemas import PromoteRequest, RollbackRequest
 from coordinator.engine import actions
 from coordinator.engine.driver import job_key
 from coordinator.engine.preview import plan_preview, rollout_view
@@ -71,9 +64,7 @@ async def handle_resume(request: web.Request) -> web.Response:
 
 @routes.post("/v1/jobs/{name}/rollout/promote")
 async def handle_promote(request: web.Request) -> web.Response:
-    body = await optional_body(request)
-    only_fields(body, "full")
-    full = bool_field(body, "full", False)
+    full = (await optional_model(request, PromoteRequest)).full
     now = deps(request).clock.now()
     return await act(request, lambda job: actions.promote(job, now, full=full))
 
@@ -92,15 +83,7 @@ async def handle_retry(request: web.Request) -> web.Response:
 
 @routes.post("/v1/jobs/{name}/rollback")
 async def handle_rollback(request: web.Request) -> web.Response:
-    body = await optional_body(request)
-    only_fields(body, "to_version")
-    to_version = body.get("to_version")
-    if to_version is not None and (
-        not isinstance(to_version, int) or isinstance(to_version, bool) or to_version < 1
-    ):
-        raise ValidationFailed(
-            [FieldError(field="to_version", message="must be a positive integer")]
-        )
+    to_version = (await optional_model(request, RollbackRequest)).to_version
     now = deps(request).clock.now()
     return await act(request, lambda job: actions.rollback(job, now, to_version))
 

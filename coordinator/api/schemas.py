@@ -23,6 +23,12 @@ class _Body(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class _Request(_Body):
+    """A request body: handlers validate with it, so it is exactly what the document says."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+
 class ProbeStatus(_Body):
     """Liveness or readiness: ``ok``, ``ready``, ``starting`` or ``storage_failing``."""
 
@@ -102,11 +108,11 @@ class ActionResult(_Body):
     status: JobStatus
 
 
-class PromoteRequest(_Body):
+class PromoteRequest(_Request):
     full: bool = Field(default=False, description="skip the remaining wave gates too")
 
 
-class RollbackRequest(_Body):
+class RollbackRequest(_Request):
     to_version: int | None = Field(
         default=None, ge=1, description="the version to return to (default: the stable one)"
     )
@@ -224,12 +230,12 @@ class NodeDetail(Node):
     assignments: list[NodeAssignment]
 
 
-class DrainRequest(_Body):
+class DrainRequest(_Request):
     enable: bool = Field(default=True, description="false ends the drain")
 
 
-class EligibilityRequest(_Body):
-    eligibility: Eligibility
+class EligibilityRequest(_Request):
+    eligibility: Eligibility = Field(strict=False)
 
 
 class TokenList(BaseModel):

@@ -102,7 +102,9 @@ async def handle_token_self(request: web.Request) -> web.Response:
     return respond(record.to_api())
 
 
-@routes.delete("/v1/tokens/{id}")
+# Never "self": that is the calling token's resource, GET only (so a DELETE there is a 405,
+# and its Allow header names GET alone). No token may be named "self" (TokenRequest).
+@routes.delete("/v1/tokens/{id:(?!self$)[^{}/]+}")
 async def handle_revoke_token(request: web.Request) -> web.Response:
     d = deps(request)
     key = request.match_info["id"]

@@ -13,7 +13,7 @@ from coordinator.engine.planner import start_rollback, start_rollout
 from coordinator.engine.targets import select_targets
 from coordinator.store.records import Event, Gate, JobRecord, NodeRecord, Phase, RolloutState
 from shared.clock import ZERO_TIME
-from shared.errors import Conflict, FieldError, ValidationFailed
+from shared.errors import Conflict
 from shared.status import JobState, JobStateType, RolloutType
 
 ActionResult = tuple[JobRecord, list[Event]]
@@ -206,13 +206,11 @@ def rollback(job: JobRecord, now: datetime, to_version: int | None) -> ActionRes
             )
         to_version = earlier[-1]
     if not 1 <= to_version <= job.status.version:
-        raise ValidationFailed(
-            [
-                FieldError(
-                    field="to_version",
-                    message=f"must be a version of the job, 1..{job.status.version}",
-                )
-            ]
+        # A well-formed request the job's versions (so far) cannot satisfy: a conflict.
+        raise Conflict(
+            f"job {job.name!r} has no version {to_version}; its versions are"
+            f" 1..{job.status.version}",
+            {"to_version": to_version, "latest": job.status.version},
         )
     if to_version == current and not rs.is_active() and rs.phase == Phase.DONE:
         raise Conflict(f"the fleet already runs version {to_version}", {"version": to_version})

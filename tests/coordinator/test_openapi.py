@@ -12,9 +12,11 @@ from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate as validate_openapi
 from pydantic import BaseModel
 
+from coordinator.access import ROLE_RIGHTS, RULES, Right
 from coordinator.api.catalog import ROUTE_DOCS, TAGS
 from coordinator.api.docs import ASSETS, live_routes, openapi_document
 from coordinator.openapi import (
+    Auth,
     LiveRoute,
     Media,
     Param,
@@ -26,6 +28,7 @@ from coordinator.openapi import (
     unrouted,
 )
 from shared.spec import JobSpec
+from shared.tokens import Role
 from tests.coordinator.conftest import ADMIN, JOIN, Harness, web_spec
 
 URL = re.compile(r"https?://", re.IGNORECASE)
@@ -115,19 +118,49 @@ class TestRoutesAndDocument:
         validate_openapi(document)
 
     async def test_open_endpoints_declare_no_security(self, harness: Harness) -> None:
-        """Open endpoints say ``security: []``; every /v1 endpoint but register needs a token."""
+        """Open endpoints say ``security: []``; every /v1 endpoint but register needs a token,
+        an operator token for operator endpoints and a node token for the agent's."""
         document = await fetch_document(harness)
         for path, item in document["paths"].items():
             for method, operation in item.items():
                 is_open = not path.startswith("/v1/") or path == "/v1/agent/register"
                 if is_open:
                     assert operation["security"] == [], (method, path)
-                else:
-                    assert operation["security"] in (
-                        [{"adminToken": []}],
-                        [{"nodeToken": []}],
-                    ), (method, path)
-                    assert {"401", "403"} <= operation["responses"].keys(), (method, path)
+                    continue
+                scheme = "nodeToken" if path.startswith("/v1/agent/") else "operatorToken"
+                assert operation["security"] == [{scheme: []}], (method, path)
+                assert {"401", "403", "503"} <= operation["responses"].keys(), (method, path)
+
+    async def test_every_operation_names_the_right_access_py_checks(self, harness: Harness) -> None:
+        """``x-fleetwave-right`` is the route's rule in coordinator/access.py; the description
+        names it and the roles that have it, and the catalog's auth agrees with the rule."""
+        document = await fetch_document(harness)
+        auth_of = {
+            Right.OPEN: Auth.OPEN,
+            Right.REGISTER: Auth.JOIN,
+            Right.AGENT: Auth.NODE,
+        }
+        for path, item in document["paths"].items():
+            for method, operation in item.items():
+                rule = RULES[(method.upper(), path)]
+                assert operation["x-fleetwave-right"] == rule.right.value, (method, path)
+                doc = ROUTE_DOCS[(method.upper(), path)]
+                assert doc.auth == auth_of.get(rule.right, Auth.OPERATOR), (method, path)
+                if doc.auth == Auth.OPERATOR:
+                    text = operation["description"]
+                    assert f"**Right:** `{rule.right.value}`" in text, (method, path)
+                    least = next(r for r in Role if rule.right in ROLE_RIGHTS[r])
+                    assert least.value in text, (method, path)
+
+    async def test_operator_token_scheme_lists_every_role(self, harness: Harness) -> None:
+        """The operatorToken scheme says which rights each role has (DESIGN §11)."""
+        document = await fetch_document(harness)
+        schemes = document["components"]["securitySchemes"]
+        assert set(schemes) == {"operatorToken", "nodeToken"}
+        text = schemes["operatorToken"]["description"]
+        for role, rights in ROLE_RIGHTS.items():
+            line = next(line for line in text.splitlines() if line.startswith(f"- `{role}`"))
+            assert all(f"`{right.value}`" in line for right in rights), line
 
     async def test_document_needs_no_token(self, harness: Harness) -> None:
         """/openapi.json answers without an Authorization header."""
@@ -342,7 +375,8 @@ class TestBuildOpenapi:
         validate_openapi(document)
 
     def test_implied_error_responses(self) -> None:
-        """A body implies 400/413, a path parameter 404, a token 401/403."""
+        """A body implies 400/408/413, a path parameter 404, a token 401/403/503 (a refusal is
+        audited before the answer)."""
         routes = [LiveRoute("POST", "/v1/x/{id}", "handle_x")]
         docs = {
             ("POST", "/v1/x/{id}"): RouteDoc(
@@ -355,7 +389,17 @@ class TestBuildOpenapi:
             )
         }
         operation = build_openapi(routes, docs, {"t": "T"}, "1")["paths"]["/v1/x/{id}"]["post"]
-        assert set(operation["responses"]) == {"200", "400", "401", "403", "404", "409", "413"}
+        assert set(operation["responses"]) == {
+            "200",
+            "400",
+            "401",
+            "403",
+            "404",
+            "408",
+            "409",
+            "413",
+            "503",
+        }
         assert operation["responses"]["404"] == {"$ref": "#/components/responses/NotFound"}
         assert operation["requestBody"]["content"]["application/json"]["schema"] == {
             "$ref": "#/components/schemas/JobSpec"

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 import pytest
 from pydantic import ValidationError
 
 from shared.nodes import DATA_DIR_UNWRITABLE, MAX_CONDITION_MESSAGE, NodeCondition, clean_text
+from shared.status import RFC3339_PATTERN
 
 SINCE = "2026-12-01T10:00:00Z"
 
@@ -54,7 +56,33 @@ class TestNodeCondition:
         with pytest.raises(ValidationError):
             NodeCondition.model_validate(body)
 
-    def test_naive_time_is_utc(self) -> None:
-        """A time without a zone is taken as UTC."""
-        condition = NodeCondition.model_validate({"type": "t", "since": "2026-12-01T10:00:00"})
+    def test_time_with_an_offset_is_utc(self) -> None:
+        """An RFC 3339 time in another zone is read as the same instant in UTC."""
+        condition = NodeCondition.model_validate(
+            {"type": "t", "since": "2026-12-01t12:00:00+02:00"}
+        )
         assert condition.since == datetime(2026, 12, 1, 10, tzinfo=UTC)
+        assert condition.model_dump(mode="json")["since"] == "2026-12-01T10:00:00Z"
+
+    @pytest.mark.parametrize(
+        "since",
+        [
+            "2026-12-01T10:00:00",  # no offset: RFC 3339 needs one, as the OpenAPI document says
+            "2026-12-01 10:00:00Z",
+            "2026-12-01",
+            "1764583200",
+            1764583200,
+            "2026-02-30T10:00:00Z",
+            "2026-12-31T23:59:60Z",  # a leap second: no datetime holds it
+            "9999-12-31T23:59:59-01:00",  # past year 9999 in UTC
+            "0001-01-01T00:00:00+01:00",  # before year 1 in UTC
+            "\uff12026-12-01T10:00:00Z",  # a fullwidth digit
+        ],
+    )
+    def test_only_rfc3339_times_that_fit_a_datetime(self, since: object) -> None:
+        """``since`` is exactly what RFC3339_PATTERN (the document's pattern) and a real
+        date allow: no numbers, no naive or spaced times, nothing outside datetime's range."""
+        with pytest.raises(ValidationError):
+            NodeCondition.model_validate({"type": "t", "since": since})
+        if isinstance(since, str) and since[:1].isascii():
+            assert re.fullmatch(RFC3339_PATTERN, since) is None or "-02-30" in since
