@@ -47,22 +47,10 @@ async def handle_drain(request: web.Request) -> web.Response:
     enable = (await optional_model(request, DrainRequest)).enable
     await d.store.set_node_scheduling(node.id, drain=enable)
     d.driver.kick()  # committed: the engine reacts even if the event below cannot be written
-    await d.store.append_events(
-        [
-            Event(
-                time=d.clock.now(),
-                node=node.id,
-                kind="node_drain",
-                old=str(node.drain).lower(),
-                new=str(enable).lower(),
-                reason="operator",
-                by=acting_token(request),
-            )
-        ]
+    await node_event(
+        request, node.id, "node_drain", old=str(node.drain).lower(), new=str(enable).lower()
     )
-    updated = await d.store.get_node(node.id)
-    assert updated is not None
-    return respond(updated.to_api())
+    return respond(await _current(d, node.id))
 
 
 @routes.post("/v1/nodes/{node}/eligibility")
@@ -73,22 +61,10 @@ async def handle_eligibility(request: web.Request) -> web.Response:
     eligibility = (await optional_model(request, EligibilityRequest)).eligibility
     await d.store.set_node_scheduling(node.id, eligibility=eligibility)
     d.driver.kick()  # committed: the engine reacts even if the event below cannot be written
-    await d.store.append_events(
-        [
-            Event(
-                time=d.clock.now(),
-                node=node.id,
-                kind="node_eligibility",
-                old=node.eligibility.value,
-                new=eligibility.value,
-                reason="operator",
-                by=acting_token(request),
-            )
-        ]
+    await node_event(
+        request, node.id, "node_eligibility", old=node.eligibility.value, new=eligibility.value
     )
-    updated = await d.store.get_node(node.id)
-    assert updated is not None
-    return respond(updated.to_api())
+    return respond(await _current(d, node.id))
 
 
 @routes.post("/v1/nodes/{node}/approve")
@@ -105,18 +81,8 @@ async def handle_approve(request: web.Request) -> web.Response:
     if not node.approved:
         await d.store.approve_node(node.id)
         d.driver.kick()  # committed: the engine may target it now
-        await d.store.append_events(
-            [
-                Event(
-                    time=d.clock.now(),
-                    node=node.id,
-                    kind="node_approved",
-                    old=NodeStatus.PENDING.value,
-                    new=node.status.value,
-                    reason="operator",
-                    by=acting_token(request),
-                )
-            ]
+        await node_event(
+            request, node.id, "node_approved", old=NodeStatus.PENDING.value, new=node.status.value
         )
     return respond(await _current(d, node.id))
 
@@ -130,18 +96,12 @@ async def handle_revoke(request: web.Request) -> web.Response:
         await d.store.revoke_node(node.id, d.clock.now())
         d.watches.bump(node_key(node.id))  # its blocking query returns the refusal now
         d.driver.kick()  # its jobs' rollouts treat it as gone
-        await d.store.append_events(
-            [
-                Event(
-                    time=d.clock.now(),
-                    node=node.id,
-                    kind="node_revoked",
-                    old=node.api_status.value,
-                    new=NodeStatus.REVOKED.value,
-                    reason="operator",
-                    by=acting_token(request),
-                )
-            ]
+        await node_event(
+            request,
+            node.id,
+            "node_revoked",
+            old=node.api_status.value,
+            new=NodeStatus.REVOKED.value,
         )
     return respond(await _current(d, node.id))
 
@@ -161,20 +121,23 @@ async def handle_purge(request: web.Request) -> web.Response:
     await d.store.purge_node(node.id)
     d.watches.bump(node_key(node.id))
     d.driver.kick()
-    await d.store.append_events(
-        [
-            Event(
-                time=d.clock.now(),
-                node=node.id,
-                kind="node_purged",
-                old=status.value,
-                new=node.name,
-                reason="operator",
-                by=acting_token(request),
-            )
-        ]
-    )
+    await node_event(request, node.id, "node_purged", old=status.value, new=node.name)
     return web.Response(status=204)
+
+
+async def node_event(request: web.Request, node_id: str, kind: str, *, old: str, new: str) -> None:
+    """Record an operator's change of a node, naming the acting token (``by``)."""
+    d = deps(request)
+    event = Event(
+        time=d.clock.now(),
+        node=node_id,
+        kind=kind,
+        old=old,
+        new=new,
+        reason="operator",
+        by=acting_token(request),
+    )
+    await d.store.append_events([event])
 
 
 async def _current(d: Deps, node_id: str) -> Node:
