@@ -236,23 +236,13 @@ class AuditOutcome(_Record):
     node: str = ""
 
 
-class TokenRecord(_Record):
-    """A managed token; only the hash of its secret is kept."""
+class TokenRecord(Token):
+    """A managed token as stored: the API's view plus the hash of its secret (never the
+    secret itself)."""
 
-    id: str
-    secret_hash: str
-    name: str
-    kind: TokenKind
-    role: Role | None = None
-    jobs: list[str] = Field(default_factory=list)
-    labels: dict[str, str] = Field(default_factory=dict)
-    approval: Approval | None = None
-    max_uses: int | None = None
-    uses: int = 0
-    created_at: Timestamp
-    created_by: str = ""
-    expires_at: Timestamp | None = None
-    revoked_at: Timestamp | None = None
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    secret_hash: str = Field(repr=False)
 
     def to_api(self) -> Token:
         return Token.model_validate(self.model_dump(exclude={"secret_hash"}))
