@@ -551,16 +551,26 @@ ROUTE_DOCS: dict[RouteKey, RouteDoc] = {
         tag="audit",
         description="Every operator request that changes something (recorded before it runs; "
         "`status` 0 means its answer could not be recorded) and every refused request (401, "
-        "403), oldest first: time, token id and name, role, remote address, method, path, job "
-        "or node, status, request id (also the answer's `X-Request-Id`). Never a secret. Kept "
-        "for `audit_retention` and at most `audit_max_rows` entries.",
+        "403): time, token id and name, role, remote address, method, path, job or node, "
+        "status, request id (also the answer's `X-Request-Id`). Never a secret. Kept for "
+        "`audit_retention` and at most `audit_max_rows` entries. A page holds the oldest "
+        "`limit` entries between `after` and `before`, oldest first, or with `order=desc` the "
+        "newest, newest first: page forwards with `after=<last_id>`, or back from the newest "
+        "with `order=desc&before=<last_id>`.",
         params=(
-            Param("after", "query", "Entries after this id.", _PLAIN_INT),
+            Param("after", "query", "Only entries after this id.", _PLAIN_INT),
+            Param("before", "query", "Only entries before this id.", _PLAIN_INT),
             Param(
                 "limit",
                 "query",
                 "At most this many (default 100).",
                 {"type": "integer", "minimum": 1, "maximum": 1000},
+            ),
+            Param(
+                "order",
+                "query",
+                "`asc`: the oldest entries, oldest first; `desc`: the newest, newest first.",
+                {"type": "string", "enum": ["asc", "desc"], "default": "asc"},
             ),
             Param(
                 "job",

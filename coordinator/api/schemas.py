@@ -244,4 +244,7 @@ class TokenList(BaseModel):
 
 class AuditPage(BaseModel):
     entries: list[AuditEntry]
-    last_id: int = Field(description="pass as `after` for the next page")
+    last_id: int = Field(
+        description="the last entry's id (none: where the page started): pass it as `after` "
+        "for the next page, or with `order=desc` as `before` for the next, older one"
+    )

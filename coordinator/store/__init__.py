@@ -202,11 +202,15 @@ class Store(Protocol):
         self,
         *,
         after: int = 0,
+        before: int | None = None,
         limit: int = 100,
         job: str | None = None,
         token: str | None = None,
+        newest_first: bool = False,
     ) -> list[AuditEntry]:
-        """Entries after the id ``after``, oldest first; ``token`` matches a name or an id."""
+        """At most ``limit`` entries with ids between ``after`` and ``before`` (both excluded):
+        the oldest of them, oldest first, or with ``newest_first`` the newest, newest first.
+        ``token`` is a token's id when shaped like one, else its name."""
         ...
 
     async def prune_audit(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import sqlite3
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
@@ -38,7 +39,7 @@ from coordinator.store.records import (
 )
 from shared.clock import format_time
 from shared.errors import BadRequest, Conflict, StoreError, Unauthorized
-from shared.nodes import Eligibility, Load, NodeCondition, NodeStatus, Resources
+from shared.nodes import ID_SHAPE_PATTERN, Eligibility, Load, NodeCondition, NodeStatus, Resources
 from shared.protocol import ExecutionReport
 from shared.spec import JobSpec
 
@@ -958,23 +959,21 @@ class SqliteStore:
         self,
         *,
         after: int = 0,
+        before: int | None = None,
         limit: int = 100,
         job: str | None = None,
         token: str | None = None,
+        newest_first: bool = False,
     ) -> list[AuditEntry]:
-        where: list[str] = ["id > ?"]
-        params: list[object] = [after]
-        if job is not None:
-            where.append("job = ?")
-            params.append(job)
-        if token is not None:
-            where.append("(token_name = ? OR token_id = ?)")
-            params += [token, token]
-        rows = await self._rows(
-            f"SELECT * FROM audit WHERE {' AND '.join(where)} ORDER BY id LIMIT ?",  # noqa: S608
-            (*params, limit),
+        sql, params = audit_query(
+            after=after,
+            before=before,
+            limit=limit,
+            job=job,
+            token=token,
+            newest_first=newest_first,
         )
-        return [AuditEntry.model_validate(dict(r)) for r in rows]
+        return [AuditEntry.model_validate(dict(r)) for r in await self._rows(sql, params)]
 
     async def prune_audit(
         self, *, before: datetime, keep_rows: int, keep_anonymous: int | None = None
@@ -995,6 +994,47 @@ class SqliteStore:
                 "DELETE FROM audit WHERE id <= (SELECT MAX(id) FROM audit) - ?", (keep_rows,)
             )
             return removed + cur.rowcount
+
+
+def audit_query(
+    *,
+    after: int,
+    before: int | None,
+    limit: int,
+    job: str | None,
+    token: str | None,
+    newest_first: bool,
+) -> tuple[str, tuple[object, ...]]:
+    """The SELECT of one page of the audit log, and its parameters. SQLite walks the rowid,
+    audit_job (job, id) or audit_token (token_name, id) in id order, either way, and stops
+    after ``limit`` matching rows: no filter makes it read and sort all that match
+    (tests/coordinator/store/test_audit_query.py checks the plans)."""
+    where: list[str] = ["id > ?"]
+    params: list[object] = [after]
+    if before is not None:
+        where.append("id < ?")
+        params.append(before)
+    if job is not None:
+        where.append("job = ?")
+        params.append(job)
+    if token is not None:
+        # Not "token_name = ? OR token_id = ?": an OR, or token_id alone (audit_anonymous
+        # has the status before the id), makes SQLite read every entry of the token and sort
+        # them. Names never look like ids and the configured tokens' ids are their names, so
+        # a name is matched by name; an id by its token's name (one per id: a token or node
+        # keeps its name), which keeps the walk on audit_token, and then by id.
+        if re.fullmatch(ID_SHAPE_PATTERN, token) is None:
+            where.append("token_name = ?")
+            params.append(token)
+        else:
+            where.append(
+                "token_name = (SELECT token_name FROM audit WHERE token_id = ? LIMIT 1)"
+                " AND token_id = ?"
+            )
+            params += [token, token]
+    order = "DESC" if newest_first else "ASC"
+    sql = f"SELECT * FROM audit WHERE {' AND '.join(where)} ORDER BY id {order} LIMIT ?"  # noqa: S608
+    return sql, (*params, limit)
 
 
 async def _commit(conn: aiosqlite.Connection) -> None:

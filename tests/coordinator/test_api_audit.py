@@ -137,6 +137,103 @@ class TestRefused:
             assert resp.status == 400, query
 
 
+class TestPaging:
+    async def seed(self, harness: Harness, count: int) -> list[AuditEntry]:
+        """``count`` entries, every third about job api and by token oncall, the rest web/ci."""
+        entries = [
+            AuditEntry(
+                time=harness.clock.now(),
+                token_id="",
+                token_name="oncall" if i % 3 == 0 else "ci",
+                method="POST",
+                path=f"/v1/x/{i}",
+                job="api" if i % 3 == 0 else "web",
+                status=200,
+            )
+            for i in range(count)
+        ]
+        ids = await harness.store.write_audit(entries, [])
+        return [e.model_copy(update={"id": i}) for e, i in zip(entries, ids, strict=True)]
+
+    async def page(self, harness: Harness, **query: str) -> dict[str, Any]:
+        resp = await harness.client.get("/v1/audit", params=query, headers=harness.admin())
+        assert resp.status == 200, await resp.text()
+        body: dict[str, Any] = await resp.json()
+        return body
+
+    async def test_newest_first_with_the_smallest_id_as_last_id(self, harness: Harness) -> None:
+        """``order=desc`` answers the newest ``limit`` entries, newest first; ``last_id`` is
+        the smallest id in the page; the default order is still oldest first."""
+        log = await self.seed(harness, 12)
+        ids = [e.id for e in log]
+        newest = await self.page(harness, order="desc", limit="5")
+        assert [e["id"] for e in newest["entries"]] == ids[::-1][:5]
+        assert newest["last_id"] == ids[-5]
+        oldest = await self.page(harness, limit="5")
+        assert [e["id"] for e in oldest["entries"]] == ids[:5]
+        assert oldest["last_id"] == ids[4]
+        explicit = await self.page(harness, order="asc", limit="5")
+        assert explicit == oldest
+
+    async def test_before_pages_back_across_a_filter(self, harness: Harness) -> None:
+        """Passing each page's ``last_id`` as ``before`` reads every entry of a job (or token)
+        once, newest first, ending with a short page; a page past the end is empty and
+        keeps ``before`` as its ``last_id``."""
+        log = await self.seed(harness, 40)
+        for query in ({"job": "web"}, {"token": "oncall"}, {"job": "api", "token": "oncall"}):
+            seen: list[int] = []
+            cursor: dict[str, str] = {}
+            while True:
+                body = await self.page(harness, order="desc", limit="4", **query, **cursor)
+                seen += [e["id"] for e in body["entries"]]
+                cursor = {"before": str(body["last_id"])}
+                if len(body["entries"]) < 4:
+                    break
+            wanted = [
+                e.id
+                for e in reversed(log)
+                if e.job == query.get("job", e.job)
+                and e.token_name == query.get("token", e.token_name)
+            ]
+            assert seen == wanted, query
+            past = await self.page(harness, order="desc", before=str(wanted[-1]), **query)
+            assert past == {"entries": [], "last_id": wanted[-1]}
+
+    async def test_before_bounds_an_oldest_first_page_too(self, harness: Harness) -> None:
+        """With the default order, ``after`` and ``before`` bound the page on both sides."""
+        ids = [e.id for e in await self.seed(harness, 10)]
+        body = await self.page(harness, after=str(ids[2]), before=str(ids[6]))
+        assert [e["id"] for e in body["entries"]] == ids[3:6]
+        empty = await self.page(harness, order="desc", job="nope")
+        assert empty == {"entries": [], "last_id": 0}
+
+    @pytest.mark.parametrize(
+        ("query", "field"),
+        [
+            ({"order": "DESC"}, "order"),
+            ({"order": ""}, "order"),
+            ({"order": "newest"}, "order"),
+            ({"before": ""}, "before"),
+            ({"before": "-1"}, "before"),
+            ({"before": "1.0"}, "before"),
+            ({"before": " 1"}, "before"),
+            ({"before": "²"}, "before"),
+            ({"before": "1" * 19}, "before"),
+            ({"order": "desc", "before": "x"}, "before"),
+            ({"order": "desc", "limit": "1001"}, "limit"),
+        ],
+    )
+    async def test_bad_values_are_400_naming_the_field(
+        self, harness: Harness, query: dict[str, str], field: str
+    ) -> None:
+        """An order other than asc or desc, or a before that is not a plain integer from 0 to
+        10^18 - 1, is a 400 naming the parameter."""
+        resp = await harness.client.get("/v1/audit", params=query, headers=harness.admin())
+        assert resp.status == 400, query
+        errors = (await resp.json())["error"]["details"]["errors"]
+        assert [e["field"] for e in errors] == [field]
+
+
 class TestNoSecrets:
     async def test_no_secret_reaches_the_audit_log_or_the_events(self, harness: Harness) -> None:
         created = await create_token(harness, name="ci", role="admin")
