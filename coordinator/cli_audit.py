@@ -11,6 +11,8 @@ from coordinator.cli_tokens import short_time
 from coordinator.cliutil import Ctx, json_option, print_json, shown, table
 
 PAGE = 1000
+"""The coordinator's largest ``limit``."""
+REFUSED = (401, 403)
 
 
 @click.command()
@@ -41,10 +43,7 @@ def audit(
     """Show the audit log: every request that changed something (recorded before it ran)
     and every refused one, with the token, its role, the remote address and the answer.
     Needs an admin token."""
-    entries = _fetch(obj, job=job, token_name=token_name, after=after)
-    if refused:
-        entries = [e for e in entries if e["status"] in (401, 403)]
-    entries = entries[:limit] if after else entries[-limit:]
+    entries = _fetch(obj, job=job, token_name=token_name, refused=refused, after=after, limit=limit)
     if as_json:
         print_json({"entries": entries, "last_id": entries[-1]["id"] if entries else after})
         return
@@ -55,22 +54,28 @@ def audit(
 
 
 def _fetch(
-    obj: Ctx, *, job: str | None, token_name: str | None, after: int
+    obj: Ctx, *, job: str | None, token_name: str | None, refused: bool, after: int, limit: int
 ) -> list[dict[str, Any]]:
-    """Every entry after ``after`` matching the filters, page by page."""
-    query: dict[str, str] = {"limit": str(PAGE)}
+    """The entries to show, oldest first: the first ``limit`` after ``after``, or without it
+    the newest ``limit``, read newest first (one request for up to PAGE entries, and only as
+    far back as needed)."""
+    query: dict[str, str] = {}
     if job:
         query["job"] = job
     if token_name:
         query["token"] = token_name
-    entries: list[dict[str, Any]] = []
+    cursor = {"after": str(after)} if after else {"order": "desc"}
+    wanted: list[dict[str, Any]] = []
     while True:
-        body = obj.call("GET", "/v1/audit", query=query | {"after": str(after)}).body
+        # The coordinator does not filter refusals: with --refused read whole pages.
+        size = PAGE if refused else min(PAGE, limit - len(wanted))
+        body = obj.call("GET", "/v1/audit", query=query | cursor | {"limit": str(size)}).body
         page = body["entries"]
-        entries += page
-        if len(page) < PAGE:
-            return entries
-        after = body["last_id"]
+        wanted += [e for e in page if not refused or e["status"] in REFUSED]
+        if len(wanted) >= limit or len(page) < size:
+            break
+        cursor |= {"after": str(body["last_id"])} if after else {"before": str(body["last_id"])}
+    return wanted[:limit] if after else wanted[:limit][::-1]
 
 
 def audit_table(entries: Sequence[Mapping[str, Any]]) -> str:
