@@ -93,14 +93,14 @@ function openAudit(filters) {
     );
     return false;
   }
-  const readPage = (after, limit) => {
-    const query = new URLSearchParams({ after, limit });
+  const readPage = (params) => {
+    const query = new URLSearchParams(params);
     if (filters.job) query.set("job", filters.job);
     if (filters.token) query.set("token", filters.token);
     return api(`/v1/audit?${query}`);
   };
   // Refused only is the dashboard's filter: the coordinator filters by job and token.
-  state.audit = new AuditReader(readPage, { keep: filters.refused ? isRefused : () => true, shown: AUDIT_SHOWN });
+  state.audit = new AuditReader(readPage, { keep: filters.refused ? isRefused : null, shown: AUDIT_SHOWN });
   state.auditForm = renderAuditForm(filters, (wanted) => {
     window.location.hash = auditHash(wanted);
   });
@@ -233,7 +233,7 @@ async function newEvents(name) {
 
 /** What the audit view shows of what its reader has read: the entries, newest first. */
 function auditSnapshot(reader) {
-  return { entries: [...reader.entries], atStart: reader.atStart, oldestRead: reader.bottom + 1 };
+  return { entries: [...reader.entries], atStart: reader.atStart, oldestRead: reader.bottom };
 }
 
 async function loadOlderAudit() {

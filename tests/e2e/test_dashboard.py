@@ -400,12 +400,22 @@ async ({ total, pruned, refusedEvery, rareEvery }) => {
     id, job: id % rareEvery === 0 ? "rare" : "web", status: id % refusedEvery === 0 ? 403 : 200,
   });
   for (let id = pruned + 1; id <= total; id += 1) add(id);
+  // GET /v1/audit as coordinator/api/audit.py answers it (after, before, order, limit, job).
+  const answer = (job, { after = 0, before = Infinity, order = "asc", limit, ...rest }) => {
+    const valid = ["asc", "desc"].includes(order) && limit >= 1 && limit <= 1000;
+    if (Object.keys(rest).length || !valid) {
+      throw new Error(`bad query ${JSON.stringify(rest)} ${order} ${limit}`);
+    }
+    const inside = log.filter((e) => e.id > after && e.id < before && (!job || e.job === job));
+    const entries = order === "desc" ? inside.reverse().slice(0, limit) : inside.slice(0, limit);
+    const empty = order === "desc" ? (before === Infinity ? 0 : before) : after;
+    return { entries, last_id: entries.length ? entries[entries.length - 1].id : empty };
+  };
   const open = (job, keep) => {
     const stats = { requests: 0, perLoad: [] };
-    const reader = new AuditReader(async (after, limit) => {
+    const reader = new AuditReader(async (query) => {
       stats.requests += 1;
-      const entries = log.filter((e) => e.id > after && (!job || e.job === job)).slice(0, limit);
-      return { entries, last_id: entries.length ? entries[entries.length - 1].id : after };
+      return answer(job, query);
     }, { keep, shown: 50 });
     const load = async (work) => {
       const before = stats.requests;
@@ -424,6 +434,7 @@ async ({ total, pruned, refusedEvery, rareEvery }) => {
   const first = plain.ids();
   await plain.load(() => plain.reader.older());
   const second = plain.ids();
+  const oldestRead = plain.reader.bottom;
   add(total + 1);
   add(total + 2);
   await plain.load(() => plain.reader.refresh());
@@ -432,19 +443,23 @@ async ({ total, pruned, refusedEvery, rareEvery }) => {
   await refused.load(() => refused.reader.refresh());
   const rare = open("rare", undefined);
   await rare.load(() => rare.reader.refresh());
+  const empty = open("none", undefined);
+  await empty.load(() => empty.reader.refresh());
   return {
-    first, second, newer: plain.ids().slice(0, 3), plainLoads: plain.stats.perLoad,
+    first, second, oldestRead, newer: plain.ids().slice(0, 3), plainLoads: [...plain.stats.perLoad],
+    plainToStart: (await untilStart(plain)).length, plainLoadsToStart: plain.stats.perLoad.length,
     refused: await untilStart(refused), refusedLoads: refused.stats.perLoad,
     rare: await untilStart(rare), rareRequests: rare.stats.requests,
+    empty: { ids: empty.ids(), atStart: empty.reader.atStart, requests: empty.stats.requests },
   };
 }
 """
 
 
 def test_audit_reader_lists_the_newest_first_and_pages_back(fleet: LocalFleet, page: Any) -> None:
-    """Over a forwards-only log of 20,000 entries (the oldest pruned), the audit view's reader
-    shows the newest 50 first, pages back 50 at a time, picks up new entries, and finds every
-    refused or rarely matching entry, each load with a bounded number of requests."""
+    """Over a log of 20,000 entries (the oldest pruned), the audit view's reader shows the
+    newest 50 with one newest-first request, pages back 50 at a time with one request per
+    load (before=), picks up new entries, and finds every refused or rarely matching entry."""
     page.goto(f"{fleet.url}/ui/")
     total, pruned, refused_every, rare_every = 20_000, 700, 97, 3001
     seen = page.evaluate(
@@ -454,13 +469,17 @@ def test_audit_reader_lists_the_newest_first_and_pages_back(fleet: LocalFleet, p
     newest_first = range(total, pruned, -1)
     assert seen["first"] == list(newest_first[:50])
     assert seen["second"] == list(newest_first[:100])
+    assert seen["oldestRead"] == newest_first[99]
     assert seen["newer"] == [total + 2, total + 1, total]
-    assert seen["plainLoads"][1:] == [1, 1]  # the first load also bisects for the newest id
-    assert seen["plainLoads"][0] <= 40
+    assert seen["plainLoads"] == [1, 1, 1]
+    assert seen["plainToStart"] == len(newest_first) + 2
+    # The three loads above, one per 50 older entries, then an empty page: the start.
+    assert seen["plainLoadsToStart"] == 3 + (len(newest_first) - 100) // 50 + 1
     assert seen["refused"] == [i for i in newest_first if i % refused_every == 0]
-    assert max(seen["refusedLoads"][1:]) <= 12
+    assert max(seen["refusedLoads"]) <= 5
     assert seen["rare"] == [i for i in newest_first if i % rare_every == 0]
-    assert seen["rareRequests"] <= 40
+    assert seen["rareRequests"] == 1
+    assert seen["empty"] == {"ids": [], "atStart": True, "requests": 1}
 
 
 def test_a_viewer_and_a_scoped_deployer_see_only_their_actions(
