@@ -48,7 +48,7 @@ async def handle_drain(request: web.Request) -> web.Response:
     await d.store.set_node_scheduling(node.id, drain=enable)
     d.driver.kick()  # committed: the engine reacts even if the event below cannot be written
     await node_event(
-        request, node.id, "node_drain", old=str(node.drain).lower(), new=str(enable).lower()
+        request, node.id, kind="node_drain", old=str(node.drain).lower(), new=str(enable).lower()
     )
     return respond(await _current(d, node.id))
 
@@ -62,7 +62,7 @@ async def handle_eligibility(request: web.Request) -> web.Response:
     await d.store.set_node_scheduling(node.id, eligibility=eligibility)
     d.driver.kick()  # committed: the engine reacts even if the event below cannot be written
     await node_event(
-        request, node.id, "node_eligibility", old=node.eligibility.value, new=eligibility.value
+        request, node.id, kind="node_eligibility", old=node.eligibility.value, new=eligibility.value
     )
     return respond(await _current(d, node.id))
 
@@ -82,7 +82,11 @@ async def handle_approve(request: web.Request) -> web.Response:
         await d.store.approve_node(node.id)
         d.driver.kick()  # committed: the engine may target it now
         await node_event(
-            request, node.id, "node_approved", old=NodeStatus.PENDING.value, new=node.status.value
+            request,
+            node.id,
+            kind="node_approved",
+            old=NodeStatus.PENDING.value,
+            new=node.status.value,
         )
     return respond(await _current(d, node.id))
 
@@ -99,7 +103,7 @@ async def handle_revoke(request: web.Request) -> web.Response:
         await node_event(
             request,
             node.id,
-            "node_revoked",
+            kind="node_revoked",
             old=node.api_status.value,
             new=NodeStatus.REVOKED.value,
         )
@@ -121,11 +125,11 @@ async def handle_purge(request: web.Request) -> web.Response:
     await d.store.purge_node(node.id)
     d.watches.bump(node_key(node.id))
     d.driver.kick()
-    await node_event(request, node.id, "node_purged", old=status.value, new=node.name)
+    await node_event(request, node.id, kind="node_purged", old=status.value, new=node.name)
     return web.Response(status=204)
 
 
-async def node_event(request: web.Request, node_id: str, kind: str, *, old: str, new: str) -> None:
+async def node_event(request: web.Request, node_id: str, *, kind: str, old: str, new: str) -> None:
     """Record an operator's change of a node, naming the acting token (``by``)."""
     d = deps(request)
     event = Event(

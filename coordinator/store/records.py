@@ -11,7 +11,7 @@ from shared.nodes import Eligibility, Load, Node, NodeCondition, NodeStatus, Res
 from shared.protocol import ExecutionState
 from shared.spec import JobSpec
 from shared.status import JobStatus, RolloutType, Timestamp
-from shared.tokens import Approval, Role, Token, TokenKind
+from shared.tokens import Token
 
 
 class _Record(BaseModel):
