@@ -35,6 +35,9 @@ from shared.tls import server_context
 
 log = structlog.get_logger("fleetwave.coordinator")
 
+ACCEPT_BACKLOG = 4096
+"""listen() backlog (Linux caps it at net.core.somaxconn, 4096 by default)."""
+
 
 def open_store(config: CoordinatorConfig) -> Store:
     url = config.database_url
@@ -192,8 +195,15 @@ async def serve(
     # Slow or idle clients are dropped (request heads within 10 s, idle keep-alive 75 s).
     runner = GuardedAppRunner(create_app(deps), access_log=None)
     await runner.setup()
+    # A deep accept queue: after a coordinator restart thousands of agents reconnect at once,
+    # and with aiohttp's default of 128 the kernel drops their SYNs (a retry costs 1, 3, 7 s).
     site = web.TCPSite(
-        runner, config.host, config.port, shutdown_timeout=2.0, ssl_context=ssl_context
+        runner,
+        config.host,
+        config.port,
+        shutdown_timeout=2.0,
+        ssl_context=ssl_context,
+        backlog=ACCEPT_BACKLOG,
     )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -25,10 +25,31 @@ def _raise_fd_limit(wanted: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
 
 
-async def _trickle(port: int, silent: bool, closed: list[float]) -> None:
+class Conn:
+    """One slow client: when it connected, when the server closed it, or why it never could."""
+
+    def __init__(self) -> None:
+        self.opened: float | None = None
+        self.closed: float | None = None
+        self.error = ""
+
+    @property
+    def held(self) -> float | None:
+        if self.opened is None or self.closed is None:
+            return None
+        return self.closed - self.opened
+
+
+async def _trickle(port: int, silent: bool, conn: Conn, connecting: asyncio.Semaphore) -> None:
     """Open a connection and send a request head a byte every second, never finishing it
     (or send nothing); note when the server closes it."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    async with connecting:  # at most so many connects in flight: a storm of SYNs is not the test
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError as exc:
+            conn.error = f"{type(exc).__name__}: {exc}"
+            return
+    conn.opened = time.monotonic()
     head = b"GET /v1/jobs HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 1000
     try:
         for byte in head:
@@ -40,10 +61,11 @@ async def _trickle(port: int, silent: bool, closed: list[float]) -> None:
             except TimeoutError:
                 continue
             if not data or b"HTTP/1.1" in data:
-                closed.append(time.monotonic())
+                conn.closed = time.monotonic()
                 return
+        conn.error = "never closed by the server"
     except (ConnectionError, OSError):
-        closed.append(time.monotonic())
+        conn.closed = time.monotonic()
     finally:
         writer.close()
 
@@ -53,43 +75,41 @@ def test_trickling_connections_are_closed_and_heartbeats_go_on(fleet: LocalFleet
     fleet.start_coordinator()
     fleet.start_agent("n1")
     (node,) = fleet.wait_nodes_ready(1)
-
-    closed: list[float] = []
-    started = time.monotonic()
-
-    async def attack() -> None:
-        tasks = [
-            asyncio.ensure_future(_trickle(fleet.port, silent=i % 2 == 0, closed=closed))
-            for i in range(CONNECTIONS)
-        ]
-        await asyncio.wait(tasks, timeout=HEADER_TIMEOUT + 60)
-        for task in tasks:
-            task.cancel()
-
+    conns = [Conn() for _ in range(CONNECTIONS)]
     heartbeats: list[str] = []
 
     def watch() -> Any:
         node_now = next(n for n in fleet.nodes() if n["id"] == node["id"])
         heartbeats.append(node_now["last_heartbeat"])
         assert node_now["status"] == "ready", node_now
-        return len(closed) >= CONNECTIONS
+        return all(c.closed is not None or c.error for c in conns)
 
     async def main() -> None:
-        attacker = asyncio.ensure_future(attack())
-        # Watch from a thread: the test's own loop is busy with the connections.
-        await asyncio.to_thread(
-            wait_for, "every slow connection to be closed", watch, HEADER_TIMEOUT + 50, 0.5
-        )
-        await attacker
+        connecting = asyncio.Semaphore(100)
+        tasks = [
+            asyncio.ensure_future(_trickle(fleet.port, i % 2 == 0, conn, connecting))
+            for i, conn in enumerate(conns)
+        ]
+        try:
+            # Watch from a thread: this loop is busy with the connections.
+            await asyncio.to_thread(
+                wait_for, "every slow connection to be closed", watch, HEADER_TIMEOUT + 110, 0.5
+            )
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     asyncio.run(main())
-    elapsed = [t - started for t in closed]
+    held = [c.held for c in conns if c.held is not None]
+    errors = sorted({c.error for c in conns if c.error})
     print(
-        f"{len(closed)} slow connections closed; the last after {max(elapsed):.1f}s"
-        f" (header deadline {HEADER_TIMEOUT:.0f}s)"
+        f"{len(held)} slow connections closed by the server, held {min(held):.1f}-{max(held):.1f}s"
+        f" (header deadline {HEADER_TIMEOUT:.0f}s); {CONNECTIONS - len(held)} not: {errors}"
     )
-    assert len(closed) == CONNECTIONS
-    assert max(elapsed) < HEADER_TIMEOUT + 30  # closed by the deadline, not by giving up
+    assert len(held) >= CONNECTIONS * 0.95, errors  # (a refused connect is not a held one)
+    assert not [c for c in conns if c.error == "never closed by the server"]
+    assert max(held) < HEADER_TIMEOUT + 20  # closed by the deadline, not by giving up
     assert len(set(heartbeats)) >= 3  # heartbeats kept being accepted meanwhile
     events = fleet.api.request("GET", "/v1/events", query={"limit": "1000"}).body["events"]
     assert not [e for e in events if e["kind"] == "node_status" and e["new"] == "down"]
