@@ -155,7 +155,11 @@ class NodeSession:
                 return self.identity or current  # registered or rotated meanwhile
             rotation = await self._client.rotate_token(current.node_token)
             identity = current.model_copy(update={"node_token": rotation.node_token})
-            self._writes.attempt("identity", partial(self._store.save, identity))
+            if not self._writes.attempt("identity", partial(self._store.save, identity)):
+                # Not saved: switching now would leave a restarted agent with a token the
+                # switch made invalid. The current one works on; the next report asks again.
+                log.warning("node_token_rotation_deferred", node_id=current.node_id)
+                return current
             self.identity = identity
             log.info("node_token_rotated", node_id=identity.node_id)
             return identity
