@@ -41,7 +41,7 @@ NodeLabels = Annotated[dict[str, str], WithJsonSchema(NODE_LABELS_SCHEMA)]
 
 
 class RegisterRequest(_Request):
-    join_token: str = Field(min_length=1, max_length=512)
+    join_token: str = Field(min_length=1, max_length=512, repr=False)
     name: str = Field(
         pattern=NODE_NAME_PATTERN,
         description="not shaped like a node id (a UUID)",

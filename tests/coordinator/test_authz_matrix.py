@@ -233,6 +233,25 @@ async def mismatches(api: Api, headers: dict[str, dict[str, str]]) -> list[str]:
     return found
 
 
+def api_over(request: Callable[..., Any], base: str = "") -> Api:
+    """The matrix's view of a client: ``request`` is an aiohttp session's (or test
+    client's) ``request``, ``base`` the coordinator's URL."""
+
+    async def api(
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        headers: dict[str, str] | None = None,
+        params: dict[str, str] | None = None,
+    ) -> tuple[int, Any]:
+        async with request(method, base + path, json=json, headers=headers, params=params) as resp:
+            body = await resp.json() if resp.content_type == "application/json" else None
+            return resp.status, body
+
+    return api
+
+
 JOIN_SECRET = [JOIN]
 """The default join token of the coordinator under test."""
 
@@ -256,17 +275,7 @@ async def test_every_route_is_in_the_matrix(harness: Harness) -> None:
 async def test_every_caller_on_every_route(harness: Harness) -> None:
     """In-process: the real app on a real SQLite file, a fake clock."""
 
-    async def api(
-        method: str,
-        path: str,
-        *,
-        json: Any = None,
-        headers: dict[str, str] | None = None,
-        params: dict[str, str] | None = None,
-    ) -> tuple[int, Any]:
-        resp = await harness.client.request(method, path, json=json, headers=headers, params=params)
-        body = await resp.json() if resp.content_type == "application/json" else None
-        return resp.status, body
+    api = api_over(harness.client.request)
 
     async def expire(_: dict[str, str]) -> None:
         harness.clock.advance(timedelta(seconds=2))
@@ -284,20 +293,7 @@ async def test_every_caller_on_every_route_of_a_real_coordinator(tmp_path: Path)
     try:
         fleet.start_coordinator()
         async with aiohttp.ClientSession() as session:
-
-            async def api(
-                method: str,
-                path: str,
-                *,
-                json: Any = None,
-                headers: dict[str, str] | None = None,
-                params: dict[str, str] | None = None,
-            ) -> tuple[int, Any]:
-                async with session.request(
-                    method, fleet.url + path, json=json, headers=headers, params=params
-                ) as resp:
-                    body = await resp.json() if resp.content_type == "application/json" else None
-                    return resp.status, body
+            api = api_over(session.request, fleet.url)
 
             async def expire(expiring: dict[str, str]) -> None:
                 """The real coordinator's clock cannot be advanced: wait for the expiry."""
