@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from coordinator.store.records import NodeRecord
+from coordinator.domain.records import NodeRecord
 from shared.tokens import Role, job_in_scope
 
 

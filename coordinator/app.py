@@ -14,8 +14,8 @@ from coordinator.api import agent, docs, events, jobs, nodes, rollouts, system, 
 from coordinator.api import audit as audit_routes
 from coordinator.api import tokens as token_routes
 from coordinator.api.deps import AUDIT_NOTE, DEPS, PRINCIPAL, AuditNote, Deps, respond
+from coordinator.domain.records import AuditEntry, AuditOutcome
 from coordinator.metrics import UNMATCHED_ROUTE
-from coordinator.store.records import AuditEntry, AuditOutcome
 from coordinator.tokens import hash_token
 from coordinator.watch import FEED
 from shared.clock import format_time

@@ -22,8 +22,8 @@ from datetime import timedelta
 
 import structlog
 
+from coordinator.domain.records import AuditEntry, AuditOutcome
 from coordinator.store import Store
-from coordinator.store.records import AuditEntry, AuditOutcome
 from shared.clock import Clock
 from shared.errors import StoreUnavailable
 

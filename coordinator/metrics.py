@@ -29,14 +29,14 @@ from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
-from coordinator.store import Store, WriteHealth
-from coordinator.store.records import (
+from coordinator.domain.records import (
     AssignmentRecord,
     ExecutionRecord,
     JobRecord,
     NodeRecord,
     Phase,
 )
+from coordinator.store import Store, WriteHealth
 from shared.nodes import Eligibility, NodeStatus
 from shared.protocol import ExecutionState
 from shared.status import JobStateType

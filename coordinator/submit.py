@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from coordinator.domain.records import JobRecord, JobVersion
 from coordinator.engine.driver import JobLocks
 from coordinator.store import Store
-from coordinator.store.records import JobRecord, JobVersion
 from shared.errors import PreconditionFailed
 from shared.spec import JobSpec
 from shared.status import JobState, JobStateType, JobStatus

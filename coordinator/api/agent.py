@@ -23,9 +23,9 @@ from coordinator.api.deps import (
     respond,
 )
 from coordinator.api.jobs import blocking_params
+from coordinator.domain.nodes import NameTaken
+from coordinator.domain.records import AssignmentRecord, Event, NodeRecord
 from coordinator.engine.driver import node_key
-from coordinator.store import NameTaken
-from coordinator.store.records import AssignmentRecord, Event, NodeRecord
 from coordinator.tokens import hash_token, new_token, token_matches
 from shared.clock import format_time
 from shared.errors import FieldError, NodeRevoked, Unauthorized, ValidationFailed

@@ -7,7 +7,7 @@ import re
 from aiohttp import web
 
 from coordinator.api.deps import deps, int_query, respond
-from coordinator.store.records import AuditEntry
+from coordinator.domain.records import AuditEntry
 from shared.errors import FieldError, ValidationFailed
 from shared.spec import NAME_PATTERN
 from shared.tokens import TOKEN_NAME_PATTERN

@@ -29,6 +29,7 @@ from coordinator.api.schemas import (
     TokenList,
     VersionList,
 )
+from coordinator.domain.records import JobVersion
 from coordinator.openapi import (
     RETRY_AFTER,
     Auth,
@@ -40,7 +41,6 @@ from coordinator.openapi import (
     RouteKey,
     json_reply,
 )
-from coordinator.store.records import JobVersion
 from shared.durations import DURATION_PATTERN, MAX_DURATION_CHARS
 from shared.nodes import Node
 from shared.protocol import (

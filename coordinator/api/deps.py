@@ -15,10 +15,10 @@ from pydantic import BaseModel, ValidationError
 
 from coordinator.access import Principal
 from coordinator.audit import AuditLog
+from coordinator.domain.records import NodeRecord
 from coordinator.engine.driver import JobLocks, RolloutDriver
 from coordinator.metrics import CoordinatorMetrics
 from coordinator.store import Store
-from coordinator.store.records import NodeRecord
 from coordinator.tokens import hash_token
 from coordinator.watch import Watches
 from shared.clock import Clock

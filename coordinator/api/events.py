@@ -22,7 +22,7 @@ from coordinator.api.deps import (
     principal_valid,
     respond,
 )
-from coordinator.store.records import Event
+from coordinator.domain.records import Event
 from coordinator.watch import FEED
 from shared.errors import FieldError, ValidationFailed
 

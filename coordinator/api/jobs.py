@@ -18,8 +18,8 @@ from coordinator.api.deps import (
     read_json,
     respond,
 )
+from coordinator.domain.records import JobRecord, JobVersion
 from coordinator.engine.driver import job_key
-from coordinator.store.records import JobRecord, JobVersion
 from coordinator.submit import submit_job
 from shared.durations import parse_duration
 from shared.errors import BadRequest, FieldError, NotFound, Unauthorized, ValidationFailed

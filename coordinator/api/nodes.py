@@ -6,8 +6,8 @@ from aiohttp import web
 
 from coordinator.api.deps import Deps, acting_token, deps, optional_model, respond
 from coordinator.api.schemas import DrainRequest, EligibilityRequest
+from coordinator.domain.records import Event, NodeRecord
 from coordinator.engine.driver import node_key
-from coordinator.store.records import Event, NodeRecord
 from shared.errors import Conflict, NotFound
 from shared.nodes import Node, NodeStatus
 

@@ -9,11 +9,11 @@ from aiohttp import web
 from coordinator.api.deps import acting_token, deps, optional_model, read_json, respond
 from coordinator.api.jobs import load_job
 from coordinator.api.schemas import PromoteRequest, RollbackRequest
+from coordinator.domain.records import Event, JobRecord
 from coordinator.engine import actions
 from coordinator.engine.driver import job_key
 from coordinator.engine.preview import plan_preview, rollout_view
 from coordinator.engine.targets import fleet_nodes
-from coordinator.store.records import Event, JobRecord
 from shared.errors import FieldError, StoreUnavailable, ValidationFailed
 from shared.spec import parse_job_spec
 

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from coordinator.store.records import AuditEntry, Event, Gate, JobVersion, Phase
+from coordinator.domain.records import AuditEntry, Event, Gate, JobVersion, Phase
 from shared.nodes import Eligibility, Node
 from shared.protocol import ExecutionState
 from shared.spec import JobSpec, JobType

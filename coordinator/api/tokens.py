@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from coordinator.access import BOOTSTRAP_ADMIN_ID, DEFAULT_JOIN_ID, looks_like_an_id
 from coordinator.api.deps import PRINCIPAL, Deps, deps, read_json, respond
-from coordinator.store.records import TokenRecord
+from coordinator.domain.records import TokenRecord
 from coordinator.tokens import hash_token, new_token
 from coordinator.watch import FEED
 from shared.clock import ZERO_TIME

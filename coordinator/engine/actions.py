@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
+from coordinator.domain.records import Event, Gate, JobRecord, NodeRecord, Phase, RolloutState
 from coordinator.engine.planner import start_rollback, start_rollout
 from coordinator.engine.targets import select_targets
-from coordinator.store.records import Event, Gate, JobRecord, NodeRecord, Phase, RolloutState
 from shared.clock import ZERO_TIME
 from shared.errors import Conflict
 from shared.status import JobState, JobStateType, RolloutType

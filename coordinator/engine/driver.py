@@ -9,12 +9,13 @@ from datetime import datetime, timedelta
 
 import structlog
 
+from coordinator.domain.nodes import lost_nodes
+from coordinator.domain.records import Event, JobRecord
 from coordinator.engine.observation import ObservationWindow
 from coordinator.engine.planner import plan_rollout
 from coordinator.engine.targets import fleet_nodes
 from coordinator.metrics import CoordinatorMetrics
 from coordinator.store import Store
-from coordinator.store.records import Event, JobRecord
 from coordinator.watch import Watches
 from shared.clock import Clock
 from shared.errors import StoreUnavailable
@@ -233,25 +234,13 @@ class NodeMonitor:
         observation = self._window.observe()
         now = self._clock.now()
         lost = []
-        for node in await self._store.list_nodes():
-            if node.status == NodeStatus.DOWN or node.revoked_at is not None:
-                continue
-            last = max(node.last_heartbeat, node.registered_at)
-            if now - observation.heard_since(last) > self._ttl:
-                await self._store.set_node_status(node.id, NodeStatus.DOWN)
-                lost.append(node.id)
-                self._driver.kick()  # before the event: a failed append must not hide it
-                await self._store.append_events(
-                    [
-                        Event(
-                            time=now,
-                            node=node.id,
-                            kind="node_status",
-                            old=node.status.value,
-                            new=NodeStatus.DOWN.value,
-                            reason=f"no heartbeat for {int((now - last).total_seconds())}s",
-                        )
-                    ]
-                )
-                log.warning("node_down", node_id=node.id, name=node.name)
+        for decision in lost_nodes(
+            await self._store.list_nodes(), now, self._ttl, observation.heard_since
+        ):
+            node = decision.node
+            await self._store.set_node_status(node.id, NodeStatus.DOWN)
+            lost.append(node.id)
+            self._driver.kick()  # before the event: a failed append must not hide it
+            await self._store.append_events([decision.event])
+            log.warning("node_down", node_id=node.id, name=node.name)
         return lost

@@ -7,8 +7,8 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from coordinator.domain.records import NodeRecord
 from coordinator.engine.targets import matches, stable_rank
-from coordinator.store.records import NodeRecord
 from shared.nodes import NodeStatus
 from shared.spec import RolloutPolicy, resolve_count
 

@@ -12,12 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from coordinator.engine.membership import plan_membership
-from coordinator.engine.observation import ALWAYS_LISTENING, Observation
-from coordinator.engine.status import derive_status
-from coordinator.engine.targets import is_schedulable, select_targets
-from coordinator.store import AssignmentChange
-from coordinator.store.records import (
+from coordinator.domain.records import (
+    AssignmentChange,
     AssignmentRecord,
     Event,
     ExecutionRecord,
@@ -27,6 +23,10 @@ from coordinator.store.records import (
     Phase,
     RolloutState,
 )
+from coordinator.engine.membership import plan_membership
+from coordinator.engine.observation import ALWAYS_LISTENING, Observation
+from coordinator.engine.status import derive_status
+from coordinator.engine.targets import is_schedulable, select_targets
 from shared.clock import ZERO_TIME
 from shared.durations import format_duration
 from shared.nodes import NodeStatus

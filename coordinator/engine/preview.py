@@ -6,10 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from coordinator.engine.membership import plan_membership
-from coordinator.engine.planner import IDLE_STATES
-from coordinator.engine.targets import is_schedulable, select_targets
-from coordinator.store.records import (
+from coordinator.domain.records import (
     AssignmentRecord,
     ExecutionRecord,
     JobRecord,
@@ -17,6 +14,9 @@ from coordinator.store.records import (
     Phase,
     RolloutState,
 )
+from coordinator.engine.membership import plan_membership
+from coordinator.engine.planner import IDLE_STATES
+from coordinator.engine.targets import is_schedulable, select_targets
 from shared.nodes import NodeStatus
 from shared.spec import JobSpec
 from shared.status import RolloutType

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 
-from coordinator.store.records import (
+from coordinator.domain.records import (
     ExecutionRecord,
     Gate,
     JobRecord,

@@ -6,7 +6,7 @@ import functools
 import hashlib
 from collections.abc import Iterable, Mapping
 
-from coordinator.store.records import NodeRecord
+from coordinator.domain.records import NodeRecord
 from shared.nodes import Eligibility
 from shared.spec import Target
 

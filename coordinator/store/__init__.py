@@ -1,18 +1,23 @@
 """The Store port: everything the coordinator persists, behind one interface.
 
-SQLite (``store.sqlite``) is the embedded default; a PostgreSQL implementation
-follows the same contract. Every method is atomic on its own; ``apply_plan`` writes
-an engine decision (job record, assignment changes, events) in one transaction.
+Stores persist and read; they decide nothing. What a report, a registration or a token
+rotation *means* is decided by the pure functions of ``coordinator.domain``, which every
+store calls on its latest committed state inside its write transaction. Three stores pass
+one contract suite (tests/coordinator/store/test_contract.py): ``store.memory`` (the fast
+fake), ``store.sqlite`` (the embedded default) and ``store.postgres`` (HA). Every method is
+atomic on its own; ``apply_plan`` writes a decision (job record, assignment changes,
+events) in one transaction.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from coordinator.store.records import (
+from coordinator.domain.records import (
+    AssignmentChange,
     AssignmentRecord,
     AuditEntry,
     AuditOutcome,
@@ -21,39 +26,11 @@ from coordinator.store.records import (
     JobRecord,
     JobVersion,
     NodeRecord,
+    ReportOutcome,
     TokenRecord,
 )
-from shared.errors import Conflict
 from shared.nodes import Eligibility, Load, NodeCondition, NodeStatus, Resources
 from shared.protocol import ExecutionReport
-
-
-class NameTaken(Conflict):
-    """A node name is held by another node (names belong to their node, whatever its status)."""
-
-    def __init__(self, name: str, holder: NodeRecord) -> None:
-        status = holder.api_status.value
-        hint = (
-            f"purge it first (fleetwave node purge {holder.id}) to reuse the name"
-            if status in ("down", "revoked")
-            else "pick another name, or stop that agent and purge the node first"
-        )
-        super().__init__(
-            f"node name {name!r} belongs to node {holder.id} (status {status}); {hint}",
-            {"name": name, "node_id": holder.id, "status": status},
-        )
-        self.holder = holder
-
-
-@dataclass(frozen=True)
-class ReportOutcome:
-    """What a report changed: whether it was accepted and which jobs saw new execution state."""
-
-    accepted: bool
-    last_seq: int
-    assign_index: int
-    status_changed: bool = False
-    changed_jobs: frozenset[str] = field(default_factory=frozenset)
 
 
 @dataclass(frozen=True)
@@ -63,15 +40,6 @@ class WriteHealth:
 
     failing: str | None = None
     failures: int = 0
-
-
-@dataclass(frozen=True)
-class AssignmentChange:
-    """Set (``version`` not None) or remove a node's assignment for a job."""
-
-    node_id: str
-    version: int | None
-    generation: int = 0
 
 
 class Store(Protocol):

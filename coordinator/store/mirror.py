@@ -14,7 +14,7 @@ import bisect
 from collections import defaultdict
 from typing import Generic, TypeVar
 
-from coordinator.store.records import (
+from coordinator.domain.records import (
     AssignmentRecord,
     ExecutionRecord,
     JobRecord,

@@ -22,11 +22,19 @@ from typing import Any
 import aiosqlite
 import structlog
 
-from coordinator.store import AssignmentChange, NameTaken, ReportOutcome, WriteHealth
-from coordinator.store.health import WriteTracker, write_error
-from coordinator.store.migrations import MIGRATIONS
-from coordinator.store.mirror import Mirror
-from coordinator.store.records import (
+from coordinator.domain.nodes import (
+    NameTaken,
+    check_token_name_free,
+    join_token_used,
+    renewed,
+    rescheduled,
+    revoked,
+    token_offered,
+    token_promoted,
+    token_revoked,
+)
+from coordinator.domain.records import (
+    AssignmentChange,
     AssignmentRecord,
     AuditEntry,
     AuditOutcome,
@@ -35,10 +43,16 @@ from coordinator.store.records import (
     JobRecord,
     JobVersion,
     NodeRecord,
+    ReportOutcome,
     TokenRecord,
 )
+from coordinator.domain.reports import Report, ReportDecision, decide_report
+from coordinator.store import WriteHealth
+from coordinator.store.health import WriteTracker, write_error
+from coordinator.store.migrations import MIGRATIONS
+from coordinator.store.mirror import Mirror
 from shared.clock import format_time
-from shared.errors import BadRequest, Conflict, StoreError, Unauthorized
+from shared.errors import BadRequest, Conflict, StoreError
 from shared.nodes import ID_SHAPE_PATTERN, Eligibility, Load, NodeCondition, NodeStatus, Resources
 from shared.protocol import ExecutionReport
 from shared.spec import JobSpec
@@ -386,14 +400,7 @@ class SqliteStore:
             self._after_commit.append(lambda: self._mirror.put_node(node))
 
     async def _use_join_token(self, conn: aiosqlite.Connection, token_id: str) -> None:
-        token = self._mirror.tokens.get(token_id)
-        if token is None or token.revoked_at is not None:
-            raise Unauthorized("invalid join token")
-        if token.max_uses is not None and token.uses >= token.max_uses:
-            raise Unauthorized(
-                f"join token {token.name!r} is used up ({token.uses} of {token.max_uses} uses)"
-            )
-        used = token.model_copy(update={"uses": token.uses + 1})
+        used = join_token_used(self._mirror.tokens.get(token_id))
         await conn.execute(
             "UPDATE tokens SET record = ? WHERE id = ?", (used.model_dump_json(), used.id)
         )
@@ -453,21 +460,17 @@ class SqliteStore:
         expires_at: datetime | None,
     ) -> NodeRecord | None:
         async with self._tx(f"renew the registration of node {node_id}") as conn:
-            current = self._mirror.nodes.get(node_id)
-            if current is None or current.revoked_at is not None:
-                return None
-            node = current.model_copy(
-                update={
-                    "token_hash": token_hash,
-                    "token_issued_at": issued_at,
-                    "token_expires_at": expires_at,
-                    "next_token_hash": "",
-                    "next_token_expires_at": None,
-                    "labels": labels,
-                    "resources": resources,
-                    "agent_version": agent_version,
-                }
+            node = renewed(
+                self._mirror.nodes.get(node_id),
+                token_hash=token_hash,
+                labels=labels,
+                resources=resources,
+                agent_version=agent_version,
+                issued_at=issued_at,
+                expires_at=expires_at,
             )
+            if node is None:
+                return None
             await self._write_node_token(conn, node)
             return node
 
@@ -483,29 +486,16 @@ class SqliteStore:
     ) -> None:
         async with self._tx(f"rotate the token of node {node_id}") as conn:
             node = self._load_node(node_id)
-            await self._update_node(
-                conn,
-                node.model_copy(
-                    update={"next_token_hash": token_hash, "next_token_expires_at": expires_at}
-                ),
-            )
+            await self._update_node(conn, token_offered(node, token_hash, expires_at))
 
     async def promote_node_token(self, node_id: str, token_hash: str, now: datetime) -> NodeRecord:
         async with self._tx(f"switch node {node_id} to its rotated token") as conn:
             node = self._load_node(node_id)
-            if node.next_token_hash != token_hash:
+            promoted = token_promoted(node, token_hash, now)
+            if promoted is None:
                 return node  # promoted already (two requests with the new token at once)
-            node = node.model_copy(
-                update={
-                    "token_hash": token_hash,
-                    "token_issued_at": now,
-                    "token_expires_at": node.next_token_expires_at,
-                    "next_token_hash": "",
-                    "next_token_expires_at": None,
-                }
-            )
-            await self._write_node_token(conn, node)
-            return node
+            await self._write_node_token(conn, promoted)
+            return promoted
 
     async def approve_node(self, node_id: str) -> NodeRecord:
         async with self._tx(f"approve node {node_id}") as conn:
@@ -516,10 +506,10 @@ class SqliteStore:
     async def revoke_node(self, node_id: str, now: datetime) -> NodeRecord:
         async with self._tx(f"revoke node {node_id}") as conn:
             node = self._load_node(node_id)
-            if node.revoked_at is None:
-                node = node.model_copy(update={"revoked_at": now})
-                await self._update_node(conn, node)
-            return node
+            changed = revoked(node, now)
+            if changed is not None:
+                await self._update_node(conn, changed)
+            return changed or node
 
     async def purge_node(self, node_id: str) -> None:
         async with self._tx(f"purge node {node_id}") as conn:
@@ -532,14 +522,7 @@ class SqliteStore:
 
     async def insert_token(self, token: TokenRecord) -> None:
         async with self._tx(f"create token {token.name!r}") as conn:
-            now = token.created_at
-            for other in self._mirror.tokens.values():
-                if other.name == token.name and _token_usable(other, now):
-                    raise Conflict(
-                        f"a token named {token.name!r} exists ({other.id}); revoke it first"
-                        " or pick another name",
-                        {"name": token.name, "token_id": other.id},
-                    )
+            check_token_name_free(token, self._mirror.tokens.values())
             await conn.execute(
                 "INSERT INTO tokens (id, secret_hash, record) VALUES (?, ?, ?)",
                 (token.id, token.secret_hash, token.model_dump_json()),
@@ -557,10 +540,11 @@ class SqliteStore:
 
     async def revoke_token(self, token_id: str, now: datetime) -> TokenRecord | None:
         async with self._tx(f"revoke token {token_id}") as conn:
-            token = self._mirror.tokens.get(token_id)
-            if token is None or token.revoked_at is not None:
-                return token
-            token = token.model_copy(update={"revoked_at": now})
+            current = self._mirror.tokens.get(token_id)
+            changed = None if current is None else token_revoked(current, now)
+            if changed is None:
+                return current
+            token = changed
             await conn.execute(
                 "UPDATE tokens SET record = ? WHERE id = ?", (token.model_dump_json(), token.id)
             )
@@ -582,12 +566,7 @@ class SqliteStore:
     ) -> None:
         async with self._tx(f"change the scheduling of node {node_id}") as conn:
             node = self._load_node(node_id)
-            update: dict[str, object] = {}
-            if eligibility is not None:
-                update["eligibility"] = eligibility
-            if drain is not None:
-                update["drain"] = drain
-            await self._update_node(conn, node.model_copy(update=update))
+            await self._update_node(conn, rescheduled(node, eligibility=eligibility, drain=drain))
 
     async def record_report(
         self,
@@ -639,28 +618,19 @@ class SqliteStore:
         node = self._mirror.nodes.get(node_id)
         if node is None or node_id in self._queued_nodes or self._writer is None:
             return None
-        if seq <= node.last_seq:
-            return ReportOutcome(False, node.last_seq, node.assign_index)  # replayed or late
+        report = Report(seq, load, resources, executions, tuple(conditions))
+        decision = decide_report(node, self._mirror.node_executions(node_id), report, now)
+        if decision.node is None:
+            return decision.outcome  # replayed or late
+        if not decision.liveness_only:
+            return None
         if seq > self._mirror.seq_reserved.get(node_id, 0):
             return None  # beyond what a crash would still refuse: reserve more first
-        if node.status != NodeStatus.READY:
-            return None
-        if resources is not None and resources != node.resources:
-            return None
-        if list(conditions) != node.conditions:
-            return None  # a condition appeared, changed or cleared
-        existing = self._mirror.node_executions(node_id)
-        if len(existing) != len(executions) or not all(
-            _unchanged(existing.get(report.job), report) for report in executions
-        ):
-            return None
-        self._mirror.put_node(
-            node.model_copy(update={"last_heartbeat": now, "load": load, "last_seq": seq})
-        )
+        self._mirror.put_node(decision.node)
         self._dirty_liveness.add(node_id)
         if self._liveness_flusher is None or self._liveness_flusher.done():
             self._liveness_flusher = asyncio.create_task(self._flush_liveness_later())
-        return ReportOutcome(True, seq, node.assign_index)
+        return decision.outcome
 
     async def _flush_liveness_later(self) -> None:
         while self._dirty_liveness or self._mirror.liveness_kept:
@@ -766,29 +736,23 @@ class SqliteStore:
             if node is None:
                 outcomes.append(StoreError(f"node {p.node_id} vanished"))
                 continue
-            if p.seq <= node.last_seq:
-                outcomes.append(ReportOutcome(False, node.last_seq, node.assign_index))
-                continue
             existing = writes.runs.get(p.node_id)
             if existing is None:
                 existing = self._mirror.node_executions(p.node_id)
+            report = Report(p.seq, p.load, p.resources, p.executions, p.conditions)
+            decision = decide_report(node, existing, report, p.now)
+            if decision.node is None:
+                outcomes.append(decision.outcome)
+                continue
             try:
-                merged = _merge_report(node, existing, p)
+                merged = _encode_report(decision)
             except Exception as exc:
                 # Only this report's own data can fail here: it is its outcome, not the batch's.
                 log.warning("report_not_storable", node_id=p.node_id, error=str(exc))
                 outcomes.append(BadRequest(f"the report cannot be stored: {exc}"))
                 continue
             writes.add(merged, existing)
-            outcomes.append(
-                ReportOutcome(
-                    accepted=True,
-                    last_seq=p.seq,
-                    assign_index=node.assign_index,
-                    status_changed=node.status != NodeStatus.READY,
-                    changed_jobs=frozenset(merged.changed),
-                )
-            )
+            outcomes.append(decision.outcome)
         return outcomes, writes
 
     def _mirror_reports(self, writes: _BatchWrites) -> None:
@@ -1096,34 +1060,22 @@ class _MergedReport:
 
     node: NodeRecord
     node_row: Row
-    current: dict[str, ExecutionRecord]
+    current: Mapping[str, ExecutionRecord]
     rows: dict[str, Row]
-    changed: set[str]
 
 
-def _merge_report(
-    node: NodeRecord, existing: Mapping[str, ExecutionRecord], p: _PendingReport
-) -> _MergedReport:
-    """The node and its executions after ``p``; raises when a row cannot be stored."""
-    update: dict[str, object] = {
-        "last_heartbeat": p.now,
-        "load": p.load,
-        "status": NodeStatus.READY,
-        "last_seq": p.seq,
-        "conditions": list(p.conditions),
-    }
-    if p.resources is not None:
-        update["resources"] = p.resources
-    new = node.model_copy(update=update)
+def _encode_report(decision: ReportDecision) -> _MergedReport:
+    """The rows of an accepted report; raises when one cannot be stored."""
+    new = decision.node
+    assert new is not None
     node_row = _storable(
         (new.model_dump_json(), new.last_seq, new.last_seq + SEQ_RESERVATION, new.id)
     )
-    current, changed = _merge_executions(existing, p.node_id, p.executions, p.now)
     rows = {
-        job: _storable((p.node_id, job, record.model_dump_json()))
-        for job, record in current.items()
+        job: _storable((new.id, job, record.model_dump_json()))
+        for job, record in decision.executions.items()
     }
-    return _MergedReport(new, node_row, current, rows, changed)
+    return _MergedReport(new, node_row, decision.executions, rows)
 
 
 @dataclass
@@ -1132,7 +1084,7 @@ class _BatchWrites:
 
     nodes: dict[str, NodeRecord] = field(default_factory=dict)
     node_rows: dict[str, Row] = field(default_factory=dict)
-    runs: dict[str, dict[str, ExecutionRecord]] = field(default_factory=dict)
+    runs: dict[str, Mapping[str, ExecutionRecord]] = field(default_factory=dict)
     upserts: dict[tuple[str, str], ExecutionRecord] = field(default_factory=dict)
     upsert_rows: dict[tuple[str, str], Row] = field(default_factory=dict)
     deletes: set[tuple[str, str]] = field(default_factory=set)
@@ -1150,67 +1102,3 @@ class _BatchWrites:
             self.deletes.discard((node_id, job))
             self.upserts[(node_id, job)] = record
             self.upsert_rows[(node_id, job)] = merged.rows[job]
-
-
-def _merge_executions(
-    existing: Mapping[str, ExecutionRecord],
-    node_id: str,
-    reports: Sequence[ExecutionReport],
-    now: datetime,
-) -> tuple[dict[str, ExecutionRecord], set[str]]:
-    """The node's execution records after a report (a job not reported is gone), and the
-    jobs whose execution changed."""
-    current: dict[str, ExecutionRecord] = {}
-    changed: set[str] = set()
-    for report in reports:
-        old = existing.get(report.job)
-        new = current[report.job] = _merge_execution(old, node_id, report, now)
-        if old is None or _differs(old, new):
-            changed.add(report.job)
-    changed.update(existing.keys() - current.keys())
-    return current, changed
-
-
-def _merge_execution(
-    old: ExecutionRecord | None, node_id: str, report: ExecutionReport, now: datetime
-) -> ExecutionRecord:
-    """The new execution record; ``since`` survives repeated reports of the same state."""
-    same_run = (
-        old is not None and old.version == report.version and old.generation == report.generation
-    )
-    unchanged = same_run and old is not None and old.state == report.state
-    since = old.since if unchanged and old is not None else now
-    return ExecutionRecord(
-        node_id=node_id,
-        job=report.job,
-        version=report.version,
-        generation=report.generation,
-        state=report.state,
-        message=report.message,
-        restarts=report.restarts,
-        exit_code=report.exit_code,
-        since=since,
-        updated_at=now,
-    )
-
-
-_REPORTED = ("version", "generation", "state", "message", "restarts", "exit_code")
-"""What an agent says about an execution; a report that repeats all of it changes nothing."""
-
-
-def _reported(execution: ExecutionRecord | ExecutionReport) -> tuple[object, ...]:
-    return tuple(getattr(execution, key) for key in _REPORTED)
-
-
-def _unchanged(old: ExecutionRecord | None, report: ExecutionReport) -> bool:
-    """Whether ``report`` says exactly what ``old`` already records."""
-    return old is not None and _reported(old) == _reported(report)
-
-
-def _differs(old: ExecutionRecord, new: ExecutionRecord) -> bool:
-    return _reported(old) != _reported(new)
-
-
-def _token_usable(token: TokenRecord, now: datetime) -> bool:
-    """Not revoked and not expired at ``now``."""
-    return token.revoked_at is None and (token.expires_at is None or token.expires_at > now)

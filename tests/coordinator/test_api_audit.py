@@ -11,7 +11,7 @@ import pytest
 
 from coordinator.api.deps import DEPS
 from coordinator.audit import AuditLog
-from coordinator.store.records import AuditEntry
+from coordinator.domain.records import AuditEntry
 from tests.coordinator.conftest import ADMIN, JOIN, Harness, node_key_of, web_spec
 from tests.coordinator.store.faults import writer
 from tests.coordinator.test_api_tokens import bearer, create_token

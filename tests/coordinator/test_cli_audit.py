@@ -7,7 +7,7 @@ import json
 from click.testing import Result
 
 from coordinator.api.deps import DEPS
-from coordinator.store.records import AuditEntry
+from coordinator.domain.records import AuditEntry
 from tests.coordinator.conftest import Harness, web_spec
 from tests.coordinator.test_api_audit import last
 from tests.coordinator.test_api_tokens import bearer, create_token

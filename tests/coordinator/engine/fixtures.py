@@ -6,14 +6,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from coordinator.engine.observation import Observation
-from coordinator.engine.planner import RolloutPlan, plan_rollout
-from coordinator.store.records import (
+from coordinator.domain.records import (
     AssignmentRecord,
     ExecutionRecord,
     JobRecord,
     NodeRecord,
 )
+from coordinator.engine.observation import Observation
+from coordinator.engine.planner import RolloutPlan, plan_rollout
 from shared.nodes import Eligibility, NodeStatus
 from shared.protocol import ExecutionState
 from shared.spec import JobSpec

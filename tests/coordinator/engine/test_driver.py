@@ -13,10 +13,10 @@ from datetime import timedelta
 
 import pytest
 
+from coordinator.domain.records import NodeRecord
 from coordinator.engine.driver import JobLocks, NodeMonitor, RolloutDriver
 from coordinator.engine.observation import ObservationWindow
 from coordinator.metrics import CoordinatorMetrics
-from coordinator.store.records import NodeRecord
 from coordinator.watch import Watches
 from shared.clock import FakeClock
 from shared.errors import StoreUnavailable

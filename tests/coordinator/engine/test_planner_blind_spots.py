@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from coordinator.store.records import Phase
+from coordinator.domain.records import Phase
 from shared.status import JobStateType
 from tests.coordinator.engine.fixtures import ExecutionState, NodeStatus, World, make_spec
 

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
+from coordinator.domain.records import JobRecord
 from coordinator.engine import actions
 from coordinator.engine.membership import plan_membership
-from coordinator.store.records import JobRecord
 from shared.status import JobState, JobStateType, RolloutType
 from tests.coordinator.engine.fixtures import (
     Eligibility,

@@ -23,17 +23,17 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule
 
-from coordinator.engine import actions
-from coordinator.engine.actions import ActionResult
-from coordinator.engine.observation import Observation
-from coordinator.engine.planner import RolloutPlan, plan_rollout
-from coordinator.store.records import (
+from coordinator.domain.records import (
     ExecutionRecord,
     JobRecord,
     NodeRecord,
     Phase,
     RolloutState,
 )
+from coordinator.engine import actions
+from coordinator.engine.actions import ActionResult
+from coordinator.engine.observation import Observation
+from coordinator.engine.planner import RolloutPlan, plan_rollout
 from coordinator.submit import revise
 from shared.clock import ZERO_TIME
 from shared.errors import Conflict, ValidationFailed

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from coordinator.domain.records import JobRecord
 from coordinator.engine import actions
-from coordinator.store.records import JobRecord
 from shared.clock import ZERO_TIME
 from shared.status import JobStateType, RolloutType
 from tests.coordinator.engine.fixtures import ExecutionState, World, make_spec

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.store.records import NodeRecord
+from coordinator.domain.records import NodeRecord
 from coordinator.store.sqlite import SqliteStore
 from shared.clock import FakeClock
 

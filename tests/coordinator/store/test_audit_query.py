@@ -9,7 +9,7 @@ import sqlite3
 
 import pytest
 
-from coordinator.store.records import AuditEntry
+from coordinator.domain.records import AuditEntry
 from coordinator.store.sqlite import SqliteStore, audit_query
 from tests.coordinator.store.conftest import CLOCK
 

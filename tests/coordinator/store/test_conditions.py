@@ -8,7 +8,7 @@ import sqlite3
 from datetime import timedelta
 from pathlib import Path
 
-from coordinator.store.records import NodeRecord
+from coordinator.domain.records import NodeRecord
 from coordinator.store.sqlite import SqliteStore
 from shared.nodes import DATA_DIR_UNWRITABLE, Load, NodeCondition
 from tests.coordinator.store.conftest import CLOCK

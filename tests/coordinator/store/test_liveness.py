@@ -9,7 +9,7 @@ import sqlite3
 from datetime import timedelta
 from pathlib import Path
 
-from coordinator.store.records import NodeRecord
+from coordinator.domain.records import NodeRecord
 from coordinator.store.sqlite import FLUSH_CHUNK, SqliteStore
 from shared.nodes import Eligibility, Load, NodeStatus
 from shared.protocol import ExecutionReport, ExecutionState

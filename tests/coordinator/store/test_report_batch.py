@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.store.records import NodeRecord
+from coordinator.domain.records import NodeRecord
 from coordinator.store.sqlite import SqliteStore
 from shared.errors import BadRequest
 from shared.nodes import Load

@@ -18,9 +18,9 @@ from agent.backoff import BackoffPolicy
 from agent.daemon import Agent
 from coordinator.api.deps import DEPS
 from coordinator.app import create_app
+from coordinator.domain.records import NodeRecord
 from coordinator.engine.driver import JobLocks
 from coordinator.metrics import CoordinatorMetrics
-from coordinator.store.records import NodeRecord
 from coordinator.store.sqlite import SEQ_RESERVATION, SqliteStore
 from coordinator.watch import Watches
 from shared.nodes import Load

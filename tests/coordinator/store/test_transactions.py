@@ -12,8 +12,7 @@ from typing import Any
 
 import pytest
 
-from coordinator.store import AssignmentChange
-from coordinator.store.records import Event, JobRecord, NodeRecord
+from coordinator.domain.records import AssignmentChange, Event, JobRecord, NodeRecord
 from coordinator.store.sqlite import SqliteStore
 from coordinator.submit import revise
 from shared.clock import FakeClock

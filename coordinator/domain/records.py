@@ -1,7 +1,13 @@
-"""What the store keeps: jobs with their engine state, versions, nodes, assignments, executions."""
+"""The domain's records: jobs with their engine state, versions, nodes, assignments,
+executions, events, tokens and audit entries, and the values decisions produce.
+
+Stores persist these and nothing else; every store (memory, SQLite, PostgreSQL) keeps the
+same records with the same meaning.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -246,3 +252,23 @@ class TokenRecord(Token):
 
     def to_api(self) -> Token:
         return Token.model_validate(self.model_dump(exclude={"secret_hash"}))
+
+
+@dataclass(frozen=True)
+class AssignmentChange:
+    """Set (``version`` not None) or remove a node's assignment for a job."""
+
+    node_id: str
+    version: int | None
+    generation: int = 0
+
+
+@dataclass(frozen=True)
+class ReportOutcome:
+    """What a report changed: whether it was accepted and which jobs saw new execution state."""
+
+    accepted: bool
+    last_seq: int
+    assign_index: int
+    status_changed: bool = False
+    changed_jobs: frozenset[str] = field(default_factory=frozenset)
