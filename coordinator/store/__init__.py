@@ -123,7 +123,9 @@ class Store(Protocol):
         """Forget a node with its assignments and executions (events stay)."""
         ...
 
-    async def set_node_status(self, node_id: str, status: NodeStatus) -> None: ...
+    async def set_node_status(
+        self, node_id: str, status: NodeStatus, *, epoch: int | None = None
+    ) -> None: ...
 
     async def set_node_agent_version(self, node_id: str, agent_version: str) -> None: ...
 
@@ -203,12 +205,18 @@ class Store(Protocol):
         changes: Sequence[AssignmentChange],
         events: Sequence[Event],
         now: datetime,
+        epoch: int | None = None,
     ) -> Mapping[str, int]:
-        """Write a decision atomically; returns the new assignment index of each changed node."""
+        """Write a decision atomically; returns the new assignment index of each changed node.
+
+        ``epoch``: the leadership epoch of the engine that made the decision. A store shared
+        by several coordinators (PostgreSQL) checks in the same transaction that it is still
+        the current one and raises ``Fenced`` otherwise; the others have one coordinator and
+        ignore it. The same holds for ``set_node_status`` and ``append_events``."""
         ...
 
     # events
-    async def append_events(self, events: Sequence[Event]) -> None: ...
+    async def append_events(self, events: Sequence[Event], *, epoch: int | None = None) -> None: ...
 
     async def last_event_id(self) -> int:
         """The id of the newest stored event (0 when there is none)."""

@@ -551,7 +551,9 @@ class SqliteStore:
             self._after_commit.append(lambda: self._mirror.put_token(token))
             return token
 
-    async def set_node_status(self, node_id: str, status: NodeStatus) -> None:
+    async def set_node_status(
+        self, node_id: str, status: NodeStatus, *, epoch: int | None = None
+    ) -> None:
         async with self._tx(f"set the status of node {node_id}") as conn:
             node = self._load_node(node_id)
             await self._update_node(conn, node.model_copy(update={"status": status}))
@@ -784,6 +786,7 @@ class SqliteStore:
         changes: Sequence[AssignmentChange],
         events: Sequence[Event],
         now: datetime,
+        epoch: int | None = None,
     ) -> Mapping[str, int]:
         indexes: dict[str, int] = {}
         assigned_at = format_time(now)
@@ -844,7 +847,7 @@ class SqliteStore:
 
     # events
 
-    async def append_events(self, events: Sequence[Event]) -> None:
+    async def append_events(self, events: Sequence[Event], *, epoch: int | None = None) -> None:
         if events:
             async with self._tx(f"append {len(events)} events") as conn:
                 await self._insert_events(conn, events)
