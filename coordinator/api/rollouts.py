@@ -11,10 +11,9 @@ from coordinator.api.jobs import load_job
 from coordinator.api.schemas import PromoteRequest, RollbackRequest
 from coordinator.domain.records import Event, JobRecord
 from coordinator.engine import actions
-from coordinator.engine.driver import job_key
 from coordinator.engine.preview import plan_preview, rollout_view
 from coordinator.engine.targets import fleet_nodes
-from shared.errors import FieldError, StoreUnavailable, ValidationFailed
+from shared.errors import FieldError, ValidationFailed
 from shared.spec import parse_job_spec
 
 routes = web.RouteTableDef()
@@ -23,30 +22,10 @@ Action = Callable[[JobRecord], tuple[JobRecord, list[Event]]]
 
 
 async def act(request: web.Request, action: Action) -> web.Response:
-    """Apply ``action`` under the job's lock, let the engine react, answer with the status."""
+    """Apply ``action`` and the engine's reaction to it as one plan; answer with the status."""
     d = deps(request)
     name = request.match_info["name"]
-    async with d.locks(name):
-        job = await load_job(request)
-        new, events = action(job)
-        by = acting_token(request)
-        events = [event.model_copy(update={"by": by}) for event in events]
-        if new != job or events:
-            await d.store.apply_plan(
-                new,
-                expected_revision=job.status.revision,
-                changes=[],
-                events=events,
-                now=d.clock.now(),
-            )
-    try:
-        await d.driver.evaluate(name)
-    except StoreUnavailable:
-        # The action is committed; only the engine's reaction to it is not. Answer what
-        # was done and leave the reaction to the engine's next step.
-        d.driver.kick(name)
-    d.watches.bump(job_key(name))
-    job = await load_job(request)
+    job = await d.driver.act(name, action, by=acting_token(request))
     return respond({"name": name, "status": job.status.model_dump(mode="json")})
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 import structlog
@@ -12,16 +14,20 @@ import structlog
 from coordinator.domain.nodes import lost_nodes
 from coordinator.domain.records import Event, JobRecord
 from coordinator.engine.observation import ObservationWindow
-from coordinator.engine.planner import plan_rollout
+from coordinator.engine.planner import RolloutPlan, plan_rollout
 from coordinator.engine.targets import fleet_nodes
 from coordinator.metrics import CoordinatorMetrics
 from coordinator.store import Store
 from coordinator.watch import Watches
 from shared.clock import Clock
-from shared.errors import StoreUnavailable
+from shared.errors import NotFound, StoreUnavailable
 from shared.nodes import NodeStatus
 
 log = structlog.get_logger("fleetwave.engine")
+
+
+Action = Callable[[JobRecord], tuple[JobRecord, list[Event]]]
+"""An operator action: the job record it leaves, and the events that say what it did."""
 
 
 class JobLocks:
@@ -71,6 +77,16 @@ class RolloutDriver:
         self._all_dirty = True
         self._timers: dict[str, datetime] = {}
         self._wakeup = asyncio.Event()
+        self.epoch: int | None = None
+        """The leadership epoch its writes are fenced with (None: the only coordinator)."""
+
+    def reset(self) -> None:
+        """Forget every timer and kick (leadership was lost): whoever leads next derives
+        them again from the stored state."""
+        self._dirty.clear()
+        self._timers.clear()
+        self._all_dirty = True
+        self._wakeup.clear()
 
     def kick(self, job: str | None = None) -> None:
         """Ask for ``job`` (or every job, when None) to be evaluated soon."""
@@ -154,26 +170,58 @@ class RolloutDriver:
             job = await self._store.get_job(name)
             if job is None:
                 return
-            nodes = {n.id: n for n in fleet_nodes(await self._store.list_nodes())}
-            assignments = await self._store.job_assignments(name)
-            executions = await self._store.job_executions(name)
-            observation = self._window.observe()
-            now = self._clock.now()
-            plan = plan_rollout(job, nodes, assignments, executions, now, observation)
-            if plan.changed(job):
-                indexes = await self._store.apply_plan(
-                    plan.job,
-                    expected_revision=job.status.revision,
-                    changes=plan.changes,
-                    events=plan.events,
-                    now=now,
-                )
-                self._metrics.engine_plans_applied.inc()
-                self._announce(job, plan.job, plan.events)
-                for node_id in indexes:
-                    self._watches.bump(node_key(node_id))
-                self._watches.bump(job_key(name))
+            plan = await self._apply(job, job, [], epoch=self.epoch)
         self._metrics.engine_evaluation_duration.observe(self._clock.monotonic() - started)
+        self._schedule(name, plan)
+
+    async def act(self, name: str, action: Action, *, by: str = "") -> JobRecord:
+        """Apply an operator's ``action`` to job ``name`` and the engine's reaction to it as
+        one plan, in one transaction, with the action's events (attributed to ``by``).
+
+        Any coordinator may act: the write is a compare-and-set on the job's revision, so
+        it applies to the state it was decided on or not at all (Conflict). The leader's
+        engine takes it from there.
+        """
+        async with self._locks(name):
+            job = await self._store.get_job(name)
+            if job is None:
+                raise NotFound(f"job {name!r} not found", {"job": name})
+            acted, events = action(job)
+            events = [event.model_copy(update={"by": by}) for event in events]
+            plan = await self._apply(job, acted, events, epoch=None)
+        self._schedule(name, plan)
+        self.kick(name)  # wherever the engine runs, it looks again (timers, next waves)
+        return plan.job
+
+    async def _apply(
+        self, stored: JobRecord, job: JobRecord, events: list[Event], *, epoch: int | None
+    ) -> RolloutPlan:
+        """Plan ``job`` (``stored`` as an action left it) and write what changed."""
+        name = job.name
+        nodes = {n.id: n for n in fleet_nodes(await self._store.list_nodes())}
+        assignments = await self._store.job_assignments(name)
+        executions = await self._store.job_executions(name)
+        observation = self._window.observe()
+        now = self._clock.now()
+        plan = plan_rollout(job, nodes, assignments, executions, now, observation)
+        if events or plan.changed(stored):
+            plan = replace(plan, events=[*events, *plan.events])
+            indexes = await self._store.apply_plan(
+                plan.job,
+                expected_revision=stored.status.revision,
+                changes=plan.changes,
+                events=plan.events,
+                now=now,
+                epoch=epoch,
+            )
+            self._metrics.engine_plans_applied.inc()
+            self._announce(stored, plan.job, plan.events)
+            for node_id in indexes:
+                self._watches.bump(node_key(node_id))
+            self._watches.bump(job_key(name))
+        return plan
+
+    def _schedule(self, name: str, plan: RolloutPlan) -> None:
         if plan.wake_at is not None:
             # A tiny margin so a deadline is evaluated after it has passed, not just before.
             self._timers[name] = plan.wake_at + timedelta(milliseconds=5)
@@ -238,9 +286,10 @@ class NodeMonitor:
             await self._store.list_nodes(), now, self._ttl, observation.heard_since
         ):
             node = decision.node
-            await self._store.set_node_status(node.id, NodeStatus.DOWN)
+            epoch = self._driver.epoch
+            await self._store.set_node_status(node.id, NodeStatus.DOWN, epoch=epoch)
             lost.append(node.id)
             self._driver.kick()  # before the event: a failed append must not hide it
-            await self._store.append_events([decision.event])
+            await self._store.append_events([decision.event], epoch=epoch)
             log.warning("node_down", node_id=node.id, name=node.name)
         return lost
