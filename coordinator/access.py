@@ -109,6 +109,8 @@ RULES: dict[tuple[str, str], Rule] = {
     ("DELETE", "/v1/tokens/{id}"): Rule(Right.TOKENS),
     # audit
     ("GET", "/v1/audit"): Rule(Right.AUDIT),
+    # cluster
+    ("GET", "/v1/cluster"): Rule(Right.SELF),
 }
 
 

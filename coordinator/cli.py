@@ -170,6 +170,24 @@ def completion(shell: str) -> None:
     default=None,
     help="Serve plain HTTP on a non-loopback address (only on a trusted network).",
 )
+@click.option(
+    "--member-id",
+    default=None,
+    help="This coordinator's name among those sharing a PostgreSQL database"
+    " (default <hostname>:<port>).",
+)
+@click.option(
+    "--advertise",
+    default=None,
+    help="URL agents, the CLI and the dashboard reach this coordinator at"
+    " (default http(s)://<listen host>:<port>); shown by GET /v1/cluster.",
+)
+@click.option(
+    "--lease-ttl",
+    default=None,
+    help="How long the leader's lease lasts without renewal, e.g. '3s' (the default;"
+    " PostgreSQL only): a dead leader is replaced within about this long.",
+)
 def coordinator(config_file: Path | None, **options: Any) -> None:
     """Run the coordinator daemon (env FLEETWAVE_* for every option)."""
     from coordinator.config import load_config
@@ -184,6 +202,16 @@ def coordinator(config_file: Path | None, **options: Any) -> None:
     configure_logging(json=config.log_format == "json")
     import structlog
 
+    from coordinator.store.pg_errors import redact
+
+    database = options.get("database") or ""
+    if redact(database) != database:
+        structlog.get_logger("fleetwave.coordinator").warning(
+            "secret_on_command_line",
+            flag="--database",
+            hint="the URL's password is readable in ps; put the URL in FLEETWAVE_DATABASE,"
+            " the config file, or leave the password to ~/.pgpass or PGPASSWORD",
+        )
     for flag in ("admin_token", "join_token"):
         if options.get(flag):
             structlog.get_logger("fleetwave.coordinator").warning(

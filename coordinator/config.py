@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import tomllib
 from datetime import timedelta
 from pathlib import Path
@@ -51,6 +52,32 @@ class CoordinatorConfig(BaseModel):
         default=None, description="CA whose client certificates the agent endpoints require"
     )
     allow_plain_http: bool = False
+    member_id: str | None = Field(
+        default=None,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@-]*$",
+        description="this coordinator's name among those sharing a database;"
+        " default <hostname>:<port>",
+    )
+    advertise: str | None = Field(
+        default=None,
+        max_length=512,
+        pattern=r"^https?://[^\s/]+/?$",
+        description="the URL agents, the CLI and the dashboard reach this coordinator at;"
+        " default http(s)://<listen host, or the hostname for 0.0.0.0>:<port>",
+    )
+    lease_ttl: Duration = Field(
+        default=parse_duration("3s"),
+        description="how long the leader's lease lasts without renewal (PostgreSQL only):"
+        " a dead leader is replaced within about this long",
+    )
+
+    @field_validator("lease_ttl")
+    @classmethod
+    def _lease_ttl(cls, value: timedelta) -> timedelta:
+        if not timedelta(seconds=1) <= value <= timedelta(seconds=60):
+            raise ValueError("must be between 1s and 60s")
+        return value
 
     @field_validator("listen")
     @classmethod
@@ -72,6 +99,21 @@ class CoordinatorConfig(BaseModel):
     @property
     def port(self) -> int:
         return int(self.listen.rpartition(":")[2])
+
+    @property
+    def member_name(self) -> str:
+        return self.member_id or f"{socket.gethostname()}:{self.port}"
+
+    @property
+    def advertise_url(self) -> str:
+        if self.advertise:
+            return self.advertise.rstrip("/")
+        host = self.host
+        if host in ("0.0.0.0", "::", ""):  # noqa: S104 - naming the wildcard, not binding it
+            host = socket.gethostname()
+        if ":" in host:
+            host = f"[{host}]"
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
 
     @property
     def database_url(self) -> str:

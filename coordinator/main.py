@@ -19,12 +19,14 @@ from aiohttp import web
 from coordinator.api.deps import Deps
 from coordinator.app import create_app
 from coordinator.audit import AuditLog
+from coordinator.cluster import Cluster, LeaseStore
 from coordinator.config import CoordinatorConfig
 from coordinator.engine.driver import JobLocks, NodeMonitor, RolloutDriver
 from coordinator.engine.observation import ObservationWindow
 from coordinator.httpguard import GuardedAppRunner
 from coordinator.metrics import CoordinatorMetrics
 from coordinator.store import Store
+from coordinator.store.pg_errors import redact
 from coordinator.store.sqlite import SqliteStore
 from coordinator.tokens import LoadedToken, load_or_create
 from coordinator.watch import Watches
@@ -44,9 +46,9 @@ def open_store(config: CoordinatorConfig) -> Store:
     if url.startswith("sqlite:///"):
         return SqliteStore(Path(url.removeprefix("sqlite:///")))
     if url.startswith(("postgresql://", "postgres://")):
-        raise ValidationFailed(
-            [FieldError(field="database", message="the PostgreSQL store is not available yet")]
-        )
+        from coordinator.store.postgres import PostgresStore
+
+        return PostgresStore(url, member_id=config.member_name)
     raise ValidationFailed(
         [FieldError(field="database", message=f"unsupported URL {url!r}: use sqlite:///PATH")]
     )
@@ -171,6 +173,18 @@ async def serve(
     )
     driver = RolloutDriver(store, clock, watches, locks, window, metrics)
     monitor = NodeMonitor(store, clock, driver, window, config.ttl_seconds)
+    cluster = Cluster(
+        store if isinstance(store, LeaseStore) else None,
+        member_id=config.member_name,
+        address=config.advertise_url,
+        clock=clock,
+        driver=driver,
+        monitor=monitor,
+        window=window,
+        watches=watches,
+        metrics=metrics,
+        lease_seconds=config.lease_ttl.total_seconds(),
+    )
     audit = AuditLog(
         store,
         clock,
@@ -191,6 +205,7 @@ async def serve(
         max_body_bytes=config.max_body_bytes,
         metrics=metrics,
         require_client_cert=config.tls_client_ca is not None,
+        cluster=cluster,
     )
     # Slow or idle clients are dropped (request heads within 10 s, idle keep-alive 75 s).
     runner = GuardedAppRunner(create_app(deps), access_log=None)
@@ -222,8 +237,8 @@ async def serve(
         await site.start()
         tasks = [
             asyncio.create_task(window.run(), name="observation-window"),
-            asyncio.create_task(driver.run(), name="rollout-driver"),
-            asyncio.create_task(monitor.run(), name="node-monitor"),
+            # The engine (driver and node monitor) runs while this coordinator leads.
+            asyncio.create_task(cluster.run(), name="cluster"),
             asyncio.create_task(audit.run(), name="audit-pruner"),
             asyncio.create_task(feed_watchdog(notifier, clock), name="sd-watchdog"),
         ]
@@ -233,7 +248,9 @@ async def serve(
             listen=config.listen,
             tls=config.tls,
             mtls=deps.require_client_cert,
-            database=config.database_url,
+            database=redact(config.database_url),
+            member=config.member_name,
+            advertise=config.advertise_url,
             pid=os.getpid(),
         )
         notifier.ready(f"listening on {config.listen}")

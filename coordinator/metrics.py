@@ -312,6 +312,33 @@ class CoordinatorMetrics:
             ["endpoint"],
             registry=reg,
         )
+        self.cluster_leader = Gauge(
+            "fleetwave_cluster_leader",
+            "1 while this coordinator leads (runs the engine, its timers and node liveness).",
+            registry=reg,
+        )
+        self.cluster_epoch = Gauge(
+            "fleetwave_cluster_epoch",
+            "The leadership epoch this coordinator last saw (it increases at every takeover).",
+            registry=reg,
+        )
+        self.lease_renewals = Counter(
+            "fleetwave_cluster_lease_renewals",
+            "Lease attempts that succeeded, by outcome (renewed, taken, follower).",
+            ["outcome"],
+            registry=reg,
+        )
+        self.lease_failures = Counter(
+            "fleetwave_cluster_lease_failures",
+            "Lease attempts that failed (the database did not answer in time or refused).",
+            registry=reg,
+        )
+        self.leadership_changes = Counter(
+            "fleetwave_cluster_leadership_changes",
+            "Times this coordinator became leader or stepped down, by direction.",
+            ["change"],
+            registry=reg,
+        )
         self.state = StateCollector()
         reg.register(self.state)
 

@@ -12,6 +12,7 @@ from coordinator.api.deps import IF_MATCH_PATTERN, MAX_PLAIN_INT
 from coordinator.api.schemas import (
     ActionResult,
     AuditPage,
+    ClusterView,
     DrainRequest,
     EligibilityRequest,
     EventPage,
@@ -535,6 +536,16 @@ ROUTE_DOCS: dict[RouteKey, RouteDoc] = {
         description="Who am I: the token this request was made with (any operator token).",
         replies={200: json_reply("The token.", Token)},
         errors=(404,),  # revoked and purged between authentication and the answer
+    ),
+    ("GET", "/v1/cluster"): RouteDoc(
+        summary="The coordinators and their leader",
+        tag="system",
+        description="Every coordinator sharing the database, which one leads (runs the "
+        "rollout engine, its timers and node liveness) and the leadership epoch. Any "
+        "coordinator answers; every one serves the whole API. With SQLite there is one "
+        "member, the leader, at epoch 0. Clients that lose their coordinator can try the "
+        "others' `address`.",
+        replies={200: json_reply("The cluster.", ClusterView)},
     ),
     ("DELETE", "/v1/tokens/{id}"): RouteDoc(
         summary="Revoke a token",

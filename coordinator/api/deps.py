@@ -15,6 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from coordinator.access import Principal
 from coordinator.audit import AuditLog
+from coordinator.cluster import Cluster
 from coordinator.domain.records import NodeRecord
 from coordinator.engine.driver import JobLocks, RolloutDriver
 from coordinator.metrics import CoordinatorMetrics
@@ -55,6 +56,9 @@ class Deps:
     """(job, version) -> the spec's JSON, for the assignments every agent polls."""
     audit: AuditLog | None = None
     """Built from the store and clock when not given."""
+    cluster: Cluster | None = None
+    """This coordinator's part among those sharing the database (None: tests that drive the
+    engine themselves; the coordinator is then the only one, and leads)."""
     admin_token_hash: str = field(init=False)
     join_token_hash: str = field(init=False)
 

@@ -36,6 +36,35 @@ class ProbeStatus(_Body):
     error: str | None = Field(
         default=None, description="with `storage_failing`: what the last failed write said"
     )
+    role: Literal["leader", "follower"] | None = Field(
+        default=None,
+        description="readiness: whether this coordinator leads (runs the engine) or follows;"
+        " both serve the whole API",
+    )
+
+
+class ClusterLeader(_Body):
+    id: str = Field(description="the leader's member id; empty while nobody leads")
+    address: str = Field(description="the URL the leader advertises")
+
+
+class ClusterMember(_Body):
+    id: str
+    address: str
+    role: Literal["leader", "follower"]
+    last_seen: Timestamp = Field(description="its last lease attempt, by the database's clock")
+
+
+class ClusterView(_Body):
+    """The coordinators sharing this database (one, with SQLite) and which one leads."""
+
+    leader: ClusterLeader
+    epoch: int = Field(
+        description="the leadership epoch: it grows at every takeover (0: SQLite, one"
+        " coordinator without a lease)"
+    )
+    members: list[ClusterMember]
+    member: str = Field(description="the id of the coordinator that answered")
 
 
 class JobSummary(_Body):

@@ -1,11 +1,14 @@
-"""Open endpoints for monitoring: liveness, readiness and Prometheus metrics."""
+"""Endpoints for monitoring: liveness, readiness, Prometheus metrics and the cluster."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
 from coordinator.api.deps import deps, respond
+from coordinator.cluster import ClusterView
 from coordinator.metrics import CONTENT_TYPE, read_state
+from coordinator.store.lease import Member
+from shared.clock import format_time
 from shared.errors import StoreUnavailable
 
 routes = web.RouteTableDef()
@@ -30,7 +33,37 @@ async def handle_readyz(request: web.Request) -> web.Response:
             status=503,
             headers={"Retry-After": str(StoreUnavailable.retry_after)},
         )
-    return respond({"status": "ready"})
+    role = d.cluster.role if d.cluster is not None else "leader"
+    return respond({"status": "ready", "role": role})
+
+
+@routes.get("/v1/cluster")
+async def handle_cluster(request: web.Request) -> web.Response:
+    d = deps(request)
+    if d.cluster is None:
+        # Tests that drive the engine themselves: one coordinator, which leads.
+        now = d.clock.now()
+        view = ClusterView("coordinator", "", "leader", "coordinator", "", 0, [])
+        members = [Member("coordinator", "", now, now, leader=True)]
+    else:
+        view = await d.cluster.view()
+        members = list(view.members)
+    return respond(
+        {
+            "leader": {"id": view.leader_id, "address": view.leader_address},
+            "epoch": view.epoch,
+            "members": [
+                {
+                    "id": m.id,
+                    "address": m.address,
+                    "role": "leader" if m.leader else "follower",
+                    "last_seen": format_time(m.last_seen),
+                }
+                for m in members
+            ],
+            "member": view.member_id,
+        }
+    )
 
 
 @routes.get("/metrics")

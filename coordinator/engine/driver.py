@@ -18,6 +18,7 @@ from coordinator.engine.planner import RolloutPlan, plan_rollout
 from coordinator.engine.targets import fleet_nodes
 from coordinator.metrics import CoordinatorMetrics
 from coordinator.store import Store
+from coordinator.store.lease import Fenced
 from coordinator.watch import Watches
 from shared.clock import Clock
 from shared.errors import NotFound, StoreUnavailable
@@ -79,6 +80,8 @@ class RolloutDriver:
         self._wakeup = asyncio.Event()
         self.epoch: int | None = None
         """The leadership epoch its writes are fenced with (None: the only coordinator)."""
+        self.on_fenced: Callable[[], None] = lambda: None
+        """Called when a write was refused because another coordinator leads now."""
 
     def reset(self) -> None:
         """Forget every timer and kick (leadership was lost): whoever leads next derives
@@ -104,6 +107,11 @@ class RolloutDriver:
                 await self.step()
             except asyncio.CancelledError:
                 raise
+            except Fenced as exc:
+                # Another coordinator leads now: this one's term is over.
+                log.warning("engine_fenced", error=exc.message, epoch=self.epoch)
+                self.on_fenced()
+                await self._clock.sleep(1.0)
             except StoreUnavailable as exc:
                 # An outage, not a bug: the store counts its failed writes; try again soon.
                 log.warning("engine_step_postponed", error=exc.message)
@@ -271,6 +279,9 @@ class NodeMonitor:
                 await self.tick()
             except asyncio.CancelledError:
                 raise
+            except Fenced as exc:
+                log.warning("node_monitor_fenced", error=exc.message)
+                self._driver.on_fenced()
             except StoreUnavailable as exc:
                 log.warning("node_monitor_postponed", error=exc.message)
             except Exception:

@@ -95,6 +95,14 @@ class ObservationWindow:
             )
         return Observation(since=self._since, grace=self._grace)
 
+    def restart(self, reason: str) -> None:
+        """Start listening afresh now: this coordinator has just taken over the engine (it
+        became leader), and heartbeats went to whoever led before. No node is judged on
+        silence that happened before now (Nomad's ``failover_heartbeat_ttl`` lesson)."""
+        self._since = self._clock.now()
+        self._last = self._clock.monotonic()
+        log.info("observation_restarted", reason=reason, grace_seconds=self._grace.total_seconds())
+
     async def run(self) -> None:
         """Look at the loop often enough that a gap is noticed as soon as it ends."""
         while True:

@@ -76,7 +76,7 @@ class TestFullDisk:
         await free_disk(harness.store)
         assert (await readyz(harness))[0] == 503  # probed less than a second ago
         harness.clock.advance(1.0)
-        assert await readyz(harness) == (200, {"status": "ready"})
+        assert await readyz(harness) == (200, {"status": "ready", "role": "leader"})
         _, metrics = await scrape(harness)
         assert metrics.value("fleetwave_store_write_failing") == 0
 
@@ -136,24 +136,25 @@ class TestEveryWriteAnswers503:
 
 
 class TestAFollowUpWriteFails:
-    async def test_a_rollout_action_is_answered_when_only_the_engine_fails_to_write(
+    async def test_a_rollout_action_and_its_reaction_commit_together_or_not_at_all(
         self, harness: Harness
     ) -> None:
-        """stop is committed but the engine's reaction cannot be written: the answer is 200
-        with the stopped job (not a 503 for a change that was made), and the engine's next
-        step removes the assignment."""
+        """stop and the engine's reaction to it (removing the assignment) are one write: when
+        it fails the answer is 503 and nothing changed; the same request then does both."""
         node_id, token = await harness.register("a", port="1")
         await harness.report(token, 1, [])
         assert (await harness.put_job(web_spec(canary=0, waves=1))).status == 201
         await harness.driver.step()
         assert node_id in await harness.store.job_assignments("web")
         faults = await commit_faults(harness.store)
-        faults.passing, faults.failing = 2, 1  # the audit record, the stop; then the engine
+        faults.passing, faults.failing = 1, 1  # the audit record; then the plan
+        resp = await harness.client.post("/v1/jobs/web/stop", headers=harness.admin())
+        await assert_unavailable(resp, says="apply a plan")
+        assert (await harness.status("web"))["state"]["state_type"] != "stopped"
+        assert node_id in await harness.store.job_assignments("web")
         resp = await harness.client.post("/v1/jobs/web/stop", headers=harness.admin())
         assert resp.status == 200, await resp.text()
         assert (await resp.json())["status"]["state"]["state_type"] == "stopped"
-        assert node_id in await harness.store.job_assignments("web")
-        await harness.driver.step()
         assert node_id not in await harness.store.job_assignments("web")
 
     async def test_a_committed_report_reaches_the_engine_when_a_follow_up_fails(

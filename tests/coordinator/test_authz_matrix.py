@@ -76,6 +76,7 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("GET", "/v1/tokens"): "admin",
     ("POST", "/v1/tokens"): "admin",
     ("DELETE", "/v1/tokens/{id}"): "admin",
+    ("GET", "/v1/cluster"): "any",
     ("GET", "/v1/audit"): "admin",
 }
 
