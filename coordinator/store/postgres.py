@@ -452,7 +452,9 @@ class PostgresStore:
             node.next_token_hash,
             tx.epoch,
         )
-        tx.keys.add("nodes")
+        # node:<id> too: a revocation ends that node's long-poll on whichever coordinator
+        # holds it (a 401 at once instead of at the end of its wait).
+        tx.keys.update(("nodes", f"node:{node.id}"))
 
     async def renew_registration(
         self,
