@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -144,7 +143,7 @@ class Cluster:
     async def tick(self) -> None:
         """Try to take or renew the lease once, and act on the answer."""
         assert self._lease is not None
-        started = time.monotonic()
+        started = self._clock.monotonic()
         try:
             state = await asyncio.wait_for(
                 self._lease.try_lease(self.member_id, self.address, self._ttl),
@@ -155,7 +154,7 @@ class Cluster:
         except Exception as exc:
             self._metrics.lease_failures.inc()
             log.warning("lease_failed", error=str(exc) or type(exc).__name__, leading=self.leading)
-            if self.leading and time.monotonic() >= self._valid_until - self.renew_every:
+            if self.leading and self._clock.monotonic() >= self._valid_until - self.renew_every:
                 # Renewal may not come in time: stop writing before the lease can lapse and
                 # someone else takes it (fencing would refuse our writes anyway).
                 await self._step_down("cannot renew the lease")
