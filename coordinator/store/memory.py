@@ -218,8 +218,12 @@ class MemoryStore:
         existing = self._state.node_executions(node_id)
         report = Report(seq, load, resources, executions, tuple(conditions))
         decision = decide_report(node, existing, report, now)
-        if decision.node is not None:
-            self._state.put_node(decision.node)
+        if decision.node is None:
+            return decision.outcome
+        self._state.put_node(decision.node)
+        if not decision.liveness_only:
+            # A heartbeat that repeats every execution changes none of them, not even
+            # ``updated_at`` (the databases write it to the node only).
             for job in decision.removed:
                 self._state.drop_execution(node_id, job)
             for record in decision.executions.values():
@@ -308,11 +312,8 @@ class MemoryStore:
             anonymous = [e.id for e in kept if not e.token_id and e.status in (401, 403)]
             dropped = set(anonymous[: max(0, len(anonymous) - keep_anonymous)])
             kept = [e for e in kept if e.id not in dropped]
-        if self._audit:
-            newest = self._audit[-1].id
-            kept = [e for e in kept if e.id > newest - keep_rows]
-        self._audit = kept
-        return size - len(kept)
+        self._audit = kept[max(0, len(kept) - keep_rows) :]
+        return size - len(self._audit)
 
     # assignments and executions
 
