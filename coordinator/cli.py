@@ -32,7 +32,9 @@ from coordinator.cliutil import DEFAULT_ADDR, Ctx, fail, is_explicit, resolve_to
     envvar="FLEETWAVE_ADDR",
     default=DEFAULT_ADDR,
     show_default=True,
-    help="Coordinator address (env FLEETWAVE_ADDR).",
+    help="Coordinator address, or several comma-separated (HA): each call goes to the first"
+    " that answers, moving on when one cannot be reached or its database is down (env"
+    " FLEETWAVE_ADDR).",
 )
 @click.option(
     "--token",

@@ -16,6 +16,7 @@ import click
 from click.core import ParameterSource
 from click.shell_completion import CompletionItem
 
+from coordinator.addresses import AddressError
 from coordinator.client import ApiClient, ApiError
 from coordinator.follow import progress_line
 from coordinator.specfile import SpecFileError, load_spec_file
@@ -107,10 +108,15 @@ class Ctx:
 
     @property
     def client(self) -> ApiClient:
+        """The API at the coordinators of ``addr`` (comma-separated: tried in order, see
+        ``coordinator.addresses``); a bad list is a usage error."""
         if self._client is None:
-            self._client = ApiClient(
-                self.addr, self._token(), ssl_context=cli_ssl(self._ca_file), for_terminal=True
-            )
+            try:
+                self._client = ApiClient(
+                    self.addr, self._token(), ssl_context=cli_ssl(self._ca_file), for_terminal=True
+                )
+            except AddressError as exc:
+                fail(str(exc))
         return self._client
 
     def call(self, method: str, path: str, body: Any = None, **kw: Any) -> Any:
@@ -137,7 +143,7 @@ def is_explicit(ctx: click.Context, name: str) -> bool:
     return ctx.get_parameter_source(name) in {ParameterSource.COMMANDLINE, ParameterSource.PROMPT}
 
 
-def _completion_client(ctx: click.Context) -> ApiClient:
+def _completion_client(ctx: click.Context) -> ApiClient | None:
     params = ctx.find_root().params
     addr = params.get("addr") or os.environ.get("FLEETWAVE_ADDR") or DEFAULT_ADDR
     token = params.get("token") or os.environ.get("FLEETWAVE_TOKEN")
@@ -152,13 +158,17 @@ def _completion_client(ctx: click.Context) -> ApiClient:
 
         with contextlib.suppress(OSError, ssl.SSLError):
             context = client_context(Path(ca_file))
-    return ApiClient(addr, token, timeout=2, ssl_context=context)
+    try:
+        return ApiClient(addr, token, timeout=2, ssl_context=context, connect_timeout=1)
+    except AddressError:
+        return None
 
 
 def complete_jobs(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
     """Job names from the API, when it answers in time (else no suggestions)."""
+    client = _completion_client(ctx)
     try:
-        jobs = _completion_client(ctx).request("GET", "/v1/jobs").body["jobs"]
+        jobs = client.request("GET", "/v1/jobs").body["jobs"] if client is not None else []
     except (ApiError, KeyError, TypeError):
         return []
     return [CompletionItem(j["name"]) for j in jobs if j["name"].startswith(incomplete)]
@@ -166,8 +176,9 @@ def complete_jobs(ctx: click.Context, param: click.Parameter, incomplete: str) -
 
 def complete_nodes(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
     """Node names (and ids) from the API, when it answers in time."""
+    client = _completion_client(ctx)
     try:
-        nodes = _completion_client(ctx).request("GET", "/v1/nodes").body["nodes"]
+        nodes = client.request("GET", "/v1/nodes").body["nodes"] if client is not None else []
     except (ApiError, KeyError, TypeError):
         return []
     keys = [n["name"] for n in nodes] + [n["id"] for n in nodes]

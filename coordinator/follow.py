@@ -3,7 +3,9 @@
 A background thread reads ``GET /v1/events?job=NAME``; every ``status`` message (and every
 reconnect) makes the follower refetch ``/status`` and ``/rollout``. While the stream is down
 the follower polls every second and the thread reconnects with backoff, resuming from the
-last event id. The CLI's live view and the demo render the snapshots; they decide when to stop.
+last event id, at the next coordinator when ``FLEETWAVE_ADDR`` lists several (event ids are
+the shared database's, the same on each). The CLI's live view and the demo render the
+snapshots; they decide when to stop.
 """
 
 from __future__ import annotations
@@ -174,6 +176,9 @@ class RolloutFollower:
             stream.close()
             self.streaming = False
             self._queue.put(_DISCONNECT)
+            # The stream broke: resume (from ``last_id``) at the next coordinator, if there
+            # is another (HA): this one may be gone.
+            self.client.avoid(stream.addr)
             self._stopping.wait(backoff)
 
     # -- the caller's side -------------------------------------------------------------

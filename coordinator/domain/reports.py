@@ -125,6 +125,8 @@ def merge_execution(
     )
     same_state = same_run and old is not None and old.state == report.state
     since = old.since if same_state and old is not None else now
+    if old is not None and unchanged(old, report):
+        return old  # a report that repeats it changes nothing, ``updated_at`` included
     return ExecutionRecord(
         node_id=node_id,
         job=report.job,

@@ -946,7 +946,11 @@ class SqliteStore:
         self, *, before: datetime, keep_rows: int, keep_anonymous: int | None = None
     ) -> int:
         async with self._tx("prune the audit log", proves_health=False) as conn:
-            cur = await conn.execute("DELETE FROM audit WHERE time < ?", (format_time(before),))
+            # Compared as times: as text a whole second ("...01Z") sorts after its own
+            # fractions ("...01.25Z").
+            cur = await conn.execute(
+                "DELETE FROM audit WHERE julianday(time) < julianday(?)", (format_time(before),)
+            )
             removed = cur.rowcount
             if keep_anonymous is not None:
                 # Refusals without a valid token have their own cap: a flood of them must
@@ -957,9 +961,15 @@ class SqliteStore:
                     (keep_anonymous,),
                 )
                 removed += cur.rowcount
-            cur = await conn.execute(
-                "DELETE FROM audit WHERE id <= (SELECT MAX(id) FROM audit) - ?", (keep_rows,)
-            )
+            # The newest ``keep_rows`` entries that are left (ids have gaps by now).
+            if keep_rows <= 0:
+                cur = await conn.execute("DELETE FROM audit")
+            else:
+                cur = await conn.execute(
+                    "DELETE FROM audit WHERE id < (SELECT id FROM audit ORDER BY id DESC"
+                    " LIMIT 1 OFFSET ?)",
+                    (keep_rows - 1,),
+                )
             return removed + cur.rowcount
 
 

@@ -141,23 +141,6 @@ async def store(unopened: Store) -> AsyncIterator[Store]:
     await unopened.close()
 
 
-def diverges(request: pytest.FixtureRequest, kind: str, reason: str) -> None:
-    """Expect this test to fail (strictly) on the store ``kind``: a known divergence from
-    the port's contract, reported rather than fixed here."""
-    if request.node.callspec.params["unopened"] == kind:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
-
-
-SQLITE_PRUNES_BY_TEXT = (
-    "SqliteStore.prune_audit compares format_time() text: a whole second ('...01Z') sorts "
-    "after its own fractions ('...01.250000Z')"
-)
-SQLITE_KEEPS_BY_ID = (
-    "SqliteStore.prune_audit keeps ids above MAX(id) - keep_rows: fewer than keep_rows "
-    "entries once other rules left gaps"
-)
-
-
 # records
 
 
@@ -619,12 +602,6 @@ class TestReports:
         await report(store, 3, [ran("web", HEALTHY, version=2, generation=1)])
         assert (await store.job_executions("web"))["n1"].since == at(3)
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="domain.reports.merge_execution sets updated_at=now for an execution the "
-        "report repeats whenever anything else in the report changed; ExecutionRecord says "
-        "heartbeats that repeat it do not move it",
-    )
     async def test_a_repeated_execution_keeps_updated_at_beside_a_changed_one(
         self, store: Store
     ) -> None:
@@ -833,7 +810,6 @@ class TestAudit:
     ) -> None:
         """An entry a quarter second older than ``before`` goes, one a quarter second newer
         stays (whole and fractional seconds compared as times)."""
-        diverges(request, "sqlite", SQLITE_PRUNES_BY_TEXT)
         ids = await store.write_audit([audit(0, t=1), audit(1, t=1.5), audit(2, t=2)], [])
         assert await store.prune_audit(before=at(1.25), keep_rows=100) == 1
         assert [e.id for e in await store.list_audit()] == ids[1:]
@@ -867,7 +843,6 @@ class TestAudit:
         self, store: Store, request: pytest.FixtureRequest
     ) -> None:
         """``keep_rows`` keeps the newest entries that survive age and the anonymous cap."""
-        diverges(request, "sqlite", SQLITE_KEEPS_BY_ID)
         entries = [audit(i) for i in range(4)]
         entries.insert(2, audit(9, token_id="", name="", status=401))
         ids = await store.write_audit(entries, [])
