@@ -59,9 +59,16 @@ def coordinator_session(ssl_context: ssl.SSLContext | None) -> aiohttp.ClientSes
 class CoordinatorClient:
     """Register, long-poll assignments and report; raises only CoordinatorError subclasses.
 
-    A connection error, timeout or 5xx moves on to the next coordinator URL; the URL that
-    answered last is tried first next time. When every URL failed the call raises
-    CoordinatorUnavailable and the caller backs off.
+    A connection error, timeout or 5xx (a 503: that coordinator's database is down) moves on
+    to the next coordinator URL at once, in the same call; the URL that answered last is
+    tried first next time, so the agent sticks to a working coordinator. Only when every URL
+    failed does the call raise CoordinatorUnavailable, and the caller backs off.
+
+    Sending a request again to another coordinator is safe for every agent call, even when
+    the first may have been applied: coordinators share one database (HA, DESIGN §8), a
+    report carries a sequence number (a replay is ignored), the assignments poll changes
+    nothing and means the same index everywhere, a repeated registration is recognised by
+    the node key, and a rotated token is used only once the agent has saved it.
     """
 
     def __init__(
@@ -71,6 +78,7 @@ class CoordinatorClient:
         *,
         request_timeout: float = 10.0,
         poll_margin: float = 10.0,
+        connect_timeout: float = 5.0,
     ) -> None:
         if not urls:
             raise ValueError("at least one coordinator URL is required")
@@ -78,6 +86,9 @@ class CoordinatorClient:
         self._session = session
         self._request_timeout = request_timeout
         self._poll_margin = poll_margin
+        # Short: a coordinator host that is gone (no RST) must not hold a long-poll's whole
+        # deadline before the next URL is tried.
+        self._connect_timeout = connect_timeout
         self._current = 0
 
     @property
@@ -132,21 +143,22 @@ class CoordinatorClient:
         params: Mapping[str, str] | None = None,
     ) -> Any:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
+        timeout = aiohttp.ClientTimeout(
+            total=deadline, sock_connect=min(self._connect_timeout, deadline)
+        )
         problems: list[str] = []
         for attempt in range(len(self._urls)):
             index = (self._current + attempt) % len(self._urls)
             url = self._urls[index] + path
             try:
                 async with self._session.request(
-                    method,
-                    url,
-                    json=body,
-                    params=params,
-                    headers=headers,
-                    timeout=aiohttp.ClientTimeout(total=deadline),
+                    method, url, json=body, params=params, headers=headers, timeout=timeout
                 ) as response:
                     status = response.status
                     text = await response.text()
+            except aiohttp.ConnectionTimeoutError:
+                problems.append(f"{url}: no connection within {timeout.sock_connect:g}s")
+                continue
             except TimeoutError:
                 problems.append(f"{url}: timed out after {deadline:g}s")
                 continue
@@ -156,7 +168,14 @@ class CoordinatorClient:
             if status >= 500:
                 problems.append(f"{url}: HTTP {status} {_error_message(text)}".rstrip())
                 continue
-            self._current = index
+            if index != self._current:
+                log.warning(
+                    "coordinator_failover",
+                    previous=self._urls[self._current],
+                    now=self._urls[index],
+                    problems=problems,
+                )
+                self._current = index
             return _decode(status, text, registering=token is None)
         log.debug("coordinators_unavailable", problems=problems)
         raise CoordinatorUnavailable("no coordinator answered: " + "; ".join(problems))

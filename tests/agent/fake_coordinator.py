@@ -1,12 +1,18 @@
-"""A small in-memory coordinator implementing the three agent endpoints, for agent tests."""
+"""A small in-memory coordinator implementing the three agent endpoints, for agent tests.
+
+One state can be served as several replicas (``app(replica=...)``), like HA coordinators that
+share one database: a replica can answer 503 on its own (``unavailable``) or be stopped.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 from dataclasses import dataclass, field
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from shared.durations import parse_duration
 from shared.protocol import (
@@ -27,9 +33,13 @@ class FakeNode:
     last_seq: int = 0
 
 
+REPLICA = web.AppKey("replica", str)
+
+
 def _error(status: int, code: str, message: str) -> web.Response:
+    headers = {"Retry-After": "2"} if status == 503 else None
     return web.json_response(
-        {"error": {"code": code, "message": message, "details": {}}}, status=status
+        {"error": {"code": code, "message": message, "details": {}}}, status=status, headers=headers
     )
 
 
@@ -50,6 +60,12 @@ class FakeCoordinator:
     requests: int = 0
     fail_with: int | None = None
     """When set, every agent endpoint answers with this status."""
+    unavailable: set[str] = field(default_factory=set)
+    """Replicas that answer 503 ``store_unavailable`` (their database is down)."""
+    served: collections.Counter[str] = field(default_factory=collections.Counter)
+    """Requests each replica received (503s included)."""
+    poll_log: list[tuple[str, int]] = field(default_factory=list)
+    """(replica, index asked for) of every assignments poll a replica served."""
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -75,8 +91,18 @@ class FakeCoordinator:
                 return report
         return None
 
-    def app(self) -> web.Application:
-        app = web.Application()
+    def app(self, replica: str = "") -> web.Application:
+        """This state over HTTP, as the replica named ``replica``."""
+
+        @web.middleware
+        async def as_replica(request: web.Request, handler: Handler) -> web.StreamResponse:
+            self.served[replica] += 1
+            if replica in self.unavailable:
+                return _error(503, "store_unavailable", "could not read: database is down")
+            return await handler(request)
+
+        app = web.Application(middlewares=[as_replica])
+        app[REPLICA] = replica
         app.router.add_post("/v1/agent/register", self.handle_register)
         app.router.add_get("/v1/agent/assignments", self.handle_assignments)
         app.router.add_post("/v1/agent/report", self.handle_report)
@@ -115,6 +141,7 @@ class FakeCoordinator:
             return _error(401, "unauthorized", "unknown node token")
         self.polls += 1
         since = int(request.query.get("index", "0"))
+        self.poll_log.append((request.app[REPLICA], since))
         wait = parse_duration(request.query.get("wait", "30s")).total_seconds()
         if self.index <= since:
             try:
