@@ -1,7 +1,10 @@
-"""A local fleet of real processes: one coordinator and N agents on loopback ports.
+"""A local fleet of real processes: coordinators and N agents on loopback ports.
 
-Used by the demo and by the integration tests. Every process it starts, and every
-workload those agents start under its base directory, is stopped by ``close()``.
+Used by the demo and by the integration tests. By default one coordinator on its own
+SQLite file; with ``database_url`` (PostgreSQL) ``coordinators`` of them share it, each on
+its own port and data dir with its own ``--member-id``, and every agent is given all their
+URLs. Every process it starts, and every workload those agents start under its base
+directory, is stopped by ``close()``.
 """
 
 from __future__ import annotations
@@ -84,6 +87,23 @@ class Proc:
 
 
 @dataclass
+class Member:
+    """One coordinator of the fleet: where it listens and keeps its files, and its process."""
+
+    member_id: str
+    port: int
+    data_dir: Path
+    log_name: str
+    proc: Proc | None = None
+    paused: bool = False  # SIGSTOPped: alive, but it answers nothing
+
+    @property
+    def running(self) -> bool:
+        """Alive and not paused: it can answer."""
+        return self.proc is not None and self.proc.alive() and not self.paused
+
+
+@dataclass
 class LocalFleet:
     base_dir: Path
     heartbeat_interval: str = "1s"
@@ -91,7 +111,6 @@ class LocalFleet:
     heartbeat_ttl: str | None = None
     python: str = sys.executable
     port: int = field(default_factory=free_port)
-    coordinator: Proc | None = None
     agents: dict[str, Proc] = field(default_factory=dict)
     labels: dict[str, dict[str, str]] = field(default_factory=dict)
     # HTTPS with mTLS: a private CA under <base_dir>/tls signs the coordinator's certificate
@@ -101,10 +120,51 @@ class LocalFleet:
     # DESIGN §10). Required, so every fleet says what its hosts let jobs do; `{}` is the
     # default policy (no root, ...).
     policy: Mapping[str, object] = field(kw_only=True)
+    # HA: the PostgreSQL database the coordinators share (None: one coordinator, SQLite),
+    # how many of them, and their leadership lease (None: the coordinator's default).
+    database_url: str | None = field(default=None, kw_only=True)
+    coordinators: int = field(default=1, kw_only=True)
+    lease_ttl: str | None = field(default=None, kw_only=True)
+    members: list[Member] = field(init=False)
+
+    def __post_init__(self) -> None:
+        if self.coordinators < 1 or (self.coordinators > 1 and self.database_url is None):
+            raise ValueError("several coordinators need a shared database_url (PostgreSQL)")
+        if self.database_url is None:
+            # Exactly the single-coordinator fleet it always was.
+            self.members = [Member("", self.port, self.base_dir / "coordinator", "coordinator")]
+            return
+        self.members = [
+            Member(
+                f"c{i + 1}",
+                self.port if i == 0 else free_port(),
+                self.base_dir / f"coordinator-c{i + 1}",
+                f"coordinator-c{i + 1}",
+            )
+            for i in range(self.coordinators)
+        ]
+
+    @property
+    def ha(self) -> bool:
+        return self.database_url is not None
+
+    @property
+    def coordinator(self) -> Proc | None:
+        """The (first) coordinator's process."""
+        return self.members[0].proc
 
     @property
     def url(self) -> str:
-        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+        """The (first) coordinator's URL."""
+        return self.member_url(0)
+
+    @property
+    def urls(self) -> list[str]:
+        """Every coordinator's URL, in member order."""
+        return [self.member_url(i) for i in range(len(self.members))]
+
+    def member_url(self, index: int) -> str:
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.members[index].port}"
 
     @property
     def tls_dir(self) -> Path:
@@ -116,8 +176,13 @@ class LocalFleet:
 
     @property
     def api(self) -> ApiClient:
+        """A client of the first coordinator that can answer (the first one if none can)."""
+        running = [i for i, m in enumerate(self.members) if m.running]
+        return self.api_of(running[0] if running else 0)
+
+    def api_of(self, index: int, timeout: float = 10) -> ApiClient:
         context = client_context(self.ca_file) if self.tls else None
-        return ApiClient(self.url, ADMIN_TOKEN, timeout=10, ssl_context=context)
+        return ApiClient(self.member_url(index), ADMIN_TOKEN, timeout=timeout, ssl_context=context)
 
     def certificate(self, name: str, *, server: bool = False) -> tuple[Path, Path]:
         """(cert, key) for ``name``, signed by this fleet's CA (made on first use)."""
@@ -173,10 +238,11 @@ class LocalFleet:
         return Proc(name, popen, log_path, log)
 
     def start_coordinator(
-        self, *extra: str, wait: bool = True, env: dict[str, str] | None = None
+        self, *extra: str, wait: bool = True, env: dict[str, str] | None = None, member: int = 0
     ) -> Proc:
-        """Start the coordinator on this fleet's port and data dir (again, after a stop);
+        """Start coordinator ``member`` on its port and data dir (again, after a stop);
         ``env`` adds variables to its environment (the fault tests preload faketime)."""
+        slot = self.members[member]
         environ = (
             self._env()
             | (env or {})
@@ -192,32 +258,114 @@ class LocalFleet:
             "-m",
             "coordinator",
             "--listen",
-            f"127.0.0.1:{self.port}",
+            f"127.0.0.1:{slot.port}",
             "--data-dir",
-            str(self.base_dir / "coordinator"),
+            str(slot.data_dir),
             "--heartbeat-interval",
             self.heartbeat_interval,
             "--log-format",
             "json",
             *self._coordinator_tls_args(),
+            *self._coordinator_ha_args(slot),
             *extra,
         ]
-        self.coordinator = self._spawn("coordinator", argv, environ)
+        slot.proc = self._spawn(slot.log_name, argv, environ)
+        slot.paused = False
         if wait:
-            self.wait_ready()
-        return self.coordinator
+            self.wait_ready(member=member)
+        return slot.proc
 
-    def wait_ready(self, timeout: float = 30.0) -> None:
+    def _coordinator_ha_args(self, slot: Member) -> list[str]:
+        if self.database_url is None:
+            return []
+        args = ["--database", self.database_url, "--member-id", slot.member_id]
+        return args + (["--lease-ttl", self.lease_ttl] if self.lease_ttl else [])
+
+    def start_coordinators(self, *extra: str, env: dict[str, str] | None = None) -> int:
+        """Start every coordinator, wait until each is ready and one leads; its index."""
+        for index in range(len(self.members)):
+            self.start_coordinator(*extra, wait=False, env=env, member=index)
+        for index in range(len(self.members)):
+            self.wait_ready(member=index)
+        return self.leader()
+
+    def wait_ready(self, timeout: float = 30.0, *, member: int = 0) -> None:
+        slot = self.members[member]
+
         def ready() -> bool:
-            if self.coordinator is not None and not self.coordinator.alive():
-                raise RuntimeError(f"coordinator exited; see {self.coordinator.log_path}")
+            if slot.proc is not None and not slot.proc.alive():
+                raise RuntimeError(f"coordinator exited; see {slot.proc.log_path}")
             try:
-                self.api.request("GET", "/readyz")
+                self.api_of(member).request("GET", "/readyz")
             except ApiError:
                 return False
             return True
 
-        wait_for("the coordinator to be ready", ready, timeout)
+        name = f"coordinator {slot.member_id}" if slot.member_id else "the coordinator"
+        wait_for(f"{name} to be ready", ready, timeout)
+
+    # -- several coordinators
+
+    def role(self, member: int, timeout: float = 1.0) -> str | None:
+        """What coordinator ``member``'s /readyz says it is (``leader``/``follower``); None
+        when it is down, paused, not ready or does not answer within ``timeout``."""
+        if not self.members[member].running:
+            return None
+        try:
+            body = self.api_of(member, timeout).request("GET", "/readyz").body
+        except (ApiError, OSError, http.client.HTTPException):
+            return None
+        role = body.get("role") if isinstance(body, dict) else None
+        return str(role) if role else None
+
+    def leader(self, timeout: float = 30.0, *, besides: int | None = None) -> int:
+        """The index of the coordinator whose /readyz says it leads (other than ``besides``),
+        polled until there is one."""
+
+        def leading() -> tuple[int] | None:
+            for index in range(len(self.members)):
+                if index != besides and self.role(index) == "leader":
+                    return (index,)
+            return None
+
+        return wait_for("a coordinator to lead", leading, timeout, interval=0.02)[0]
+
+    def cluster(self, member: int) -> dict[str, Any]:
+        """``GET /v1/cluster`` of coordinator ``member``."""
+        body: dict[str, Any] = self.api_of(member, 2).request("GET", "/v1/cluster").body
+        return body
+
+    def kill_coordinator(self, member: int) -> float:
+        """kill -9 coordinator ``member``; the wall time of the kill."""
+        slot = self.members[member]
+        assert slot.proc is not None
+        at = time.time()
+        self.stop(slot.proc, signal.SIGKILL)
+        slot.paused = False
+        return at
+
+    def pause_coordinator(self, member: int) -> float:
+        """SIGSTOP coordinator ``member``; the wall time it was stopped."""
+        slot = self.members[member]
+        assert slot.proc is not None
+        at = time.time()
+        slot.proc.popen.send_signal(signal.SIGSTOP)
+        slot.paused = True
+        return at
+
+    def resume_coordinator(self, member: int) -> None:
+        """SIGCONT coordinator ``member``."""
+        slot = self.members[member]
+        assert slot.proc is not None
+        slot.proc.popen.send_signal(signal.SIGCONT)
+        slot.paused = False
+
+    def restart_coordinator(self, member: int, *, wait: bool = True) -> Proc:
+        """Stop coordinator ``member`` if it runs (kill -9 when paused), start it again."""
+        slot = self.members[member]
+        if slot.proc is not None and slot.proc.alive():
+            self.stop(slot.proc, signal.SIGKILL if slot.paused else signal.SIGTERM)
+        return self.start_coordinator(wait=wait, member=member)
 
     def start_agent(
         self,
@@ -232,7 +380,7 @@ class LocalFleet:
         join_token: str | None = None,
     ) -> Proc:
         """Start agent ``name`` (again: its labels are remembered); ``coordinator`` is the URL
-        it talks to, this fleet's coordinator unless given (the fault tests put a proxy there).
+        it talks to, this fleet's coordinators unless given (the fault tests put a proxy there).
         In a TLS fleet it verifies the coordinator with the fleet's CA and, unless
         ``client_cert`` is false, presents its own certificate; ``extra`` flags come last.
         Its config file holds ``policy``, else the fleet's; it joins with ``join_token``,
@@ -245,8 +393,7 @@ class LocalFleet:
             "agent",
             "--config",
             str(self._agent_config(name, self.policy if policy is None else policy)),
-            "--coordinator",
-            coordinator or self.url,
+            *self._coordinator_flags(coordinator),
             "--data-dir",
             str(self.base_dir / "agents" / name),
             "--name",
@@ -269,6 +416,11 @@ class LocalFleet:
         proc = self._spawn(f"agent-{name}", argv, env)
         self.agents[name] = proc
         return proc
+
+    def _coordinator_flags(self, coordinator: str | None) -> list[str]:
+        """``--coordinator`` for ``coordinator``, else for each of this fleet's coordinators."""
+        urls = [coordinator] if coordinator else self.urls
+        return [flag for url in urls for flag in ("--coordinator", url)]
 
     def _agent_config(self, name: str, policy: Mapping[str, object]) -> Path:
         """The agent's config file: only its ``[policy]`` (flags give the rest). It also keeps
@@ -317,7 +469,8 @@ class LocalFleet:
         Zombies are left out: they have ended, and only wait for their parent to collect them;
         after an agent was killed with SIGKILL that parent is PID 1, which may take its time.
         """
-        ours = {p.popen.pid for p in [*self.agents.values(), self.coordinator] if p is not None}
+        procs = [*self.agents.values(), *(m.proc for m in self.members)]
+        ours = {p.popen.pid for p in procs if p is not None}
         base = str(self.base_dir.resolve())
         found = []
         for proc in psutil.process_iter(["pid", "cwd", "status"]):
@@ -333,8 +486,11 @@ class LocalFleet:
         for proc in self.agents.values():
             if proc.alive():
                 self.stop(proc)
-        if self.coordinator is not None and self.coordinator.alive():
-            self.stop(self.coordinator)
+        for slot in self.members:
+            if slot.proc is not None and slot.proc.alive():
+                if slot.paused:
+                    self.resume_coordinator(self.members.index(slot))
+                self.stop(slot.proc)
         workloads = self.workload_processes()
         for workload in workloads:
             with contextlib.suppress(psutil.Error, ProcessLookupError, PermissionError):
