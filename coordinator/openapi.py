@@ -108,8 +108,11 @@ ERROR_RESPONSES: dict[int, tuple[str, str]] = {
     413: ("PayloadTooLarge", "The body is over the coordinator's `max_body_bytes`."),
     503: (
         "StoreUnavailable",
-        "The coordinator cannot write to its database now (disk full, I/O error); nothing "
-        "was changed by the failed write. Retry after `Retry-After` seconds. Every operator "
+        "The coordinator cannot reach or write to its database now (disk full, I/O error, "
+        "database down); with code `store_unavailable` nothing was changed by the failed "
+        "write: retry after `Retry-After` seconds, on this or another coordinator. With code "
+        "`outcome_unknown` the connection to the database broke while it committed: the "
+        "change may have been applied, so read the state before retrying. Every operator "
         "request that changes something, and every refused one, is first written to the "
         "audit log, so any of them can get it.",
     ),

@@ -144,3 +144,11 @@ class StoreUnavailable(StoreError):
     status = 503
     code = "store_unavailable"
     retry_after = 2
+
+
+class OutcomeUnknown(StoreUnavailable):
+    """The connection to the database broke while it committed: the write may or may not
+    have been applied. Read the state before retrying a change (clients never resend it
+    blindly: the code differs from ``store_unavailable``)."""
+
+    code = "outcome_unknown"

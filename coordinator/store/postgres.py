@@ -62,7 +62,7 @@ from coordinator.store.pg_errors import DB_ERRORS, describe, redact, store_error
 from coordinator.store.pg_listen import EVERYTHING, ChangeListener, payloads
 from coordinator.store.pg_migrations import migrate
 from coordinator.store.sqlite import audit_query
-from shared.errors import BadRequest, Conflict, StoreError
+from shared.errors import BadRequest, Conflict, OutcomeUnknown, StoreError, StoreUnavailable
 from shared.nodes import Eligibility, Load, NodeCondition, NodeStatus, Resources
 from shared.protocol import ExecutionReport
 from shared.spec import JobSpec
@@ -208,16 +208,33 @@ class PostgresStore:
         """
         pool = self._open_pool()
         tx: _Tx | None = None
+        committing = committed = False
         try:
-            async with pool.acquire(timeout=ACQUIRE_TIMEOUT) as conn, conn.transaction():
-                tx = _Tx(conn, epoch)
-                if epoch is not None:
-                    await self._fence(conn, epoch)
-                yield tx
-                for payload in payloads(self.member_id, tx.keys):
-                    await conn.execute("SELECT pg_notify('fleetwave', $1)", payload)
+            async with pool.acquire(timeout=ACQUIRE_TIMEOUT) as conn:
+                async with conn.transaction():
+                    tx = _Tx(conn, epoch)
+                    if epoch is not None:
+                        await self._fence(conn, epoch)
+                    yield tx
+                    for payload in payloads(self.member_id, tx.keys):
+                        await conn.execute("SELECT pg_notify('fleetwave', $1)", payload)
+                    committing = True  # leaving the block sends COMMIT
+                committed = True
         except DB_ERRORS as exc:
-            raise await self._failed(exc, what) from exc
+            if committed:
+                # Only handing the connection back failed: the write is durable.
+                log.warning("connection_release_failed", error=str(exc), what=what)
+            else:
+                error = await self._failed(exc, what)
+                if committing and isinstance(error, StoreUnavailable):
+                    # The server may have committed before the connection broke: never say
+                    # "nothing changed" then (a client would resend the change elsewhere).
+                    raise OutcomeUnknown(
+                        f"{error.message}; the connection broke while committing, so the"
+                        " change may or may not have been applied: read the current state"
+                        " before retrying"
+                    ) from exc
+                raise error from exc
         if proves_health:
             self._writes.committed()
         if tx is not None and tx.events:
