@@ -48,6 +48,14 @@ export function authHeaders() {
   return { Authorization: `Bearer ${getToken()}` };
 }
 
+let linkObserver = () => {};
+
+/** Tell ``listener(outcome, reason)`` how each request went: "answered", "unreachable" (no
+ * answer, or a proxy's 502/504) or "unavailable" (503; ``reason`` is the coordinator's message). */
+export function observeLink(listener) {
+  linkObserver = listener;
+}
+
 export async function api(path, { method = "GET", body, signal } = {}) {
   const headers = { ...authHeaders(), Accept: "application/json" };
   if (body !== undefined) headers["Content-Type"] = "application/json";
@@ -62,6 +70,7 @@ export async function api(path, { method = "GET", body, signal } = {}) {
     });
   } catch (err) {
     if (err.name === "AbortError") throw err;
+    linkObserver("unreachable");
     throw new ApiError("down", 0, DOWN_MESSAGE);
   }
   const text = await resp.text();
@@ -71,8 +80,10 @@ export async function api(path, { method = "GET", body, signal } = {}) {
   } catch {
     data = null;
   }
+  const error = !resp.ok && data && data.error;
+  if (resp.status === 503) linkObserver("unavailable", (error && error.message) || "");
+  else linkObserver([502, 504].includes(resp.status) ? "unreachable" : "answered");
   if (!resp.ok) {
-    const error = data && data.error;
     if (resp.status === 401) throw new ApiError("unauthorized", 401, unauthorizedMessage(error && error.message));
     if (!error && [502, 503, 504].includes(resp.status)) {
       throw new ApiError("down", resp.status, DOWN_MESSAGE);

@@ -1,12 +1,23 @@
 // The dashboard: sign-in, routes (#/jobs, #/jobs/NAME, #/nodes, #/audit), data loading, live
-// updates from the event stream with a polling fallback, and the operator actions that the
-// signed-in token may take.
+// updates from the event stream with a polling fallback, the operator actions that the
+// signed-in token may take, and the cluster of coordinators with what to do when ours is lost.
 
 import { Permissions } from "./access.js";
 import { describeAction, availableActions, confirmDialog, describeNodeAction, nodeActions } from "./actions.js";
-import { ApiError, api, clearToken, enc, getToken, setToken, takeTokenFromFragment, unauthorizedMessage } from "./api.js";
+import {
+  ApiError,
+  api,
+  clearToken,
+  enc,
+  getToken,
+  observeLink,
+  setToken,
+  takeTokenFromFragment,
+  unauthorizedMessage,
+} from "./api.js";
 import { AuditReader, isRefused } from "./audit.js";
 import { auditFilters, auditHash, renderAudit, renderAuditForm } from "./audit-view.js";
+import { LINK_OK, nextLink, renderCluster, renderLost } from "./cluster.js";
 import { ago, h } from "./dom.js";
 import { EventStream } from "./stream.js";
 import { isActive, jobState } from "./states.js";
@@ -18,6 +29,7 @@ const EVENTS_SHOWN = 12;
 const EVENT_PAGE_SIZE = 1000;
 const EVENT_PAGES = 20;
 const AUDIT_SHOWN = 50; // entries per load of the audit view
+const CLUSTER_MS = 15000; // how often the cluster view is reread: leaders change rarely
 
 const main = document.getElementById("main");
 const state = {
@@ -39,6 +51,9 @@ const state = {
   auditMore: null,
   jobEvents: [], // the job page's recent events
   eventCursor: 0, // the last event id read for them
+  cluster: null, // the last GET /v1/cluster answer
+  clusterAt: 0, // when it was asked for
+  link: LINK_OK, // whether the coordinator is lost (see nextLink)
 };
 
 // ---------------------------------------------------------------- routing
@@ -116,7 +131,10 @@ function showSignIn(message) {
   state.can = null;
   state.routeKey = ""; // what is still loading for the last token is not shown
   state.data = null;
+  state.cluster = null;
+  state.link = LINK_OK;
   showIdentity();
+  showCluster();
   setBanner("");
   main.replaceChildren(
     renderSignIn(message, (token) => {
@@ -146,6 +164,7 @@ async function signIn() {
   showIdentity();
   stream.start();
   onRouteChange();
+  loadCluster();
 }
 
 /** The top bar: who is signed in, and the pages that token may open. */
@@ -178,11 +197,70 @@ function setConn(mode) {
 }
 
 function setBanner(message, tone = "bad") {
-  const banner = document.getElementById("banner");
-  banner.hidden = !message;
-  banner.className = `banner tone-${tone}`;
-  banner.textContent = message;
+  showBanner(message ? [message] : [], tone);
 }
+
+/** Put ``children`` (text or elements) in the banner; the same content again leaves it alone,
+ * so that a screen reader announces a change once, not at every failed refresh. */
+function showBanner(children, tone = "bad") {
+  const banner = document.getElementById("banner");
+  const shown = children.filter(Boolean);
+  const key = `${tone}:${shown.map((c) => (typeof c === "string" ? c : c.outerHTML)).join("")}`;
+  if (banner.dataset.key === key) return;
+  banner.dataset.key = key;
+  banner.hidden = shown.length === 0;
+  banner.className = `banner tone-${tone}`;
+  banner.replaceChildren(...shown);
+}
+
+// ---------------------------------------------------------------- the cluster
+
+/** Reread which coordinators there are; quietly keeps the last view when that fails (an
+ * older coordinator without /v1/cluster, or one that is down: the link says which). */
+async function loadCluster() {
+  state.clusterAt = Date.now();
+  let cluster;
+  try {
+    cluster = await api("/v1/cluster");
+  } catch {
+    return;
+  }
+  if (!state.can) return;
+  state.cluster = cluster;
+  showCluster();
+  if (state.link.lost) showLost();
+}
+
+/** The footer: the coordinator the page talks to, the leader, every member. */
+function showCluster() {
+  const footer = document.getElementById("cluster");
+  footer.hidden = !(state.can && state.cluster);
+  if (footer.hidden) footer.replaceChildren();
+  else footer.replaceChildren(...renderCluster(state.cluster, state.link));
+}
+
+function showLost() {
+  showBanner(renderLost(state.cluster, state.link, window.location.origin, window.location.hash));
+}
+
+/** Every request's outcome (from api.js): name a lost coordinator at once, and resume the
+ * page's refreshes and its event stream as soon as it answers again. */
+function onLink(outcome, reason) {
+  const was = state.link;
+  state.link = nextLink(was, outcome, reason);
+  if (!state.can) return; // signing in says so itself
+  if (state.link.lost) {
+    setConn("offline");
+    showLost();
+  } else if (was.lost) {
+    setBanner("");
+    scheduleRefresh(0); // which also wakes the event stream
+    loadCluster(); // the leader may have changed meanwhile
+  }
+  if (state.link.lost !== was.lost) showCluster();
+}
+
+observeLink(onLink);
 
 function toast(message, tone = "ok") {
   const box = document.getElementById("toasts");
@@ -305,8 +383,13 @@ function handleError(err) {
   }
   if (err.kind === "down") {
     setConn("offline");
-    setBanner(`${err.message} Showing the last data received.`);
+    if (state.link.lost) showLost();
+    else setBanner(`${err.message} Showing the last data received.`);
     if (!state.data) main.replaceChildren(renderProblem("Coordinator unreachable", err.message));
+    return;
+  }
+  if (err.status === 503 && state.link.lost) {
+    showLost();
     return;
   }
   if (err.status === 404 && state.route.page === "job") {
@@ -484,6 +567,7 @@ function refreshTimes() {
 function tick() {
   if (!getToken() || state.stream === "idle") return;
   refreshTimes();
+  if (state.can && !state.link.lost && Date.now() - state.clusterAt >= CLUSTER_MS) loadCluster();
   const since = Date.now() - state.lastRefresh;
   const live = state.stream === "live";
   if (!live && since >= POLL_MS) refreshNow();

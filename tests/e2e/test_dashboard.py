@@ -1,13 +1,13 @@
 """The dashboard in headless Chromium against a real coordinator and real agents.
 
-Uses Debian's ``chromium`` through Playwright (no browser download). Screenshots go to
-``$FLEETWAVE_TEST_ARTIFACTS`` (default ``<repo>/.artifacts/``) for a human to look at.
+Uses Debian's ``chromium`` through Playwright (no browser download; see ``browser.py``).
+Screenshots go to ``$FLEETWAVE_TEST_ARTIFACTS`` (default ``<repo>/.artifacts/``) for a human
+to look at.
 """
 
 from __future__ import annotations
 
 import fnmatch
-import os
 import random
 import re
 import sys
@@ -21,39 +21,12 @@ from coordinator.access import ROLE_RIGHTS, Principal, Right, rule_for
 from coordinator.client import ApiClient, ApiError
 from coordinator.demo.fleet import ADMIN_TOKEN, LocalFleet, free_port
 from shared.tokens import Role
+from tests.e2e.browser import artifacts_dir, playwright_sync_api, sign_in
 from tests.helpers import JOBS_AS_PYTEST_USER
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-REPO = Path(__file__).resolve().parents[2]
-UI_TIMEOUT_MS = 60_000
-
-if not CHROMIUM.exists():
-    pytest.skip(
-        "needs Chromium at /usr/bin/chromium: install the Debian package `chromium`",
-        allow_module_level=True,
-    )
-
-sync_api = pytest.importorskip("playwright.sync_api")
-expect = sync_api.expect
-expect.set_options(timeout=UI_TIMEOUT_MS)
-
-
-def artifacts_dir() -> Path:
-    path = Path(os.environ.get("FLEETWAVE_TEST_ARTIFACTS") or REPO / ".artifacts")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+expect = playwright_sync_api().expect
 
 
 def job_spec(greeting: str, **rollout: Any) -> dict[str, Any]:
@@ -122,37 +95,6 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFleet]:
         yield fleet
     finally:
         fleet.close()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
-@pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    page.set_default_timeout(UI_TIMEOUT_MS)
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    try:
-        yield page
-    finally:
-        context.close()
-    assert not errors, f"JavaScript errors on the page: {errors}"
-
-
-def sign_in(page: Any, token: str) -> None:
-    page.get_by_label("Token", exact=True).fill(token)
-    page.get_by_role("button", name="Sign in").click()
 
 
 def test_sign_in_refuses_a_wrong_token_then_lists_jobs(fleet: LocalFleet, page: Any) -> None:
