@@ -18,7 +18,9 @@ import yaml
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
+from coordinator.config import CoordinatorConfig
 from coordinator.specfile import load_spec_file
+from coordinator.store.postgres import LIVENESS_FLUSH_SECONDS, POOL_SIZE
 from shared.durations import format_duration
 from shared.nodes import NodeStatus
 from shared.protocol import ExecutionState
@@ -375,3 +377,47 @@ class TestNodeIdentityDocs:
         """Each event kind the coordinator records is named in docs/rollouts.md and api.md."""
         assert f"`{kind}`" in ROLLOUTS.read_text(encoding="utf-8")
         assert f"`{kind}`" in (DOCS / "api.md").read_text(encoding="utf-8")
+
+
+# High availability: the log events docs/ha.md tells operators to look for, and the module
+# that logs each; the options it documents, as the coordinator's config names them.
+HA = DOCS / "ha.md"
+HA_LOG_EVENTS = {
+    "leader_elected": "coordinator/cluster.py",
+    "leader_stepped_down": "coordinator/cluster.py",
+    "lease_failed": "coordinator/cluster.py",
+    "engine_fenced": "coordinator/engine/driver.py",
+    "node_monitor_fenced": "coordinator/engine/driver.py",
+    "observation_restarted": "coordinator/engine/observation.py",
+    "store_writes_failing": "coordinator/store/health.py",
+    "store_writes_recovered": "coordinator/store/health.py",
+    "store_listen_lost": "coordinator/store/pg_listen.py",
+    "store_listen_resumed": "coordinator/store/pg_listen.py",
+    "liveness_flush_failed": "coordinator/store/postgres.py",
+    "store_migrated": "coordinator/store/postgres.py",
+    "secret_on_command_line": "coordinator/cli.py",
+    "coordinator_started": "coordinator/main.py",
+}
+HA_OPTIONS = ("database", "member_id", "advertise", "lease_ttl")
+
+
+class TestHaDocs:
+    @pytest.mark.parametrize("event", sorted(HA_LOG_EVENTS))
+    def test_named_log_events_exist(self, event: str) -> None:
+        """Each log event the HA guide names is still logged by the module it belongs to."""
+        assert f'"{event}"' in (ROOT / HA_LOG_EVENTS[event]).read_text(encoding="utf-8")
+        assert f"`{event}`" in HA.read_text(encoding="utf-8")
+
+    @pytest.mark.parametrize("option", HA_OPTIONS)
+    def test_options_are_the_coordinators(self, option: str) -> None:
+        """The HA guide's option table names real coordinator options, flags and variables."""
+        assert option in CoordinatorConfig.model_fields
+        row = f"| `{option}` | `--{option.replace('_', '-')}` | `FLEETWAVE_{option.upper()}` |"
+        assert row in HA.read_text(encoding="utf-8")
+
+    def test_figures_follow_the_code(self) -> None:
+        """The pool size, heartbeat flush and lease default the guide quotes are the code's."""
+        text = HA.read_text(encoding="utf-8")
+        assert f"a pool of up to {POOL_SIZE}" in text
+        assert f"every {LIVENESS_FLUSH_SECONDS:g} s" in text
+        assert f"`{format_duration(CoordinatorConfig().lease_ttl)}`" in text
