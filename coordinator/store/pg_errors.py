@@ -29,7 +29,7 @@ OUTAGE_STATES = frozenset(
     }
 )
 
-DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError)
 """What a database call raises (OSError: the socket; TimeoutError is one)."""
 
 
@@ -44,7 +44,9 @@ def is_outage(exc: BaseException) -> bool:
     if isinstance(exc, asyncpg.InterfaceError):
         # "connection is closed", "connection was closed in the middle of operation"
         return "closed" in str(exc)
-    return False
+    # InternalClientError: the server ended the session while we were not looking (a
+    # process resumed after SIGSTOP finds its idle-in-transaction session gone).
+    return isinstance(exc, asyncpg.InternalClientError)
 
 
 def redact(url: str) -> str:

@@ -85,6 +85,15 @@ COMMAND_TIMEOUT = 15.0
 answers nothing, not even an error)."""
 ACQUIRE_TIMEOUT = 10.0
 """Seconds to wait for a pooled connection (all busy, or connecting fails slowly)."""
+IDLE_IN_TRANSACTION_MS = 2000
+"""Milliseconds a transaction may sit between statements before the server ends its session.
+
+A transaction holds locks: an engine write holds the lease row (FOR SHARE, the fencing),
+event writers the events lock. A coordinator stopped inside one (SIGSTOP, a VM pause, a
+partition) would keep every other member from taking the lease or writing events until it
+ran again; kill -9 closes the socket, a pause does not. Our transactions never wait between
+statements for anything but the event loop, so 2 s (below the default 3 s lease) only ends
+the stuck ones, and the takeover still comes when the lease expires."""
 
 PROBE_BYTES = 16 * 1024
 """Size of the probe row ``check_writable`` writes while writes fail."""
@@ -143,11 +152,17 @@ class PostgresStore:
         try:
             self._pool = await asyncpg.create_pool(
                 self.url,
-                min_size=1,
+                # No floor of idle connections: while the database is down, asyncpg would
+                # keep reconnecting one in the background and print a raw traceback (not a
+                # log event) at each try. Connections are made as calls need them.
+                min_size=0,
                 max_size=self._pool_size,
                 timeout=CONNECT_TIMEOUT,
                 command_timeout=COMMAND_TIMEOUT,
-                server_settings={"application_name": f"fleetwave {self.member_id}"[:63]},
+                server_settings={
+                    "application_name": f"fleetwave {self.member_id}"[:63],
+                    "idle_in_transaction_session_timeout": str(IDLE_IN_TRANSACTION_MS),
+                },
             )
             async with self._pool.acquire(timeout=ACQUIRE_TIMEOUT) as conn:
                 self.migrated = await migrate(conn)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.ha.harness import HaFleet
-from tests.pg import fresh_database
+from tests.pg import fresh_database, pg_url  # noqa: F401 - a fixture of these tests
 
 
 @pytest.fixture
