@@ -41,6 +41,8 @@ class LeaseStore(Protocol):
 
     async def release_lease(self, member_id: str) -> None: ...
 
+    async def lease(self) -> LeaseState: ...
+
     async def list_members(self) -> list[Member]: ...
 
     def on_remote_change(self, listener: Callable[[list[str]], None]) -> None: ...
@@ -260,6 +262,9 @@ class Cluster:
                 self.member_id, self.address, "leader", self.member_id, self.address, 0, [me]
             )
         now = self._clock.now()
+        # The epoch as stored, like the members: the one this member last saw may be older
+        # (a follower's tick, or every tick during a database outage, may not have come yet).
+        lease = await self._lease.lease()
         members = [
             m
             for m in await self._lease.list_members()
@@ -272,7 +277,7 @@ class Cluster:
             role="leader" if self.leading else "follower",
             leader_id=leader.id if leader else "",
             leader_address=leader.address if leader else "",
-            epoch=self.state.epoch,
+            epoch=lease.epoch,
             members=members,
         )
 

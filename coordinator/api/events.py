@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+import structlog
 from aiohttp import web
 
 from coordinator.api.deps import (
@@ -24,7 +25,9 @@ from coordinator.api.deps import (
 )
 from coordinator.domain.records import Event
 from coordinator.watch import FEED
-from shared.errors import FieldError, ValidationFailed
+from shared.errors import FieldError, StoreError, ValidationFailed
+
+log = structlog.get_logger("fleetwave.coordinator")
 
 routes = web.RouteTableDef()
 
@@ -79,7 +82,10 @@ async def handle_events(request: web.Request) -> web.StreamResponse:
     d = deps(request)
     job = request.query.get("job") or None
     after = _event_id(request)
-    last = await d.store.last_event_id() if after is None else after
+    # Read before the 200 even when resuming: an unavailable store is then answered 503 with
+    # Retry-After, not with a stream that ends at once.
+    latest = await d.store.last_event_id()
+    last = latest if after is None else after
     resp = web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream",
@@ -112,6 +118,11 @@ async def handle_events(request: web.Request) -> web.StreamResponse:
                 await resp.write(b": keepalive\n\n")
     except (ConnectionResetError, ConnectionError):
         pass  # the client went away
+    except StoreError as exc:
+        # The stream's headers are sent, so no 503 can be answered any more: end it. The
+        # client reconnects after ``retry`` and is answered 503 until the store is back
+        # (left open, the stream would only be silent: no event, no keepalive).
+        log.warning("event_stream_ended", error=exc.message)
     return resp
 
 

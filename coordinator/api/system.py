@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from aiohttp import web
 
 from coordinator.api.deps import deps, respond
@@ -69,6 +71,12 @@ async def handle_cluster(request: web.Request) -> web.Response:
 @routes.get("/metrics")
 async def handle_metrics(request: web.Request) -> web.Response:
     d = deps(request)
-    snapshot = await read_state(d.store)
+    try:
+        snapshot = await read_state(d.store)
+    except StoreUnavailable:
+        # The database is down (PostgreSQL: reads need it too). The scrape still answers:
+        # the store's and the lease's own metrics are what describe the outage, and a 503
+        # would hide them. The stored-state gauges keep their last reading.
+        snapshot = replace(d.metrics.state.snapshot, writes=d.store.write_health())
     body = d.metrics.render(snapshot)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})

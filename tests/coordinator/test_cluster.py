@@ -30,6 +30,7 @@ class FakeLease:
 
     def __init__(self) -> None:
         self.answer: LeaseState | Exception = LeaseState("", "", 0, held=False, expires_in=0)
+        self.stored: LeaseState | None = None
         self.released: list[str] = []
         self.listeners: list[Callable[[list[str]], None]] = []
 
@@ -46,6 +47,15 @@ class FakeLease:
 
     async def release_lease(self, member_id: str) -> None:
         self.released.append(member_id)
+
+    async def lease(self) -> LeaseState:
+        """The lease as stored: ``stored`` when a test set it (another member acted since
+        this one's last tick), else the last answer."""
+        if self.stored is not None:
+            return self.stored
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
 
     async def list_members(self) -> list[Member]:
         return []
@@ -171,3 +181,16 @@ async def test_changes_on_other_coordinators_wake_waiters_here(world: World) -> 
     assert not other.is_set()
     listener(["*"])  # the channel was lost: anything may have changed
     assert other.is_set()
+
+
+async def test_the_cluster_view_names_the_stored_epoch_not_the_last_one_seen(
+    world: World,
+) -> None:
+    """After another member took the lease (here: during a database outage, before this
+    member's next tick), GET /v1/cluster says the stored epoch, not the older one it saw."""
+    world.lease.grant(epoch=1)
+    await world.cluster.tick()
+    world.lease.stored = LeaseState("other", "http://other", 2, held=False, expires_in=3.0)
+    view = await world.cluster.view()
+    assert view.epoch == 2
+    assert world.cluster.state.epoch == 1, "(its own view is older: no tick since)"
