@@ -242,9 +242,28 @@ def coordinator(config_file: Path | None, **options: Any) -> None:
     help="How many local agents to start (spread over 3 zones).",
 )
 @click.option("--keep", is_flag=True, help="Leave everything running until Ctrl-C at the end.")
-def demo(agents: int, keep: bool) -> None:
+@click.option(
+    "--ha",
+    is_flag=True,
+    help="High availability instead: 3 coordinators on a local PostgreSQL database; the"
+    " leader is killed in the middle of a rollout and another one takes over.",
+)
+@click.option(
+    "--database-url",
+    envvar="FLEETWAVE_DEMO_PG",
+    default="postgresql://postgres@127.0.0.1:5432/postgres",
+    show_default=True,
+    help="With --ha: the PostgreSQL server where the demo creates its own database, dropped"
+    " at the end (env FLEETWAVE_DEMO_PG).",
+)
+def demo(agents: int, keep: bool, ha: bool, database_url: str) -> None:
     """Run the showcase: a coordinator and local agents in a temp dir; v1, v2 through canary
-    and waves, then a broken v3 that is rolled back automatically. Cleans up after itself."""
+    and waves, then a broken v3 that is rolled back automatically. Cleans up after itself.
+    With --ha: three coordinators on PostgreSQL, and the leader is killed mid-rollout."""
+    if ha:
+        from coordinator.demo.ha import run_ha_demo
+
+        sys.exit(run_ha_demo(database_url, agents=agents, keep=keep))
     from coordinator.demo.runner import run_demo
 
     sys.exit(run_demo(agents=agents, keep=keep))

@@ -253,6 +253,9 @@ class LocalFleet:
         )
         if self.heartbeat_ttl is not None:
             environ["FLEETWAVE_HEARTBEAT_TTL"] = self.heartbeat_ttl
+        if self.database_url is not None:
+            # In the environment: a password in the URL would show in ps as a flag.
+            environ["FLEETWAVE_DATABASE"] = self.database_url
         argv = [
             self.python,
             "-m",
@@ -278,7 +281,7 @@ class LocalFleet:
     def _coordinator_ha_args(self, slot: Member) -> list[str]:
         if self.database_url is None:
             return []
-        args = ["--database", self.database_url, "--member-id", slot.member_id]
+        args = ["--member-id", slot.member_id]
         return args + (["--lease-ttl", self.lease_ttl] if self.lease_ttl else [])
 
     def start_coordinators(self, *extra: str, env: dict[str, str] | None = None) -> int:
