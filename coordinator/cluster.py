@@ -26,7 +26,7 @@ import structlog
 from coordinator.engine.driver import NodeMonitor, RolloutDriver, job_key, node_key
 from coordinator.engine.observation import ObservationWindow
 from coordinator.metrics import CoordinatorMetrics
-from coordinator.store.lease import LeaseState, Member
+from coordinator.store.lease import DuplicateMember, LeaseState, Member
 from coordinator.watch import FEED, Watches
 from shared.clock import Clock
 
@@ -153,6 +153,11 @@ class Cluster:
             )
         except asyncio.CancelledError:
             raise
+        except DuplicateMember as exc:
+            self._metrics.lease_failures.inc()
+            log.error("member_id_in_use", member=self.member_id, error=exc.message)
+            await self._step_down("another running coordinator uses this member id")
+            return
         except Exception as exc:
             self._metrics.lease_failures.inc()
             log.warning("lease_failed", error=str(exc) or type(exc).__name__, leading=self.leading)

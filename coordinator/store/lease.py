@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from shared.errors import StoreUnavailable
+from shared.errors import StoreError, StoreUnavailable
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,13 @@ class Member:
     started_at: datetime
     last_seen: datetime
     leader: bool
+
+
+class DuplicateMember(StoreError):
+    """Another running coordinator uses this member id: a configuration error. This one
+    never leads while that one is alive."""
+
+    code = "duplicate_member"
 
 
 class Fenced(StoreUnavailable):

@@ -129,6 +129,12 @@ MIGRATIONS: list[str] = [
         last_seen timestamptz NOT NULL
     );
     """,
+    # 3: the process behind a member id: two coordinators given the same id can never both
+    # hold the lease (the second waits, and says why), and a restarted one is a new holder
+    """
+    ALTER TABLE lease ADD COLUMN instance text NOT NULL DEFAULT '';
+    ALTER TABLE members ADD COLUMN instance text NOT NULL DEFAULT '';
+    """,
 ]
 
 

@@ -57,7 +57,7 @@ from coordinator.domain.records import (
 from coordinator.domain.reports import Report, decide_report
 from coordinator.store import WriteHealth
 from coordinator.store.health import WriteTracker
-from coordinator.store.lease import Fenced, LeaseState, Member
+from coordinator.store.lease import DuplicateMember, Fenced, LeaseState, Member
 from coordinator.store.pg_errors import DB_ERRORS, describe, redact, store_error
 from coordinator.store.pg_listen import EVERYTHING, ChangeListener, payloads
 from coordinator.store.pg_migrations import migrate
@@ -129,6 +129,9 @@ class PostgresStore:
         self.url = url
         self.member_id = member_id or f"m-{secrets.token_hex(4)}"
         """Names this coordinator in the lease and in its notifications."""
+        self.instance = secrets.token_hex(8)
+        """This process: the lease is held by a member id *and* its instance, so a second
+        coordinator configured with the same id can never act as the holder."""
         self.migrated: list[int] = []
         """The migrations this store's ``open`` applied."""
         self._name = redact(url)
@@ -265,11 +268,14 @@ class PostgresStore:
 
     async def _fence(self, conn: PoolConnectionProxy, epoch: int) -> None:
         row = await conn.fetchrow(
-            "SELECT holder, epoch, expires_at > clock_timestamp() AS live"
+            "SELECT holder, instance, epoch, expires_at > clock_timestamp() AS live"
             " FROM lease WHERE id = 1 FOR SHARE"
         )
         if row is None or not (
-            row["holder"] == self.member_id and row["epoch"] == epoch and row["live"]
+            row["holder"] == self.member_id
+            and row["instance"] == self.instance
+            and row["epoch"] == epoch
+            and row["live"]
         ):
             holder, current = (row["holder"], row["epoch"]) if row is not None else ("", 0)
             raise Fenced(
@@ -967,73 +973,100 @@ class PostgresStore:
     # leadership
 
     async def try_lease(self, member_id: str, address: str, ttl_seconds: float) -> LeaseState:
-        """Renew the lease if ``member_id`` holds it, take it (the next epoch) if it expired
+        """Renew the lease if this process holds it, take it (the next epoch) if it expired
         or was never held, else leave it; and note that the member was seen. By the
-        database's clock, in one transaction."""
+        database's clock, in one transaction.
+
+        A member id that another live process uses (seen within three leases) raises
+        DuplicateMember and changes nothing: that is a configuration error."""
         async with self._tx("renew the leadership lease") as tx:
-            await tx.conn.execute(
-                "INSERT INTO members (id, address, started_at, last_seen)"
-                " VALUES ($1, $2, clock_timestamp(), clock_timestamp())"
+            seen = await tx.conn.fetchrow(
+                "INSERT INTO members (id, address, started_at, last_seen, instance)"
+                " VALUES ($1, $2, clock_timestamp(), clock_timestamp(), $3)"
                 " ON CONFLICT (id) DO UPDATE SET address = excluded.address,"
-                " last_seen = excluded.last_seen",
+                " last_seen = excluded.last_seen, instance = excluded.instance,"
+                " started_at = CASE WHEN members.instance = excluded.instance"
+                " THEN members.started_at ELSE excluded.started_at END"
+                " WHERE members.instance = excluded.instance"
+                " OR members.last_seen < clock_timestamp() - make_interval(secs => $4)"
+                " RETURNING instance",
                 member_id,
                 address,
+                self.instance,
+                float(ttl_seconds) * 3,
             )
+            if seen is None:
+                other = await tx.conn.fetchrow(
+                    "SELECT address, EXTRACT(EPOCH FROM clock_timestamp() - last_seen)::float8"
+                    " AS ago FROM members WHERE id = $1",
+                    member_id,
+                )
+                where = f" at {other['address']}, seen {other['ago']:.1f}s ago" if other else ""
+                raise DuplicateMember(
+                    f"member id {member_id!r} is used by another running coordinator{where}:"
+                    " give each coordinator its own --member-id (this one stays a follower"
+                    " until that one has been gone for three leases)",
+                    {"member_id": member_id},
+                )
             row = await tx.conn.fetchrow(
-                "UPDATE lease SET holder = $1, address = $2,"  # noqa: S608
-                " epoch = CASE WHEN holder = $1 AND expires_at > clock_timestamp()"
-                " THEN epoch ELSE epoch + 1 END,"
+                "UPDATE lease SET holder = $1, address = $2, instance = $4,"  # noqa: S608
+                " epoch = CASE WHEN holder = $1 AND instance = $4"
+                " AND expires_at > clock_timestamp() THEN epoch ELSE epoch + 1 END,"
                 " expires_at = clock_timestamp() + make_interval(secs => $3)"
-                " WHERE id = 1 AND (holder = $1 OR holder = '' OR expires_at <= clock_timestamp())"
+                " WHERE id = 1 AND ((holder = $1 AND instance = $4) OR holder = ''"
+                " OR expires_at <= clock_timestamp())"
                 f" RETURNING {_LEASE_COLS}",
                 member_id,
                 address,
                 float(ttl_seconds),
+                self.instance,
             )
             if row is None:
                 row = await tx.conn.fetchrow(f"SELECT {_LEASE_COLS} FROM lease WHERE id = 1")  # noqa: S608
             if row is None:
                 raise StoreError("the lease row is missing (migration 2 inserts it)")
-            return _lease(row, member_id)
+            return _lease(row, member_id, self.instance)
 
     async def release_lease(self, member_id: str) -> None:
-        """At a clean shutdown: let the lease expire now if ``member_id`` holds it."""
+        """At a clean shutdown: let the lease expire now if this process holds it."""
         async with self._tx("release the leadership lease") as tx:
             await tx.conn.execute(
-                "UPDATE lease SET expires_at = clock_timestamp()"
-                " WHERE id = 1 AND holder = $1 AND expires_at > clock_timestamp()",
+                "UPDATE lease SET expires_at = clock_timestamp() WHERE id = 1 AND holder = $1"
+                " AND instance = $2 AND expires_at > clock_timestamp()",
                 member_id,
+                self.instance,
             )
 
     async def lease(self) -> LeaseState:
         """The lease as this store's member sees it."""
         rows = await self._fetch(f"SELECT {_LEASE_COLS} FROM lease WHERE id = 1")  # noqa: S608
-        return _lease(rows[0], self.member_id)
+        return _lease(rows[0], self.member_id, self.instance)
 
     async def list_members(self) -> list[Member]:
         """Every coordinator that ever tried for the lease, by id; ``leader`` marks the one
         holding the live lease."""
         rows = await self._fetch(
             "SELECT m.id, m.address, m.started_at, m.last_seen,"
-            " (l.holder = m.id AND l.expires_at > clock_timestamp()) AS leader"
+            " (l.holder = m.id AND l.instance = m.instance"
+            " AND l.expires_at > clock_timestamp()) AS leader"
             " FROM members m CROSS JOIN lease l ORDER BY m.id"
         )
         return [Member(**dict(r)) for r in rows]
 
 
 _LEASE_COLS = (
-    "holder, address, epoch,"
+    "holder, address, epoch, instance,"
     " GREATEST(EXTRACT(EPOCH FROM expires_at - clock_timestamp()), 0)::float8 AS expires_in"
 )
 
 
-def _lease(row: asyncpg.Record, member_id: str) -> LeaseState:
+def _lease(row: asyncpg.Record, member_id: str, instance: str) -> LeaseState:
     expires_in = float(row["expires_in"])
     return LeaseState(
         holder=row["holder"],
         address=row["address"],
         epoch=row["epoch"],
-        held=row["holder"] == member_id and expires_in > 0,
+        held=row["holder"] == member_id and row["instance"] == instance and expires_in > 0,
         expires_in=expires_in,
     )
 
