@@ -97,6 +97,8 @@ class Cluster:
         self._engine: list[asyncio.Task[None]] = []
         self._valid_until = 0.0  # monotonic: our lease surely holds until then
         self.state = LeaseState(holder="", address="", epoch=0, held=False, expires_in=0.0)
+        self._last_answer = clock.monotonic()  # the database last answered a lease attempt
+        self._last_error = ""
         self.leading = False
         self._fenced_task: asyncio.Task[None] | None = None
         driver.on_fenced = self._fenced
@@ -154,11 +156,13 @@ class Cluster:
         except asyncio.CancelledError:
             raise
         except DuplicateMember as exc:
+            self._last_answer = self._clock.monotonic()  # the database did answer
             self._metrics.lease_failures.inc()
             log.error("member_id_in_use", member=self.member_id, error=exc.message)
             await self._step_down("another running coordinator uses this member id")
             return
         except Exception as exc:
+            self._last_error = str(exc) or type(exc).__name__
             self._metrics.lease_failures.inc()
             log.warning("lease_failed", error=str(exc) or type(exc).__name__, leading=self.leading)
             if self.leading and self._clock.monotonic() >= self._valid_until - self.renew_every:
@@ -167,6 +171,7 @@ class Cluster:
                 await self._step_down("cannot renew the lease")
             return
         self.state = state
+        self._last_answer = self._clock.monotonic()
         self._metrics.cluster_epoch.set(state.epoch)
         if state.held:
             self._valid_until = started + state.expires_in
@@ -285,6 +290,17 @@ class Cluster:
             epoch=lease.epoch,
             members=members,
         )
+
+    def database_problem(self) -> str | None:
+        """Why this coordinator should not get traffic now: its database has not answered
+        a lease attempt for longer than a lease (None with SQLite, or while it answers)."""
+        if self._lease is None:
+            return None
+        silent = self._clock.monotonic() - self._last_answer
+        if silent <= self._ttl:
+            return None
+        cause = self._last_error or "no answer"
+        return f"the database has not answered for {silent:.0f}s ({cause})"
 
     @property
     def role(self) -> str:

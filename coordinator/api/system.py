@@ -27,6 +27,10 @@ async def handle_readyz(request: web.Request) -> web.Response:
     if not d.started:
         return respond({"status": "starting"}, status=503)
     failing = await d.store.check_writable(d.clock.monotonic())
+    if failing is None and d.cluster is not None:
+        # A shared database that stopped answering (no error, just silence) fails no write
+        # until someone writes; the lease is tried every second or so and says it first.
+        failing = d.cluster.database_problem()
     if failing is not None:
         # Reads still work, but every write fails: send the traffic elsewhere until a
         # probe write (at most one a second, from these calls) commits again.

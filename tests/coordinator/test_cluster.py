@@ -194,3 +194,21 @@ async def test_the_cluster_view_names_the_stored_epoch_not_the_last_one_seen(
     view = await world.cluster.view()
     assert view.epoch == 2
     assert world.cluster.state.epoch == 1, "(its own view is older: no tick since)"
+
+
+async def test_a_silent_database_makes_the_coordinator_unready(world: World) -> None:
+    """No failed write tells it (nothing was written): the lease attempts do."""
+    await world.cluster.tick()
+    assert world.cluster.database_problem() is None
+    world.lease.answer = TimeoutError()
+    world.clock.advance(2)
+    await world.cluster.tick()
+    assert world.cluster.database_problem() is None, "within one lease: still ready"
+    world.clock.advance(2)
+    await world.cluster.tick()
+    problem = world.cluster.database_problem()
+    assert problem is not None
+    assert "has not answered for 4s (TimeoutError)" in problem
+    world.lease.lose(epoch=1)
+    await world.cluster.tick()
+    assert world.cluster.database_problem() is None
