@@ -1,11 +1,11 @@
 """kill -9 of the leading coordinator in the middle of canary + 3-wave rollouts, 20 times.
 
 Three coordinators share one PostgreSQL database; six agents know all three. Each rollout
-(one canary, three waves, 1 s of minimum health) is interrupted twice: once the seeded
-group (canary or a wave) is being updated, the leader is killed after a seeded random
-delay, and a follower must take over. Each killed coordinator is started again, so there
-are always three. The takeover times go to the HA report (``.ha-report.json``, section
-``failover``) for docs/benchmarks.md.
+(one canary, three waves, 1 s of minimum health) is interrupted up to twice: the leader is
+killed after a seeded random delay into the canary or wave 1 (seeded), then into whichever
+group runs once the killed coordinator is back; a follower must take over. Each killed
+coordinator is started again, so there are three at every kill. The takeover times go to
+the HA report (``.ha-report.json``, section ``failover``) for docs/benchmarks.md.
 
     .venv/bin/pytest tests/ha/test_leader_kill.py -s
 """
@@ -28,7 +28,9 @@ from tests.ha.harness import (
     write_report,
 )
 
-pytestmark = [pytest.mark.slow, pytest.mark.integration]
+# (~3 min on 2 cores; above the suite's 300 s default so a loaded machine fails on the
+# kill budget with figures, not on the timeout)
+pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(420)]
 
 AGENTS = 6
 KILLS = 20
@@ -57,7 +59,7 @@ def kill_mid_group(ha: HaFleet, version: int, group: int) -> list[str]:
         return []  # (it ended before: nothing to interrupt)
     time.sleep(ha.rng.uniform(0.0, 0.6))  # the random kill point within the group: the fault
     for member in range(len(ha.fleet.members)):
-        ha.fleet.wait_ready(member=member)  # three coordinators at every kill
+        ha.fleet.wait_ready(member=member)  # three coordinators at every kill (restarted)
     before = ha.rollout_view()
     at = active_group(before)
     if before["target_version"] != version or at is None:
@@ -86,20 +88,22 @@ def kill_mid_group(ha: HaFleet, version: int, group: int) -> list[str]:
         problems.append(f"v{version}: the new leader's rollout is another one: {after}")
     elif now is not None and now < at:
         problems.append(f"v{version}: group {at} was being updated, the new leader is at {now}")
-    # The killed one comes back (it is waited for before the next kill).
-    ha.fleet.start_coordinator(wait=False, member=failover.killed)
     return problems
 
 
 def rollout_with_kills(ha: HaFleet) -> list[str]:
     """One rollout of a new version with its kills; it must complete, each member having
-    started the version exactly once."""
+    started the version exactly once. The first kill comes in the canary or wave 1 (seeded),
+    the next ones in whatever group runs once the killed coordinator is back."""
     version = ha.deploy(ha.spec())
     rollout = ha.rollouts[version]
-    groups = range(len(rollout.groups))
     problems = []
-    for group in sorted(ha.rng.sample(groups, KILLS_PER_ROLLOUT)):
+    group = ha.rng.choice((0, 1))
+    for _ in range(KILLS_PER_ROLLOUT):
+        if len(ha.failovers) >= KILLS:
+            break
         problems += kill_mid_group(ha, version, group)
+        group = 0  # (the next kill: wherever the rollout is by then)
     problems += ended_running(ha, version, timeout=60)
     if problems:
         return problems
