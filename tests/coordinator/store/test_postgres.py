@@ -25,7 +25,7 @@ from coordinator.store.lease import Fenced
 from coordinator.store.pg_errors import redact
 from coordinator.store.pg_listen import PAYLOAD_LIMIT, parse, payloads
 from coordinator.store.pg_migrations import MIGRATIONS
-from coordinator.store.postgres import PostgresStore
+from coordinator.store.postgres import EVENTS_LOCK, PostgresStore
 from coordinator.submit import revise
 from shared.errors import Conflict, StoreError, StoreUnavailable, Unauthorized
 from shared.nodes import Load, NodeStatus
@@ -213,6 +213,33 @@ class TestConcurrentWriters:
             assert found.last_heartbeat == NOW + timedelta(seconds=2)
             assert found.status == NodeStatus.READY
             assert not (await report(b, 2, running())).accepted
+
+
+class TestPool:
+    async def test_a_pooled_connection_is_reused_without_a_lock_or_transaction_left(
+        self, url: str
+    ) -> None:
+        """Connections go back to the pool without asyncpg's reset query: after a write that
+        took the events lock and a write that failed, the one connection is idle, holds no
+        lock, and serves the next call."""
+        store = PostgresStore(url, "a", pool_size=1)
+        await store.open()
+        try:
+            first = job()
+            await store.save_job(first, expected_revision=None, new_version=None)
+            await store.append_events([Event(time=NOW, job="web", kind="job_submitted")])
+            with pytest.raises(Conflict):
+                await store.save_job(first, expected_revision=None, new_version=None)
+            assert await scalar(url, "SELECT pg_try_advisory_lock($1)", EVENTS_LOCK)
+            states = await scalar(
+                url,
+                "SELECT array_agg(state) FROM pg_stat_activity WHERE application_name = $1",
+                "fleetwave a",
+            )
+            assert states == ["idle"]
+            assert [e.kind for e in await store.list_events()] == ["job_submitted"]
+        finally:
+            await store.close()
 
 
 class TestLease:
