@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import ssl
 from collections.abc import Mapping, Sequence
@@ -90,6 +92,7 @@ class CoordinatorClient:
         # deadline before the next URL is tried.
         self._connect_timeout = connect_timeout
         self._current = 0
+        self._moved = asyncio.Event()  # set (and replaced) whenever ``_current`` changes
 
     @property
     def current_url(self) -> str:
@@ -112,23 +115,52 @@ class CoordinatorClient:
         return _parse(TokenRotation, data)
 
     async def assignments(self, token: str, index: int, wait: float) -> AssignmentsResponse:
-        """The blocking query: returns when the index passes ``index`` or after ``wait``."""
-        data = await self._call(
-            "GET",
-            "/v1/agent/assignments",
-            params={"index": str(index), "wait": format_duration(timedelta(seconds=wait))},
-            token=token,
-            deadline=wait + self._poll_margin,
-        )
-        return _parse(AssignmentsResponse, data)
+        """The blocking query: returns when the index passes ``index`` or after ``wait``.
 
-    async def report(self, token: str, request: ReportRequest) -> ReportResponse:
+        A poll held by a coordinator that another call has just failed over from (it was
+        paused, or cut off: the connection stays open and says nothing) is dropped and asked
+        again of the coordinator that answered: the index means the same on every one."""
+        while True:
+            moved = self._moved
+            poll = asyncio.ensure_future(
+                self._call(
+                    "GET",
+                    "/v1/agent/assignments",
+                    params={"index": str(index), "wait": format_duration(timedelta(seconds=wait))},
+                    token=token,
+                    deadline=wait + self._poll_margin,
+                )
+            )
+            switch = asyncio.ensure_future(moved.wait())
+            try:
+                await asyncio.wait({poll, switch}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                switch.cancel()
+                if not poll.done():
+                    poll.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await poll
+            if not poll.cancelled():
+                return _parse(AssignmentsResponse, poll.result())
+            log.info("assignments_poll_moved", now=self.current_url)
+
+    async def report(
+        self, token: str, request: ReportRequest, *, deadline: float | None = None
+    ) -> ReportResponse:
+        """``deadline``: how long to wait for one coordinator's answer when there are others
+        to try (default the request timeout); the caller sizes it to its heartbeat, so that
+        a coordinator that holds the request without answering (paused) does not cost the
+        node its liveness. With one coordinator there is nobody else to ask: it gets the
+        whole request timeout."""
+        wait = self._request_timeout
+        if deadline is not None and len(self._urls) > 1:
+            wait = min(deadline, wait)
         data = await self._call(
             "POST",
             "/v1/agent/report",
             body=request.model_dump(mode="json", exclude_none=True),
             token=token,
-            deadline=self._request_timeout,
+            deadline=wait,
         )
         return _parse(ReportResponse, data)
 
@@ -176,6 +208,8 @@ class CoordinatorClient:
                     problems=problems,
                 )
                 self._current = index
+                moved, self._moved = self._moved, asyncio.Event()
+                moved.set()
             return _decode(status, text, registering=token is None)
         log.debug("coordinators_unavailable", problems=problems)
         raise CoordinatorUnavailable("no coordinator answered: " + "; ".join(problems))

@@ -68,6 +68,10 @@ def next_heartbeat(scheduled: float, now: float, interval: float, *, timed_out: 
     return scheduled + interval if timed_out else scheduled
 
 
+REPORT_DEADLINE_FLOOR = 2.0
+"""Seconds a report waits for one coordinator at least (short heartbeats, busy machines)."""
+
+
 class ReportLoop:
     """Sends ``ReportRequest``s with a per-node sequence number reserved in the data dir.
 
@@ -194,7 +198,13 @@ class ReportLoop:
                 conditions=self._writes.conditions(),
             )
             try:
-                response = await self._client.report(identity.node_token, request)
+                # A coordinator that holds a report for two heartbeats without answering
+                # (paused) is left for the next: the node must be heard within its TTL.
+                response = await self._client.report(
+                    identity.node_token,
+                    request,
+                    deadline=max(REPORT_DEADLINE_FLOOR, 2 * self._session.heartbeat_interval),
+                )
             except TokenRejected as exc:
                 self._metrics.sync_errors.labels("report", error_kind(exc)).inc()
                 identity = await session.reregister(identity)

@@ -62,6 +62,8 @@ class FakeCoordinator:
     """When set, every agent endpoint answers with this status."""
     unavailable: set[str] = field(default_factory=set)
     """Replicas that answer 503 ``store_unavailable`` (their database is down)."""
+    frozen: set[str] = field(default_factory=set)
+    """Replicas that take requests and never answer (a paused process: SIGSTOP)."""
     served: collections.Counter[str] = field(default_factory=collections.Counter)
     """Requests each replica received (503s included)."""
     poll_log: list[tuple[str, int]] = field(default_factory=list)
@@ -99,6 +101,8 @@ class FakeCoordinator:
             self.served[replica] += 1
             if replica in self.unavailable:
                 return _error(503, "store_unavailable", "could not read: database is down")
+            if replica in self.frozen:
+                await asyncio.Event().wait()  # until the client gives up
             return await handler(request)
 
         app = web.Application(middlewares=[as_replica])

@@ -138,3 +138,31 @@ class TestFailover:
         assert agent.client.current_url == pair.url("b")
         assert sleeper_pid(agent) == pid
         assert psutil.pid_exists(pid)  # type: ignore[arg-type]
+
+    async def test_a_paused_coordinator_costs_a_report_two_heartbeats_and_moves_the_poll(
+        self, pair: Pair, make_agent: Callable[..., Awaitable[Agent]]
+    ) -> None:
+        """Replica a is paused (it holds every request without answering): the next report
+        gives up on it after two heartbeats (never a whole request timeout) and goes to b,
+        and the long-poll a still holds is asked again of b at once, so an assignment made
+        meanwhile arrives long before the poll's 30 s wait would have ended."""
+        coord = pair.coord
+        coord.heartbeat_interval = 0.5
+        agent = await make_agent([pair.url("a"), pair.url("b")], backoff=NEVER, poll_wait="30s")
+        await eventually(lambda: coord.node("node-1") is not None, timeout=10)
+        node = coord.node("node-1")
+        assert node is not None
+        coord.assign("node-1", [assignment(job_spec("sleeper"))])
+        await eventually(lambda: sleeper_pid(agent), timeout=10)
+        index = agent.session.index
+        await eventually(lambda: coord.poll_log[-1] == ("a", index), timeout=10)
+
+        coord.frozen.add("a")
+        reports = len(coord.reports)
+        coord.assign("node-1", [assignment(job_spec("sleeper")), assignment(job_spec("other"))])
+        await eventually(lambda: len(coord.reports) > reports, timeout=15)  # via b
+        await eventually(lambda: "other" in agent.manager.supervisors, timeout=15)
+        assert any(replica == "b" for replica, _ in coord.poll_log)
+        assert agent.client.current_url == pair.url("b")
+        assert agent.session.offline_since is None
+        coord.frozen.clear()
