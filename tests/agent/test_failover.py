@@ -159,7 +159,10 @@ class TestFailover:
 
         coord.frozen.add("a")
         reports = len(coord.reports)
-        coord.assign("node-1", [assignment(job_spec("sleeper")), assignment(job_spec("other"))])
+        # A paused replica answers nothing, not even the poll it already holds.
+        coord.assign(
+            "node-1", [assignment(job_spec("sleeper")), assignment(job_spec("other"))], wake=False
+        )
         await eventually(lambda: len(coord.reports) > reports, timeout=15)  # via b
         await eventually(lambda: "other" in agent.manager.supervisors, timeout=15)
         assert any(replica == "b" for replica, _ in coord.poll_log)
