@@ -4,18 +4,22 @@ that works, and never stops or restarts a workload because a coordinator went aw
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import psutil
 import pytest
 from aiohttp.test_utils import TestServer
 
 from agent.backoff import BackoffPolicy
+from agent.client import CoordinatorClient
 from agent.daemon import Agent
+from shared.protocol import ReportRequest
 from tests.agent.factories import assignment, job_spec, settings
-from tests.agent.fake_coordinator import FakeCoordinator
+from tests.agent.fake_coordinator import FakeCoordinator, FakeNode
 from tests.helpers import eventually
 
 JOIN_TOKEN = "join-secret"
@@ -169,3 +173,44 @@ class TestFailover:
         assert agent.client.current_url == pair.url("b")
         assert agent.session.offline_since is None
         coord.frozen.clear()
+
+
+class TestPausedCoordinator:
+    """The client alone, against replica a paused (it takes requests and never answers) and
+    b serving: what a paused coordinator may cost, with a request timeout of 60 s."""
+
+    @pytest.fixture
+    async def client(self, pair: Pair) -> AsyncIterator[tuple[CoordinatorClient, str]]:
+        node = FakeNode(node_id="node-1", name="n1", token="token-1")
+        pair.coord.nodes[node.token] = node
+        async with aiohttp.ClientSession() as session:
+            yield (
+                CoordinatorClient(
+                    [pair.url("a"), pair.url("b")], session, request_timeout=60, poll_margin=5
+                ),
+                node.token,
+            )
+
+    async def test_a_report_gives_up_on_it_after_its_deadline(
+        self, pair: Pair, client: tuple[CoordinatorClient, str]
+    ) -> None:
+        api, token = client
+        pair.coord.frozen.add("a")
+        async with asyncio.timeout(20):  # far below the 60 s request timeout
+            answer = await api.report(token, ReportRequest(seq=1), deadline=0.5)
+        assert answer.accepted
+        assert api.current_url == pair.url("b")
+
+    async def test_a_poll_it_holds_moves_when_another_call_fails_over(
+        self, pair: Pair, client: tuple[CoordinatorClient, str]
+    ) -> None:
+        api, token = client
+        poll = asyncio.ensure_future(api.assignments(token, pair.coord.index, wait=60))
+        await eventually(lambda: pair.coord.poll_log == [("a", pair.coord.index)], timeout=10)
+        pair.coord.frozen.add("a")
+        pair.coord.assign("n1", [assignment(job_spec("other"))], wake=False)
+        await api.report(token, ReportRequest(seq=1), deadline=0.5)  # fails over to b
+        async with asyncio.timeout(20):  # the held poll would wait 60 s
+            answer = await poll
+        assert [a.job for a in answer.assignments] == ["other"]
+        assert pair.coord.poll_log[-1] == ("b", pair.coord.index - 1)
