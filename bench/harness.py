@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -148,6 +149,37 @@ class Meter:
         return Usage(cpu_percent=100 * cpu / seconds, rss_mb=rss, seconds=seconds)
 
 
+class GroupMeter:
+    """Like Meter, for a group of processes that may change while it measures (a database
+    server's backends): CPU time of each process seen at ``stop()`` since ``start()`` (or
+    since it began, if it began meanwhile); RSS summed over them at ``stop()``."""
+
+    def __init__(self, processes: Callable[[], Iterable[psutil.Process]]) -> None:
+        self.processes = processes
+        self._t0 = 0.0
+        self._cpu0: dict[int, float] = {}
+
+    def _cpu(self) -> dict[int, tuple[float, float]]:
+        seen: dict[int, tuple[float, float]] = {}
+        for proc in self.processes():
+            with contextlib.suppress(psutil.Error):
+                times = proc.cpu_times()
+                seen[proc.pid] = (times.user + times.system, proc.memory_info().rss / 1e6)
+        return seen
+
+    def start(self) -> GroupMeter:
+        self._t0 = time.monotonic()
+        self._cpu0 = {pid: cpu for pid, (cpu, _rss) in self._cpu().items()}
+        return self
+
+    def stop(self) -> Usage:
+        seconds = time.monotonic() - self._t0
+        now = self._cpu()
+        cpu = sum(c - self._cpu0.get(pid, 0.0) for pid, (c, _rss) in now.items())
+        rss = sum(r for _c, r in now.values())
+        return Usage(cpu_percent=100 * cpu / seconds, rss_mb=rss, seconds=seconds)
+
+
 def calibrate(seconds: float = 1.0) -> float:
     """Iterations per second of a fixed pure-Python loop: this machine's speed right now.
 
@@ -183,6 +215,10 @@ def _cpu_model() -> str:
     return platform.processor()
 
 
+class Unavailable(RuntimeError):
+    """A 503: the coordinator cannot serve now (its database is busy or away); retry."""
+
+
 class Admin:
     """The operator API, as the benchmark driver needs it."""
 
@@ -190,12 +226,15 @@ class Admin:
         self.url = url
         self.session = session
         self.headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        self.unavailable = 0
 
     async def call(self, method: str, path: str, body: Any = None) -> Any:
         async with self.session.request(
             method, self.url + path, json=body, headers=self.headers
         ) as resp:
             data = await resp.json()
+            if resp.status == 503:
+                raise Unavailable(f"{method} {path}: HTTP 503 {data}")
             if resp.status >= 400:
                 raise RuntimeError(f"{method} {path}: HTTP {resp.status} {data}")
             return data
@@ -212,9 +251,13 @@ class Admin:
     ) -> dict[str, Any]:
         async with asyncio.timeout(deadline):
             while True:
-                status = await self.status(job)
-                if status["state"]["state_type"] in states:
-                    return status
+                try:
+                    status = await self.status(job)
+                except Unavailable:
+                    self.unavailable += 1  # counted, not fatal: the fleet scenario reports it
+                else:
+                    if status["state"]["state_type"] in states:
+                        return status
                 await asyncio.sleep(interval)
 
 

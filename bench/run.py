@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -17,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import scenarios
+from bench import ha, scenarios
 from bench.harness import calibrate, machine
 from bench.simulator import raise_nofile_limit
 
@@ -44,6 +45,18 @@ FULL = {
     "scaling": [1000, 2000, 5000, 10000],
 }
 PARTS = ("throughput", "fleet", "agent", "scaling")
+HA = {
+    "kills": 20,
+    "lease_ttls": [3.0, 2.0],
+    "wake_samples": 100,
+    "fleet_nodes": 2000,
+    "hold_seconds": 30.0,
+    "min_healthy": 1.0,
+    "waves": 10,
+    "reaction_trials": 2,
+}
+HA_PARTS = ("failover", "wake", "ha-fleet")
+"""``python -m bench.run ha``: several coordinators on PostgreSQL (bench/ha.py), ~15 min."""
 
 
 async def run(plan: dict[str, Any], parts: set[str], workdir: Path) -> dict[str, Any]:
@@ -77,6 +90,34 @@ async def run(plan: dict[str, Any], parts: set[str], workdir: Path) -> dict[str,
     return results
 
 
+async def run_ha(plan: dict[str, Any], parts: set[str], workdir: Path) -> dict[str, Any]:
+    results: dict[str, Any] = {"machine": machine(), "plan": plan}
+    results["calibration_before"] = calibrate()
+    if "failover" in parts:
+        results["failover"] = []
+        for ttl in plan["lease_ttls"]:
+            point = await ha.failover(workdir, kills=plan["kills"], lease_ttl=ttl)
+            _progress(f"failover ttl={ttl:g}s", point)
+            results["failover"].append(point)
+    if "wake" in parts:
+        results["wake"] = await ha.wake(workdir, samples=plan["wake_samples"])
+        _progress("wake", results["wake"])
+    if "ha-fleet" in parts:
+        results["fleet"] = await ha.fleet(
+            workdir,
+            nodes=plan["fleet_nodes"],
+            hold_seconds=plan["hold_seconds"],
+            min_healthy=plan["min_healthy"],
+            waves=plan["waves"],
+            reaction_trials=plan["reaction_trials"],
+            sqlite=plan["sqlite"],
+        )
+        _progress("ha-fleet", results["fleet"].get("ratio_pg_to_sqlite"))
+    results["calibration_after"] = calibrate()
+    results["machine"]["load_avg_after"] = [round(x, 2) for x in os.getloadavg()]
+    return results
+
+
 def _progress(what: str, data: Any) -> None:
     print(f"# {what}: {json.dumps(data)}", file=sys.stderr, flush=True)
 
@@ -93,9 +134,19 @@ def _loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("mode", choices=["quick", "full"])
-    parser.add_argument("--only", action="append", choices=PARTS, help="run only these parts")
+    parser.add_argument("mode", choices=["quick", "full", "ha"])
+    parser.add_argument(
+        "--only", action="append", choices=PARTS + HA_PARTS, help="run only these parts"
+    )
     parser.add_argument("--nodes", type=int, help="override hold/rollout node count")
+    parser.add_argument("--kills", type=int, help="ha: leader kills per lease TTL")
+    parser.add_argument(
+        "--lease-ttl", type=float, action="append", help="ha: lease TTLs in seconds (3 and 2)"
+    )
+    parser.add_argument("--samples", type=int, help="ha: wake samples of each kind")
+    parser.add_argument(
+        "--no-sqlite", action="store_true", help="ha-fleet: skip the SQLite comparison"
+    )
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, db)")
     parser.add_argument(
@@ -105,15 +156,28 @@ def main() -> None:
         help="event loop of the simulator process (the coordinator always runs its own)",
     )
     args = parser.parse_args()
-    plan = dict(QUICK if args.mode == "quick" else FULL)
-    if args.nodes:
-        plan["hold_nodes"] = plan["rollout_nodes"] = args.nodes
+    plan = dict({"quick": QUICK, "full": FULL, "ha": HA}[args.mode])
+    if args.mode == "ha":
+        overrides = {
+            "fleet_nodes": args.nodes,
+            "kills": args.kills,
+            "lease_ttls": args.lease_ttl,
+            "wake_samples": args.samples,
+        }
+        plan |= {k: v for k, v in overrides.items() if v}
+        plan["sqlite"] = not args.no_sqlite
+        parts = set(args.only or HA_PARTS)
+    else:
+        if args.nodes:
+            plan["hold_nodes"] = plan["rollout_nodes"] = args.nodes
+        parts = set(args.only or PARTS)
     raise_nofile_limit()
     workdir = Path(tempfile.mkdtemp(prefix="fleetwave-bench-"))
     started = time.monotonic()
     try:
         with asyncio.Runner(loop_factory=_loop_factory(args.loop)) as runner:
-            results = runner.run(run(plan, set(args.only or PARTS), workdir))
+            main = run_ha if args.mode == "ha" else run
+            results = runner.run(main(plan, parts, workdir))
         results["simulator_loop"] = args.loop
     finally:
         if args.keep:

@@ -10,6 +10,7 @@ import asyncio
 import json
 import sys
 import time
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,15 @@ import aiohttp
 import psutil
 
 from bench import load
-from bench.harness import Admin, Meter, Server, bare_server, coordinator, job_spec
+from bench.harness import (
+    Admin,
+    GroupMeter,
+    Meter,
+    Server,
+    bare_server,
+    coordinator,
+    job_spec,
+)
 from bench.simulator import SimConfig, SimFleet, percentile
 from coordinator.demo.fleet import ADMIN_TOKEN, JOIN_TOKEN, policy_toml
 
@@ -140,10 +149,25 @@ async def _measure_pair(
 
 
 class HeldFleet:
-    """A coordinator process and ``nodes`` simulated agents running one job, all healthy."""
+    """Coordinator processes and ``nodes`` simulated agents running one job, all healthy.
 
-    def __init__(self, workdir: Path, nodes: int, poll_wait: float = 30.0) -> None:
-        self.coord = coordinator(workdir)
+    One coordinator on a fresh data dir by default; ``servers`` (not yet started) share one
+    database, and the agents are spread over them (the operator API goes to the first).
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        nodes: int,
+        poll_wait: float = 30.0,
+        *,
+        servers: Sequence[Server] = (),
+        database: Callable[[], Iterable[psutil.Process]] | None = None,
+    ) -> None:
+        self.servers = list(servers) or [coordinator(workdir)]
+        self.database = database
+        """The database server's processes, metered beside the coordinators."""
+        self.coord = self.servers[0]
         self.nodes = nodes
         self.poll_wait = poll_wait
         self.failing: set[int] = set()
@@ -151,13 +175,22 @@ class HeldFleet:
         self.admin: Admin
         self._session: aiohttp.ClientSession
 
+    def meter(self) -> GroupMeter:
+        """CPU and RSS of all the coordinator processes."""
+        return GroupMeter(lambda: [s.process for s in self.servers]).start()
+
+    def database_meter(self) -> GroupMeter | None:
+        return GroupMeter(self.database).start() if self.database is not None else None
+
     async def __aenter__(self) -> HeldFleet:
-        self.coord.start("/readyz")
-        self.empty_rss_mb = self.coord.process.memory_info().rss / 1e6
+        for server in self.servers:
+            server.start("/readyz")
+        self.empty_rss_mb = self.meter().stop().rss_mb
         self._session = aiohttp.ClientSession()
         self.admin = Admin(self.coord.url, self._session)
         config = SimConfig(
             url=self.coord.url,
+            urls=tuple(s.url for s in self.servers) if len(self.servers) > 1 else (),
             join_token=JOIN_TOKEN,
             nodes=self.nodes,
             poll_wait=self.poll_wait,
@@ -178,7 +211,8 @@ class HeldFleet:
     async def __aexit__(self, *exc: object) -> None:
         await self.fleet.stop()
         await self._session.close()
-        self.coord.close()
+        for server in self.servers:
+            server.close()
 
     def fail_versions(self, *versions: int) -> None:
         self.fleet.config = SimConfig(
@@ -220,12 +254,13 @@ tail of the rollout's state-change reports."""
 
 async def _measure_hold(held: HeldFleet, seconds: float) -> dict[str, Any]:
     await asyncio.sleep(SETTLE_SECONDS)
-    coord_meter = Meter(held.coord.process).start()
+    coord_meter, db_meter = held.meter(), held.database_meter()
     sim_meter = Meter(psutil.Process()).start()
     start = time.monotonic()
     await asyncio.sleep(seconds)
     coord = coord_meter.stop()
     sim = sim_meter.stop()
+    database = {"database_cpu_percent": round(db_meter.stop().cpu_percent, 1)} if db_meter else {}
     samples = held.fleet.reports_between(start, time.monotonic())
     latencies = [s.latency for s in samples]
     rate = len(samples) / seconds
@@ -233,6 +268,7 @@ async def _measure_hold(held: HeldFleet, seconds: float) -> dict[str, Any]:
     p99 = percentile(latencies, 99)
     return {
         "nodes": held.nodes,
+        "coordinators": len(held.servers),
         "window_seconds": round(seconds, 1),
         "reports_per_second": round(rate, 1),
         "report_errors": sum(not s.ok for s in samples),
@@ -245,6 +281,8 @@ async def _measure_hold(held: HeldFleet, seconds: float) -> dict[str, Any]:
         "simulator_cpu_percent": round(sim.cpu_percent, 1),
         "cpu_ms_per_node_second": round(coord.cpu_percent * 10 / held.nodes, 4),
         "rss_kb_per_node": round((coord.rss_mb - held.empty_rss_mb) * 1000 / held.nodes, 2),
+        **database,
+        "error_count": len(held.fleet.log.errors),
         "errors": held.fleet.log.errors[:5],
     }
 
@@ -273,9 +311,14 @@ async def rollout_and_reaction(
     min_healthy: float,
     waves: int,
     reaction_trials: int,
+    servers: Sequence[Server] = (),
+    database: Callable[[], Iterable[psutil.Process]] | None = None,
 ) -> dict[str, Any]:
-    """Hold ``nodes``, measure; roll a new version out in waves; then failing canaries."""
-    async with HeldFleet(workdir / f"rollout-{nodes}", nodes) as held:
+    """Hold ``nodes``, measure; roll a new version out in waves; then failing canaries.
+
+    On one fresh coordinator, or on ``servers`` sharing a database (see HeldFleet)."""
+    held_fleet = HeldFleet(workdir / f"rollout-{nodes}", nodes, servers=servers, database=database)
+    async with held_fleet as held:
         took, _ = await held.deploy("v1", canary=0, waves=1, min_healthy_time="0s", deadline=600)
         held_numbers = await _measure_hold(held, hold_seconds)
         held_numbers["first_rollout_seconds"] = round(took, 1)
@@ -283,11 +326,15 @@ async def rollout_and_reaction(
 
         t = f"{min_healthy:g}s"
         limit = (waves + 1) * min_healthy + 600
-        meter = Meter(held.coord.process).start()
+        meter, db_meter = held.meter(), held.database_meter()
         took, status = await held.deploy(
             "v2", canary=1, waves=waves, min_healthy_time=t, deadline=limit
         )
         usage = meter.stop()
+        if db_meter is not None:
+            database_usage = {"database_cpu_percent": round(db_meter.stop().cpu_percent, 1)}
+        else:
+            database_usage = {}
         bound = (waves + 1) * min_healthy
         rollout = {
             "nodes": nodes,
@@ -303,9 +350,15 @@ async def rollout_and_reaction(
             "state": status["state"]["state_type"],
             "coordinator_cpu_percent": round(usage.cpu_percent, 1),
             "coordinator_rss_mb": round(usage.rss_mb, 1),
+            **database_usage,
         }
         reaction = await _reactions(held, nodes, reaction_trials)
-        return {"hold": held_numbers, "rollout": rollout, "reaction": reaction}
+        trouble = {
+            "agent_errors": len(held.fleet.log.errors),
+            "agent_failovers": held.fleet.log.failovers,
+            "operator_503s": held.admin.unavailable,
+        }
+        return {"hold": held_numbers, "rollout": rollout, "reaction": reaction, **trouble}
 
 
 async def _reactions(held: HeldFleet, nodes: int, trials: int) -> dict[str, Any]:

@@ -41,6 +41,7 @@ def raise_nofile_limit() -> int:
 @dataclass(frozen=True)
 class SimConfig:
     url: str
+    """The coordinator; with ``urls``, ignored."""
     join_token: str
     nodes: int
     name_prefix: str = "sim"
@@ -53,6 +54,12 @@ class SimConfig:
     register_concurrency: int = 32
     report_connections: int = 256
     seed: int = 1
+    urls: tuple[str, ...] = ()
+    """Several coordinators (one database): node i starts on ``urls[i % len(urls)]`` and,
+    like the real agent, moves to the next one when a request cannot connect."""
+
+    def url_of(self, number: int) -> str:
+        return self.urls[number % len(self.urls)] if self.urls else self.url
 
 
 @dataclass
@@ -77,6 +84,7 @@ class FleetLog:
 
     reports: list[Sample] = field(default_factory=list)
     polls: int = 0
+    failovers: int = 0
     errors: list[str] = field(default_factory=list)
     # (received_at, node, job, version, generation) for every changed assignment received
     assignments: list[tuple[float, str, str, int, int]] = field(default_factory=list)
@@ -95,6 +103,8 @@ class SimNode:
         self.fleet = fleet
         cfg = fleet.config
         self.name = f"{cfg.name_prefix}-{number:05d}"
+        self.number = number
+        self.url = cfg.url_of(number)
         self.labels = {"zone": f"z{number % cfg.zones}", "sim": "true"}
         self.node_id = ""
         self.token = ""
@@ -117,7 +127,7 @@ class SimNode:
             "labels": self.labels,
             "agent_version": "sim",
         }
-        async with session.post(f"{self.fleet.config.url}/v1/agent/register", json=body) as resp:
+        async with session.post(f"{self.url}/v1/agent/register", json=body) as resp:
             text = await resp.text()
             if resp.status != 201:
                 raise RuntimeError(f"register {self.name}: HTTP {resp.status} {text[:200]}")
@@ -127,7 +137,6 @@ class SimNode:
 
     async def poll_loop(self) -> None:
         cfg = self.fleet.config
-        url = f"{cfg.url}/v1/agent/assignments"
         wait = f"{cfg.poll_wait:g}s"
         timeout = aiohttp.ClientTimeout(total=cfg.poll_wait + 30)
         session = self.fleet.poll_session
@@ -135,7 +144,10 @@ class SimNode:
             try:
                 params = {"index": str(self.index), "wait": wait}
                 async with session.get(
-                    url, params=params, headers=self._auth, timeout=timeout
+                    f"{self.url}/v1/agent/assignments",
+                    params=params,
+                    headers=self._auth,
+                    timeout=timeout,
                 ) as resp:
                     text = await resp.text()
                     status = resp.status
@@ -143,6 +155,7 @@ class SimNode:
                 raise
             except Exception as exc:
                 self.fleet.log.error(f"poll {self.name}: {type(exc).__name__} {exc}")
+                self._fail_over(exc)
                 await asyncio.sleep(1.0 + random.random())
                 continue
             self.fleet.log.polls += 1
@@ -151,6 +164,13 @@ class SimNode:
                 await asyncio.sleep(1.0 + random.random())
                 continue
             self.apply(json.loads(text))
+
+    def _fail_over(self, exc: Exception) -> None:
+        """After a failed connect, the next coordinator (the real agent's rule)."""
+        urls = self.fleet.config.urls
+        if urls and isinstance(exc, aiohttp.ClientConnectionError):
+            self.url = urls[(urls.index(self.url) + 1) % len(urls)]
+            self.fleet.log.failovers += 1
 
     def apply(self, data: dict[str, Any]) -> None:
         """Reconcile simulated executions to the complete desired state."""
@@ -172,6 +192,7 @@ class SimNode:
             ):
                 continue
             self.fleet.log.assignments.append((now, self.node_id, job, version, generation))
+            self.fleet.arrived.set()
             self.executions[job] = Execution(job, version, generation)
             self._cancel_timer(job)
             loop = asyncio.get_running_loop()
@@ -213,7 +234,6 @@ class SimNode:
             await self.report()
 
     async def report(self) -> None:
-        cfg = self.fleet.config
         self.seq += 1
         executions = [
             {
@@ -231,7 +251,7 @@ class SimNode:
         ok = False
         try:
             async with self.fleet.report_session.post(
-                f"{cfg.url}/v1/agent/report",
+                f"{self.url}/v1/agent/report",
                 data=body,
                 headers={**self._auth, "Content-Type": "application/json"},
             ) as resp:
@@ -243,6 +263,7 @@ class SimNode:
             raise
         except Exception as exc:
             self.fleet.log.error(f"report {self.name}: {type(exc).__name__} {exc}")
+            self._fail_over(exc)
         self.fleet.log.reports.append(Sample(sent, time.monotonic() - sent, ok))
         if ok:
             self.reported_once.set()
@@ -260,6 +281,8 @@ class SimFleet:
         self._rand = random.Random(config.seed)
         self._failed_seen: set[tuple[str, str, int]] = set()
         self._tasks: list[asyncio.Task[None]] = []
+        self.arrived = asyncio.Event()
+        """Set whenever an assignment reaches a node (cleared by whoever waits for one)."""
         self.poll_session: aiohttp.ClientSession
         self.report_session: aiohttp.ClientSession
 

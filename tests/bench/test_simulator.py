@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from bench.harness import Server, coordinator, job_spec
 from bench.scenarios import HeldFleet
-from bench.simulator import percentile
+from bench.simulator import SimConfig, SimFleet, percentile
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -49,6 +50,20 @@ async def test_a_failing_canary_is_rolled_back_on_the_simulated_agents(held_dir:
         [(_, canary, job, version)] = held.fleet.log.failures
         assert (job, version) == ("bench", 2)
         assert not held.fleet.received("bench", 2).keys() - {canary}
+
+
+async def test_simulated_agents_spread_over_coordinators_and_move_on_a_failed_connect() -> None:
+    """With several URLs, agent i starts on URL i mod n and moves to the next one when a
+    connection fails (the real agent's rule), not on an HTTP error."""
+    urls = ("http://a", "http://b", "http://c")
+    fleet = SimFleet(SimConfig(url="", urls=urls, join_token="j", nodes=4))
+    assert [n.url for n in fleet.nodes] == ["http://a", "http://b", "http://c", "http://a"]
+    node = fleet.nodes[2]
+    node._fail_over(aiohttp.ClientConnectionError())
+    assert node.url == "http://a"
+    node._fail_over(RuntimeError("HTTP 500"))
+    assert node.url == "http://a"
+    assert fleet.log.failovers == 1
 
 
 def test_percentile_is_nearest_rank() -> None:
