@@ -138,6 +138,9 @@ class PostgresStore:
         self._liveness_flush = liveness_flush_seconds
         self._pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
+        self._lease_pool: asyncpg.Pool | None = None
+        """One connection of its own for the lease: a leader busy with agents must never
+        miss a renewal waiting for a pooled connection (it would step down under load)."""
         self._writes = WriteTracker(self._name)
         self._versions: dict[tuple[str, int], JobVersion] = {}
         self._jobs = _Parsed(JobRecord)
@@ -153,21 +156,8 @@ class PostgresStore:
 
     async def open(self) -> None:
         try:
-            self._pool = await asyncpg.create_pool(
-                self.url,
-                # No floor of idle connections: while the database is down, asyncpg would
-                # keep reconnecting one in the background and print a raw traceback (not a
-                # log event) at each try. Connections are made as calls need them.
-                min_size=0,
-                max_size=self._pool_size,
-                timeout=CONNECT_TIMEOUT,
-                command_timeout=COMMAND_TIMEOUT,
-                reset=_keep_session,
-                server_settings={
-                    "application_name": f"fleetwave {self.member_id}"[:63],
-                    "idle_in_transaction_session_timeout": str(IDLE_IN_TRANSACTION_MS),
-                },
-            )
+            self._pool = await self._make_pool(self._pool_size)
+            self._lease_pool = await self._make_pool(1)
             async with self._pool.acquire(timeout=ACQUIRE_TIMEOUT) as conn:
                 self.migrated = await migrate(conn)
             self._listener = ChangeListener(
@@ -185,6 +175,23 @@ class PostgresStore:
         if self.migrated:
             log.info("store_migrated", database=self._name, migrations=self.migrated)
 
+    async def _make_pool(self, size: int) -> asyncpg.Pool:
+        return await asyncpg.create_pool(
+            self.url,
+            # No floor of idle connections: while the database is down, asyncpg would keep
+            # reconnecting one in the background and print a raw traceback (not a log
+            # event) at each try. Connections are made as calls need them.
+            min_size=0,
+            max_size=size,
+            timeout=CONNECT_TIMEOUT,
+            command_timeout=COMMAND_TIMEOUT,
+            reset=_keep_session,
+            server_settings={
+                "application_name": f"fleetwave {self.member_id}"[:63],
+                "idle_in_transaction_session_timeout": str(IDLE_IN_TRANSACTION_MS),
+            },
+        )
+
     async def close(self) -> None:
         flusher, self._flusher = self._flusher, None
         if flusher is not None:
@@ -200,13 +207,15 @@ class PostgresStore:
         await self._close_pool()
 
     async def _close_pool(self) -> None:
-        pool, self._pool = self._pool, None
-        if pool is None:
-            return
-        try:
-            await asyncio.wait_for(pool.close(), CONNECT_TIMEOUT)
-        except (TimeoutError, *DB_ERRORS):
-            pool.terminate()
+        pools = (self._pool, self._lease_pool)
+        self._pool = self._lease_pool = None
+        for pool in pools:
+            if pool is None:
+                continue
+            try:
+                await asyncio.wait_for(pool.close(), CONNECT_TIMEOUT)
+            except (TimeoutError, *DB_ERRORS):
+                pool.terminate()
 
     def _open_pool(self) -> asyncpg.Pool:
         if self._pool is None:
@@ -215,7 +224,12 @@ class PostgresStore:
 
     @contextlib.asynccontextmanager
     async def _tx(
-        self, what: str, *, epoch: int | None = None, proves_health: bool = True
+        self,
+        what: str,
+        *,
+        epoch: int | None = None,
+        proves_health: bool = True,
+        lease: bool = False,
     ) -> AsyncIterator[_Tx]:
         """One write transaction; ``what`` it does names it in errors ("save job 'web'").
 
@@ -226,6 +240,8 @@ class PostgresStore:
         or StoreError (a bug), and the transaction changed nothing.
         """
         pool = self._open_pool()
+        if lease and self._lease_pool is not None:
+            pool = self._lease_pool
         tx: _Tx | None = None
         committing = committed = False
         try:
@@ -980,7 +996,7 @@ class PostgresStore:
 
         A member id that another live process uses (seen within three leases) raises
         DuplicateMember and changes nothing: that is a configuration error."""
-        async with self._tx("renew the leadership lease") as tx:
+        async with self._tx("renew the leadership lease", lease=True) as tx:
             seen = await tx.conn.fetchrow(
                 "INSERT INTO members (id, address, started_at, last_seen, instance)"
                 " VALUES ($1, $2, clock_timestamp(), clock_timestamp(), $3)"
@@ -1030,7 +1046,7 @@ class PostgresStore:
 
     async def release_lease(self, member_id: str) -> None:
         """At a clean shutdown: let the lease expire now if this process holds it."""
-        async with self._tx("release the leadership lease") as tx:
+        async with self._tx("release the leadership lease", lease=True) as tx:
             await tx.conn.execute(
                 "UPDATE lease SET expires_at = clock_timestamp() WHERE id = 1 AND holder = $1"
                 " AND instance = $2 AND expires_at > clock_timestamp()",
