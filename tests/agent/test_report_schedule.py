@@ -34,7 +34,9 @@ class Recorder:
         self.start = start
         self.sent: list[float] = []
 
-    async def report(self, token: str, request: ReportRequest) -> ReportResponse:
+    async def report(
+        self, token: str, request: ReportRequest, *, deadline: float | None = None
+    ) -> ReportResponse:
         self.sent.append(round(self.clock.monotonic() - self.start, 2))
         return ReportResponse(accepted=True, last_seq=request.seq, index=0)
 
