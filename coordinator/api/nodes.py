@@ -45,11 +45,11 @@ async def handle_drain(request: web.Request) -> web.Response:
     d = deps(request)
     node = await _find(request)
     enable = (await optional_model(request, DrainRequest)).enable
-    await d.store.set_node_scheduling(node.id, drain=enable)
-    d.driver.kick()  # committed: the engine reacts even if the event below cannot be written
-    await node_event(
+    event = node_event(
         request, node.id, kind="node_drain", old=str(node.drain).lower(), new=str(enable).lower()
     )
+    await d.store.set_node_scheduling(node.id, drain=enable, events=[event])
+    d.driver.kick()
     return respond(await _current(d, node.id))
 
 
@@ -59,11 +59,11 @@ async def handle_eligibility(request: web.Request) -> web.Response:
     d = deps(request)
     node = await _find(request)
     eligibility = (await optional_model(request, EligibilityRequest)).eligibility
-    await d.store.set_node_scheduling(node.id, eligibility=eligibility)
-    d.driver.kick()  # committed: the engine reacts even if the event below cannot be written
-    await node_event(
+    event = node_event(
         request, node.id, kind="node_eligibility", old=node.eligibility.value, new=eligibility.value
     )
+    await d.store.set_node_scheduling(node.id, eligibility=eligibility, events=[event])
+    d.driver.kick()
     return respond(await _current(d, node.id))
 
 
@@ -79,15 +79,15 @@ async def handle_approve(request: web.Request) -> web.Response:
             {"node": node.id, "status": node.api_status.value},
         )
     if not node.approved:
-        await d.store.approve_node(node.id)
-        d.driver.kick()  # committed: the engine may target it now
-        await node_event(
+        event = node_event(
             request,
             node.id,
             kind="node_approved",
             old=NodeStatus.PENDING.value,
             new=node.status.value,
         )
+        await d.store.approve_node(node.id, events=[event])
+        d.driver.kick()  # the engine may target it now
     return respond(await _current(d, node.id))
 
 
@@ -97,16 +97,16 @@ async def handle_revoke(request: web.Request) -> web.Response:
     d = deps(request)
     node = await _find(request)
     if node.revoked_at is None:
-        await d.store.revoke_node(node.id, d.clock.now())
-        d.watches.bump(node_key(node.id))  # its blocking query returns the refusal now
-        d.driver.kick()  # its jobs' rollouts treat it as gone
-        await node_event(
+        event = node_event(
             request,
             node.id,
             kind="node_revoked",
             old=node.api_status.value,
             new=NodeStatus.REVOKED.value,
         )
+        await d.store.revoke_node(node.id, d.clock.now(), events=[event])
+        d.watches.bump(node_key(node.id))  # its blocking query returns the refusal now
+        d.driver.kick()  # its jobs' rollouts treat it as gone
     return respond(await _current(d, node.id))
 
 
@@ -122,18 +122,18 @@ async def handle_purge(request: web.Request) -> web.Response:
             " be purged (revoke it first: fleetwave node revoke)",
             {"node": node.id, "status": status.value},
         )
-    await d.store.purge_node(node.id)
+    event = node_event(request, node.id, kind="node_purged", old=status.value, new=node.name)
+    await d.store.purge_node(node.id, events=[event])
     d.watches.bump(node_key(node.id))
     d.driver.kick()
-    await node_event(request, node.id, kind="node_purged", old=status.value, new=node.name)
     return web.Response(status=204)
 
 
-async def node_event(request: web.Request, node_id: str, *, kind: str, old: str, new: str) -> None:
-    """Record an operator's change of a node, naming the acting token (``by``)."""
-    d = deps(request)
-    event = Event(
-        time=d.clock.now(),
+def node_event(request: web.Request, node_id: str, *, kind: str, old: str, new: str) -> Event:
+    """The event of an operator's change of a node, naming the acting token (``by``); the
+    store writes it with the change, in one transaction."""
+    return Event(
+        time=deps(request).clock.now(),
         node=node_id,
         kind=kind,
         old=old,
@@ -141,7 +141,6 @@ async def node_event(request: web.Request, node_id: str, *, kind: str, old: str,
         reason="operator",
         by=acting_token(request),
     )
-    await d.store.append_events([event])
 
 
 async def _current(d: Deps, node_id: str) -> Node:

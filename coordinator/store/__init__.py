@@ -115,11 +115,16 @@ class Store(Protocol):
         """The offered token was used: it becomes the node's only token."""
         ...
 
-    async def approve_node(self, node_id: str) -> NodeRecord: ...
+    # An operator's change of a node is written with its ``events`` in one transaction:
+    # approve and revoke write them only when they change the node.
 
-    async def revoke_node(self, node_id: str, now: datetime) -> NodeRecord: ...
+    async def approve_node(self, node_id: str, *, events: Sequence[Event] = ()) -> NodeRecord: ...
 
-    async def purge_node(self, node_id: str) -> None:
+    async def revoke_node(
+        self, node_id: str, now: datetime, *, events: Sequence[Event] = ()
+    ) -> NodeRecord: ...
+
+    async def purge_node(self, node_id: str, *, events: Sequence[Event] = ()) -> None:
         """Forget a node with its assignments and executions (events stay)."""
         ...
 
@@ -130,7 +135,12 @@ class Store(Protocol):
     async def set_node_agent_version(self, node_id: str, agent_version: str) -> None: ...
 
     async def set_node_scheduling(
-        self, node_id: str, *, eligibility: Eligibility | None = None, drain: bool | None = None
+        self,
+        node_id: str,
+        *,
+        eligibility: Eligibility | None = None,
+        drain: bool | None = None,
+        events: Sequence[Event] = (),
     ) -> None: ...
 
     async def record_report(

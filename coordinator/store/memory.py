@@ -173,20 +173,28 @@ class MemoryStore:
         self._state.put_node(promoted)
         return promoted
 
-    async def approve_node(self, node_id: str) -> NodeRecord:
-        node = self._node(node_id).model_copy(update={"approved": True})
+    async def approve_node(self, node_id: str, *, events: Sequence[Event] = ()) -> NodeRecord:
+        node = self._node(node_id)
+        if node.approved:
+            return node
+        node = node.model_copy(update={"approved": True})
         self._state.put_node(node)
+        self._append(events)
         return node
 
-    async def revoke_node(self, node_id: str, now: datetime) -> NodeRecord:
+    async def revoke_node(
+        self, node_id: str, now: datetime, *, events: Sequence[Event] = ()
+    ) -> NodeRecord:
         node = self._node(node_id)
         changed = revoked(node, now)
         if changed is not None:
             self._state.put_node(changed)
+            self._append(events)
         return changed or node
 
-    async def purge_node(self, node_id: str) -> None:
+    async def purge_node(self, node_id: str, *, events: Sequence[Event] = ()) -> None:
         self._state.drop_node(node_id)
+        self._append(events)
 
     async def set_node_status(
         self, node_id: str, status: NodeStatus, *, epoch: int | None = None
@@ -198,10 +206,16 @@ class MemoryStore:
         self._state.put_node(node)
 
     async def set_node_scheduling(
-        self, node_id: str, *, eligibility: Eligibility | None = None, drain: bool | None = None
+        self,
+        node_id: str,
+        *,
+        eligibility: Eligibility | None = None,
+        drain: bool | None = None,
+        events: Sequence[Event] = (),
     ) -> None:
         node = rescheduled(self._node(node_id), eligibility=eligibility, drain=drain)
         self._state.put_node(node)
+        self._append(events)
 
     async def record_report(
         self,

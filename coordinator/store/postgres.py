@@ -552,23 +552,31 @@ class PostgresStore:
             await self._write_node(tx, promoted)
             return promoted
 
-    async def approve_node(self, node_id: str) -> NodeRecord:
+    async def approve_node(self, node_id: str, *, events: Sequence[Event] = ()) -> NodeRecord:
         async with self._tx(f"approve node {node_id}") as tx:
-            node = (await self._locked_node(tx, node_id)).model_copy(update={"approved": True})
+            node = await self._locked_node(tx, node_id)
+            if node.approved:
+                return node
+            node = node.model_copy(update={"approved": True})
             await self._write_node(tx, node)
+            await _insert_events(tx, events)
             return node
 
-    async def revoke_node(self, node_id: str, now: datetime) -> NodeRecord:
+    async def revoke_node(
+        self, node_id: str, now: datetime, *, events: Sequence[Event] = ()
+    ) -> NodeRecord:
         async with self._tx(f"revoke node {node_id}") as tx:
             node = await self._locked_node(tx, node_id)
             changed = revoked(node, now)
             if changed is None:
                 return node
             await self._write_node(tx, changed)
+            await _insert_events(tx, events)
             return changed
 
-    async def purge_node(self, node_id: str) -> None:
+    async def purge_node(self, node_id: str, *, events: Sequence[Event] = ()) -> None:
         async with self._tx(f"purge node {node_id}") as tx:
+            await _insert_events(tx, events)
             jobs: set[str] = set()
             for table in ("assignments", "executions"):
                 rows = await tx.conn.fetch(
@@ -593,11 +601,17 @@ class PostgresStore:
             await self._write_node(tx, node.model_copy(update={"agent_version": agent_version}))
 
     async def set_node_scheduling(
-        self, node_id: str, *, eligibility: Eligibility | None = None, drain: bool | None = None
+        self,
+        node_id: str,
+        *,
+        eligibility: Eligibility | None = None,
+        drain: bool | None = None,
+        events: Sequence[Event] = (),
     ) -> None:
         async with self._tx(f"change the scheduling of node {node_id}") as tx:
             node = await self._locked_node(tx, node_id)
             await self._write_node(tx, rescheduled(node, eligibility=eligibility, drain=drain))
+            await _insert_events(tx, events)
 
     # reports
 

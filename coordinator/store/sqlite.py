@@ -497,25 +497,33 @@ class SqliteStore:
             await self._write_node_token(conn, promoted)
             return promoted
 
-    async def approve_node(self, node_id: str) -> NodeRecord:
+    async def approve_node(self, node_id: str, *, events: Sequence[Event] = ()) -> NodeRecord:
         async with self._tx(f"approve node {node_id}") as conn:
-            node = self._load_node(node_id).model_copy(update={"approved": True})
+            node = self._load_node(node_id)
+            if node.approved:
+                return node
+            node = node.model_copy(update={"approved": True})
             await self._update_node(conn, node)
+            await self._insert_events(conn, events)
             return node
 
-    async def revoke_node(self, node_id: str, now: datetime) -> NodeRecord:
+    async def revoke_node(
+        self, node_id: str, now: datetime, *, events: Sequence[Event] = ()
+    ) -> NodeRecord:
         async with self._tx(f"revoke node {node_id}") as conn:
             node = self._load_node(node_id)
             changed = revoked(node, now)
             if changed is not None:
                 await self._update_node(conn, changed)
+                await self._insert_events(conn, events)
             return changed or node
 
-    async def purge_node(self, node_id: str) -> None:
+    async def purge_node(self, node_id: str, *, events: Sequence[Event] = ()) -> None:
         async with self._tx(f"purge node {node_id}") as conn:
             for table in ("assignments", "executions"):
                 await conn.execute(f"DELETE FROM {table} WHERE node_id = ?", (node_id,))  # noqa: S608
             await conn.execute("DELETE FROM nodes WHERE id = ?", (node_id,))
+            await self._insert_events(conn, events)
             self._after_commit.append(lambda: self._mirror.drop_node(node_id))
 
     # tokens
@@ -564,11 +572,17 @@ class SqliteStore:
             await self._update_node(conn, node.model_copy(update={"agent_version": agent_version}))
 
     async def set_node_scheduling(
-        self, node_id: str, *, eligibility: Eligibility | None = None, drain: bool | None = None
+        self,
+        node_id: str,
+        *,
+        eligibility: Eligibility | None = None,
+        drain: bool | None = None,
+        events: Sequence[Event] = (),
     ) -> None:
         async with self._tx(f"change the scheduling of node {node_id}") as conn:
             node = self._load_node(node_id)
             await self._update_node(conn, rescheduled(node, eligibility=eligibility, drain=drain))
+            await self._insert_events(conn, events)
 
     async def record_report(
         self,

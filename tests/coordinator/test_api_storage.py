@@ -157,6 +157,27 @@ class TestAFollowUpWriteFails:
         assert (await resp.json())["status"]["state"]["state_type"] == "stopped"
         assert node_id not in await harness.store.job_assignments("web")
 
+    async def test_a_node_action_and_its_event_commit_together_or_not_at_all(
+        self, harness: Harness
+    ) -> None:
+        """drain and its event are one write: when it fails the answer is 503 and neither is
+        stored; the same request then stores both (a client may resend it safely)."""
+        node_id, token = await harness.register("a", port="1")
+        await harness.report(token, 1, [])
+        before = await harness.store.last_event_id()
+        faults = await commit_faults(harness.store)
+        faults.passing, faults.failing = 1, 1  # the audit record; then the drain
+        resp = await harness.client.post("/v1/nodes/a/drain", headers=harness.admin())
+        await assert_unavailable(resp, says="change the scheduling of node")
+        node = await harness.store.get_node(node_id)
+        assert node is not None
+        assert not node.drain
+        assert await harness.store.last_event_id() == before
+        resp = await harness.client.post("/v1/nodes/a/drain", headers=harness.admin())
+        assert resp.status == 200, await resp.text()
+        events = await harness.store.list_events(after=before)
+        assert [(e.kind, e.new) for e in events] == [("node_drain", "true")]
+
     async def test_a_committed_report_reaches_the_engine_when_a_follow_up_fails(
         self, harness: Harness
     ) -> None:

@@ -460,6 +460,20 @@ class TestNodes:
         assert await store.revoke_node("n1", at(2)) == first
         assert await stored_node(store) == first
 
+    async def test_an_operators_change_is_written_with_its_events(self, store: Store) -> None:
+        """Approve, revoke, scheduling and purge store the events they are given with the
+        change; an approval or revocation that changes nothing stores none."""
+        await store.insert_node(node(approved=False))
+        await store.approve_node("n1", events=[event("node_approved", node_id="n1")])
+        await store.approve_node("n1", events=[event("node_approved", node_id="n1")])
+        await store.set_node_scheduling("n1", drain=True, events=[event("node_drain", "", "n1")])
+        await store.revoke_node("n1", at(1), events=[event("node_revoked", node_id="n1")])
+        await store.revoke_node("n1", at(2), events=[event("node_revoked", node_id="n1")])
+        await store.purge_node("n1", events=[event("node_purged", node_id="n1")])
+        kinds = [e.kind for e in await store.list_events()]
+        assert kinds == ["node_approved", "node_drain", "node_revoked", "node_purged"]
+        assert await store.get_node("n1") is None
+
     async def test_status_agent_version_and_scheduling(self, store: Store) -> None:
         """Each setter changes its field only; scheduling changes what it is given."""
         await store.insert_node(node())
