@@ -169,7 +169,10 @@ async def serve(
     locks = JobLocks()
     metrics = CoordinatorMetrics()
     window = ObservationWindow(
-        clock, timedelta(seconds=config.ttl_seconds), on_gap=metrics.blind_spots.inc
+        clock,
+        timedelta(seconds=config.ttl_seconds),
+        on_gap=metrics.blind_spots.inc,
+        heartbeat=config.heartbeat_interval,
     )
     driver = RolloutDriver(store, clock, watches, locks, window, metrics)
     monitor = NodeMonitor(store, clock, driver, window, config.ttl_seconds)

@@ -39,6 +39,11 @@ class Observation:
 
     since: datetime = ZERO_TIME
     grace: timedelta = timedelta(0)
+    heartbeat: timedelta = timedelta(0)
+    """How often live agents report (0: unknown, as in pure tests). A node's last state is
+    believed for about one heartbeat past its last report (the planner's ``_passed_gate``):
+    an agent that died right after saying ``healthy`` must not keep counting as healthy
+    until the TTL runs out."""
 
     @property
     def blind_until(self) -> datetime:
@@ -71,9 +76,11 @@ class ObservationWindow:
         grace: timedelta,
         gap_seconds: float = GAP_SECONDS,
         on_gap: Callable[[], None] = lambda: None,
+        heartbeat: timedelta = timedelta(0),
     ) -> None:
         self._clock = clock
         self._grace = grace
+        self._heartbeat = heartbeat
         self._gap = gap_seconds
         self._on_gap = on_gap
         self._since = clock.now()  # a start is a blind spot: nothing was heard before it
@@ -93,7 +100,7 @@ class ObservationWindow:
                 blind_seconds=round(gap, 3),
                 grace_seconds=self._grace.total_seconds(),
             )
-        return Observation(since=self._since, grace=self._grace)
+        return Observation(since=self._since, grace=self._grace, heartbeat=self._heartbeat)
 
     def restart(self, reason: str) -> None:
         """Start listening afresh now: this coordinator has just taken over the engine (it

@@ -413,7 +413,7 @@ def _evaluate_nodes(step: _Step, rs: RolloutState) -> RolloutState:
             and execution.generation == rs.generation
         )
         if current and execution is not None:
-            if _passed_gate(step, execution):
+            if _passed_gate(step, execution, node):
                 updated.append(node_id)
                 skipped.pop(node_id, None)
                 step.event("node_updated", node=node_id, new=str(rs.target_version))
@@ -424,7 +424,10 @@ def _evaluate_nodes(step: _Step, rs: RolloutState) -> RolloutState:
                 step.event("node_failed", node=node_id, reason=failed[node_id])
                 continue
             if execution.state == ExecutionState.HEALTHY:
-                step.wake(_healthy_from(step, execution) + policy.min_healthy_time)
+                due = _healthy_from(step, execution) + policy.min_healthy_time
+                # Due already, but not heard from lately: look again soon (a heartbeat that
+                # changes nothing does not wake the engine; a report of a change does).
+                step.wake(due if due > step.now else step.now + step.observation.heartbeat / 4)
         if node_id in skipped:
             continue
         if node.status == NodeStatus.DOWN:
@@ -462,12 +465,21 @@ def _healthy_from(step: _Step, execution: ExecutionRecord) -> datetime:
     return step.observation.heard_since(execution.since)
 
 
-def _passed_gate(step: _Step, execution: ExecutionRecord) -> bool:
+def _passed_gate(step: _Step, execution: ExecutionRecord, node: NodeRecord) -> bool:
+    """Completed (batch), or healthy for ``min_healthy_time`` as far as the coordinator can
+    tell: up to now, but no further than a heartbeat (and a quarter, for a late one) past the
+    node's last report. An agent killed right after it said ``healthy`` must not pass the
+    gate on that word while its silence is still shorter than the TTL."""
     if step.job.spec.type == JobType.BATCH:
         return execution.state == ExecutionState.COMPLETED
+    believed_until = step.now
+    if step.observation.heartbeat:
+        last = max(node.last_heartbeat, execution.updated_at)
+        believed_until = min(step.now, last + step.observation.heartbeat * 1.25)
     return (
         execution.state == ExecutionState.HEALTHY
-        and step.now - _healthy_from(step, execution) >= step.job.spec.rollout.min_healthy_time
+        and believed_until - _healthy_from(step, execution)
+        >= step.job.spec.rollout.min_healthy_time
     )
 
 

@@ -8,6 +8,7 @@ the coordinator could not have heard.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 from coordinator.domain.records import Phase
@@ -243,3 +244,48 @@ class TestUnreachable:
             world.advance(timedelta(seconds=GRACE / 6).total_seconds())
             world.plan()
         assert set(world.assignments) == {canary}
+
+
+class TestSilentAfterHealthy:
+    """A node's ``healthy`` is believed for about a heartbeat past its last report: an agent
+    killed right after saying it must not pass the gate while its silence is still shorter
+    than the TTL (the fault suite's ``completion`` invariant caught this in a crash loop)."""
+
+    @staticmethod
+    def world_heard_every(seconds: float) -> tuple[World, str]:
+        world = canary_world(min_healthy_time="10s")
+        world.observation = replace(world.observation, heartbeat=timedelta(seconds=seconds))
+        canary = canary_of(world)
+        world.report(canary, HEALTHY)
+        world.set_node(canary, last_heartbeat=world.now)
+        return world, canary
+
+    def test_a_canary_not_heard_since_it_said_healthy_does_not_pass(self) -> None:
+        world, canary = self.world_heard_every(2)
+        world.advance(11)  # past min_healthy_time, no report since "healthy"
+        assert "canary_promoted" not in kinds(world)
+        assert canary not in world.job.rollout.updated
+        world.set_node(canary, last_heartbeat=world.now)  # it reports: still healthy
+        assert "canary_promoted" in kinds(world)
+
+    def test_a_canary_heard_on_schedule_passes_at_min_healthy_time(self) -> None:
+        world, canary = self.world_heard_every(2)
+        for _ in range(5):
+            world.advance(2)
+            world.set_node(canary, last_heartbeat=world.now)
+        assert "canary_promoted" in kinds(world)
+
+    def test_a_late_heartbeat_costs_at_most_a_quarter_heartbeat(self) -> None:
+        """Due, not heard lately: the engine looks again a quarter heartbeat later, not a
+        whole one (a heartbeat that changes nothing does not wake it)."""
+        world, canary = self.world_heard_every(4)
+        world.advance(4)
+        world.set_node(canary, last_heartbeat=world.now)
+        world.advance(6.1)  # due at 10 s; the heartbeat due at 8 s has not come: 4 + 5 < 10
+        plan = world.plan()
+        assert canary not in world.job.rollout.updated
+        assert plan.wake_at == world.now + timedelta(seconds=1)
+        world.advance(0.4)
+        world.set_node(canary, last_heartbeat=world.now)  # late, but here
+        world.advance(0.6)
+        assert "canary_promoted" in kinds(world)
