@@ -164,9 +164,16 @@ class TestJobRun:
         spec = write_spec(tmp_path / "q.toml", "queued-sigint", "port_bad_spec", "v1")
         spec.write_text(spec.read_text() + '[target]\nselector = { role = "none" }\n')
         env = os.environ | {"FLEETWAVE_ADDR": fleet.url, "FLEETWAVE_TOKEN": ADMIN_TOKEN}
-        argv = [sys.executable, "-c", "from coordinator.cli import main; main()"]
+        # Ctrl-C reaches a foreground job, whose SIGINT is at its default. Run in the
+        # background by a non-interactive shell (`pytest &`), pytest and so this child inherit
+        # an ignored SIGINT, which Python keeps ignoring (no KeyboardInterrupt): the CLI would
+        # watch on, past the timeout below. So the child takes the default handler first.
+        code = (
+            "import signal; signal.signal(signal.SIGINT, signal.default_int_handler);"
+            " from coordinator.cli import main; main()"
+        )
         with subprocess.Popen(
-            [*argv, "job", "run", str(spec)],
+            [sys.executable, "-c", code, "job", "run", str(spec)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=env,
