@@ -62,6 +62,12 @@ class ClusterView:
     members: Sequence[Member]
 
 
+def solo_view(member_id: str, address: str, started_at: datetime, now: datetime) -> ClusterView:
+    """The view of a coordinator alone on its database (SQLite): it leads, at epoch 0."""
+    me = Member(id=member_id, address=address, started_at=started_at, last_seen=now, leader=True)
+    return ClusterView(member_id, address, "leader", member_id, address, 0, [me])
+
+
 class Cluster:
     """This coordinator's part in the group: it leads, or follows and waits to lead.
 
@@ -261,16 +267,7 @@ class Cluster:
 
     async def view(self) -> ClusterView:
         if self._lease is None:
-            me = Member(
-                id=self.member_id,
-                address=self.address,
-                started_at=self._started_at,
-                last_seen=self._clock.now(),
-                leader=True,
-            )
-            return ClusterView(
-                self.member_id, self.address, "leader", self.member_id, self.address, 0, [me]
-            )
+            return solo_view(self.member_id, self.address, self._started_at, self._clock.now())
         now = self._clock.now()
         # The epoch as stored, like the members: the one this member last saw may be older
         # (a follower's tick, or every tick during a database outage, may not have come yet).

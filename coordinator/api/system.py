@@ -7,9 +7,8 @@ from dataclasses import replace
 from aiohttp import web
 
 from coordinator.api.deps import deps, respond
-from coordinator.cluster import ClusterView
+from coordinator.cluster import solo_view
 from coordinator.metrics import CONTENT_TYPE, read_state
-from coordinator.store.lease import Member
 from shared.clock import format_time
 from shared.errors import StoreUnavailable
 
@@ -48,12 +47,10 @@ async def handle_cluster(request: web.Request) -> web.Response:
     d = deps(request)
     if d.cluster is None:
         # Tests that drive the engine themselves: one coordinator, which leads.
-        now = d.clock.now()
-        view = ClusterView("coordinator", "", "leader", "coordinator", "", 0, [])
-        members = [Member("coordinator", "", now, now, leader=True)]
+        view = solo_view("coordinator", "", d.clock.now(), d.clock.now())
     else:
         view = await d.cluster.view()
-        members = list(view.members)
+    members = list(view.members)
     return respond(
         {
             "leader": {"id": view.leader_id, "address": view.leader_address},

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 
 from coordinator.domain.nodes import (
-    NameTaken,
+    check_name_free,
     check_token_name_free,
     join_token_used,
     renewed,
@@ -105,9 +105,7 @@ class MemoryStore:
     # nodes
 
     async def insert_node(self, node: NodeRecord, *, join_token: str | None = None) -> None:
-        holders = self._state.nodes_named(node.name)
-        if holders:
-            raise NameTaken(node.name, holders[0])
+        check_name_free(node.name, self._state.nodes_named(node.name))
         if node.id in self._state.nodes:
             raise Conflict(f"node {node.id} exists")
         if join_token is not None:

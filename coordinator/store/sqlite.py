@@ -23,7 +23,7 @@ import aiosqlite
 import structlog
 
 from coordinator.domain.nodes import (
-    NameTaken,
+    check_name_free,
     check_token_name_free,
     join_token_used,
     renewed,
@@ -380,9 +380,7 @@ class SqliteStore:
     async def insert_node(self, node: NodeRecord, *, join_token: str | None = None) -> None:
         async with self._tx(f"register node {node.name!r}") as conn:
             # Checked under the write lock: a name belongs to one node, whatever its status.
-            holders = self._mirror.nodes_named(node.name)
-            if holders:
-                raise NameTaken(node.name, holders[0])
+            check_name_free(node.name, self._mirror.nodes_named(node.name))
             if join_token is not None:
                 await self._use_join_token(conn, join_token)
             await conn.execute(
