@@ -126,7 +126,8 @@ def completion(shell: str) -> None:
 @click.option(
     "--heartbeat-interval",
     default=None,
-    help="How often agents report, e.g. '10s'; nodes are down after 3 missed.",
+    help="How often agents report at least, e.g. '10s' (longer on fleets larger than"
+    " heartbeat_budget allows); nodes are down after 3 missed.",
 )
 @click.option(
     "--node-token-ttl",

@@ -10,12 +10,16 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from coordinator.domain.heartbeats import HeartbeatPolicy
 from shared.durations import Duration, parse_duration
 from shared.errors import FieldError, ValidationFailed
 from shared.spec import field_errors
 from shared.tls import is_loopback
 
 DEFAULT_CONFIG = Path("/etc/fleetwave/coordinator.toml")
+
+DEFAULT_HEARTBEAT_BUDGET = 500.0
+"""Heartbeats per second: 10 s intervals up to 5,000 nodes, 20 s at 10,000 (docs/operations.md)."""
 
 
 class CoordinatorConfig(BaseModel):
@@ -30,9 +34,30 @@ class CoordinatorConfig(BaseModel):
     )
     admin_token: str | None = None
     join_token: str | None = None
-    heartbeat_interval: Duration = parse_duration("10s")
+    heartbeat_interval: Duration = Field(
+        default=parse_duration("10s"),
+        description="the shortest interval agents report at; longer when the fleet would"
+        " exceed heartbeat_budget",
+    )
+    heartbeat_budget: float = Field(
+        default=DEFAULT_HEARTBEAT_BUDGET,
+        gt=0,
+        allow_inf_nan=False,
+        description="heartbeats per second the whole fleet may send: the interval grows to"
+        " nodes / budget when that is longer than heartbeat_interval",
+    )
+    heartbeat_ttl_multiplier: float = Field(
+        default=3.0,
+        ge=2.0,
+        le=20.0,
+        allow_inf_nan=False,
+        description="a node is down after this many of the longest heartbeat intervals it"
+        " may be using",
+    )
     heartbeat_ttl: Duration | None = Field(
-        default=None, description="default 3x heartbeat_interval"
+        default=None,
+        description="the least silence after which a node is down; default"
+        " heartbeat_ttl_multiplier x the node's heartbeat interval",
     )
     node_token_ttl: Duration = Field(
         default=parse_duration("720h"),
@@ -71,6 +96,13 @@ class CoordinatorConfig(BaseModel):
         description="how long the leader's lease lasts without renewal (PostgreSQL only):"
         " a dead leader is replaced within about this long",
     )
+
+    @field_validator("heartbeat_interval")
+    @classmethod
+    def _heartbeat_interval(cls, value: timedelta) -> timedelta:
+        if value < timedelta(milliseconds=10):
+            raise ValueError("must be at least 10ms")
+        return value
 
     @field_validator("lease_ttl")
     @classmethod
@@ -127,9 +159,14 @@ class CoordinatorConfig(BaseModel):
         return value
 
     @property
-    def ttl_seconds(self) -> float:
-        ttl = self.heartbeat_ttl or self.heartbeat_interval * 3
-        return ttl.total_seconds()
+    def heartbeat_policy(self) -> HeartbeatPolicy:
+        """How heartbeat intervals and the node TTL follow the fleet's size."""
+        return HeartbeatPolicy(
+            interval=self.heartbeat_interval.total_seconds(),
+            budget=self.heartbeat_budget,
+            ttl_multiplier=self.heartbeat_ttl_multiplier,
+            ttl_floor=self.heartbeat_ttl.total_seconds() if self.heartbeat_ttl else 0.0,
+        )
 
 
 def load_config(

@@ -6,11 +6,12 @@ import asyncio
 import contextlib
 import gc
 import os
+import random
 import resource
 import signal
 import ssl
 import sys
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 import structlog
@@ -23,6 +24,7 @@ from coordinator.cluster import Cluster, LeaseStore
 from coordinator.config import CoordinatorConfig
 from coordinator.engine.driver import JobLocks, NodeMonitor, RolloutDriver
 from coordinator.engine.observation import ObservationWindow
+from coordinator.heartbeats import HeartbeatPacer, Heartbeats
 from coordinator.httpguard import GuardedAppRunner
 from coordinator.metrics import CoordinatorMetrics
 from coordinator.store import Store
@@ -168,14 +170,15 @@ async def serve(
     watches = Watches()
     locks = JobLocks()
     metrics = CoordinatorMetrics()
-    window = ObservationWindow(
-        clock,
-        timedelta(seconds=config.ttl_seconds),
-        on_gap=metrics.blind_spots.inc,
-        heartbeat=config.heartbeat_interval,
-    )
+    # The interval handed to agents follows the fleet's size within heartbeat_budget; the
+    # window learns the TTL that follows it. Sized once before serving: after a restart the
+    # first answers already carry the interval for the stored fleet.
+    heartbeats = Heartbeats(config.heartbeat_policy, rand=random.random)
+    window = ObservationWindow(clock, heartbeats.longest_ttl(), on_gap=metrics.blind_spots.inc)
+    pacer = HeartbeatPacer(store, clock, heartbeats, window, metrics)
+    await pacer.tick()
     driver = RolloutDriver(store, clock, watches, locks, window, metrics)
-    monitor = NodeMonitor(store, clock, driver, window, config.ttl_seconds)
+    monitor = NodeMonitor(store, clock, driver, window, heartbeats)
     cluster = Cluster(
         store if isinstance(store, LeaseStore) else None,
         member_id=config.member_name,
@@ -203,7 +206,7 @@ async def serve(
         locks=locks,
         admin_token=admin.value,
         join_token=join.value,
-        heartbeat_interval=config.heartbeat_interval.total_seconds(),
+        heartbeats=heartbeats,
         node_token_ttl=config.node_token_ttl.total_seconds() or None,
         max_body_bytes=config.max_body_bytes,
         metrics=metrics,
@@ -240,6 +243,7 @@ async def serve(
         await site.start()
         tasks = [
             asyncio.create_task(window.run(), name="observation-window"),
+            asyncio.create_task(pacer.run(), name="heartbeat-pacer"),
             # The engine (driver and node monitor) runs while this coordinator leads.
             asyncio.create_task(cluster.run(), name="cluster"),
             asyncio.create_task(audit.run(), name="audit-pruner"),

@@ -339,6 +339,27 @@ class CoordinatorMetrics:
             ["change"],
             registry=reg,
         )
+        self.heartbeat_interval = Gauge(
+            "fleetwave_heartbeat_interval_seconds",
+            "The heartbeat interval for the fleet as this coordinator last counted it (each"
+            " answer adds up to 10% jitter).",
+            registry=reg,
+        )
+        self.heartbeat_ttl = Gauge(
+            "fleetwave_heartbeat_ttl_seconds",
+            "Silence after which a node on the longest interval handed out is marked down.",
+            registry=reg,
+        )
+        self.heartbeat_rate = Gauge(
+            "fleetwave_heartbeat_offered_rate",
+            "Heartbeats per second the fleet sends at most on the current interval.",
+            registry=reg,
+        )
+        self.heartbeat_budget = Gauge(
+            "fleetwave_heartbeat_budget",
+            "The configured heartbeat_budget: heartbeats per second the fleet may send.",
+            registry=reg,
+        )
         self.state = StateCollector()
         reg.register(self.state)
 
@@ -354,6 +375,13 @@ class CoordinatorMetrics:
     def count_report(self, *, accepted: bool) -> None:
         """One agent report, accepted or ignored (a replay)."""
         self._series(self.agent_reports, "accepted" if accepted else "ignored").inc()
+
+    def pace_heartbeats(self, *, interval: float, ttl: float, rate: float, budget: float) -> None:
+        """The heartbeat interval was sized to the fleet again."""
+        self.heartbeat_interval.set(interval)
+        self.heartbeat_ttl.set(ttl)
+        self.heartbeat_rate.set(rate)
+        self.heartbeat_budget.set(budget)
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         """One served request, by method, route template and status."""

@@ -28,6 +28,12 @@ MIN_EXIT_CODE, MAX_EXIT_CODE = -(2**31), 2**31
 MAX_PID = 2**31 - 1
 
 
+HEARTBEAT_INTERVAL = (
+    "seconds between heartbeats: the coordinator's heartbeat_interval, or longer when the fleet"
+    " would exceed its heartbeat_budget, plus up to 10% jitter; the agent follows the latest answer"
+)
+
+
 class _Wire(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -68,7 +74,7 @@ class RegisterRequest(_Request):
 class RegisterResponse(_Wire):
     node_id: str
     node_token: str = Field(repr=False)
-    heartbeat_interval: float = Field(description="seconds between reports")
+    heartbeat_interval: float = Field(description=HEARTBEAT_INTERVAL)
     node_token_expires_at: Timestamp | None = Field(
         default=None, description="when the node token expires (none: never)"
     )
@@ -97,7 +103,7 @@ class AssignmentsResponse(_Wire):
 
     node_id: str
     index: int
-    heartbeat_interval: float
+    heartbeat_interval: float = Field(description=HEARTBEAT_INTERVAL)
     assignments: list[Assignment] = Field(default_factory=list)
 
 

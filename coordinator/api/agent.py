@@ -178,7 +178,7 @@ async def handle_register(request: web.Request) -> web.Response:
     response = RegisterResponse(
         node_id=node.id,
         node_token=token,
-        heartbeat_interval=d.heartbeat_interval,
+        heartbeat_interval=d.heartbeats.hand_out(node.id),
         node_token_expires_at=expires,
         status=node.api_status.value,
     )
@@ -245,7 +245,7 @@ async def handle_assignments(request: web.Request) -> web.Response:
     # spec again per poll was the endpoint's main cost. A test checks it against the model.
     body = (
         f'{{"node_id":{json.dumps(node.id)},"index":{current},'
-        f'"heartbeat_interval":{json.dumps(d.heartbeat_interval)},'
+        f'"heartbeat_interval":{json.dumps(d.heartbeats.hand_out(node.id))},'
         f'"assignments":[{",".join(parts)}]}}'
     )
     return web.Response(

@@ -18,6 +18,7 @@ from coordinator.audit import AuditLog
 from coordinator.cluster import Cluster
 from coordinator.domain.records import NodeRecord
 from coordinator.engine.driver import JobLocks, RolloutDriver
+from coordinator.heartbeats import Heartbeats
 from coordinator.metrics import CoordinatorMetrics
 from coordinator.store import Store
 from coordinator.tokens import hash_token
@@ -43,7 +44,8 @@ class Deps:
     locks: JobLocks
     admin_token: str
     join_token: str
-    heartbeat_interval: float
+    heartbeats: Heartbeats
+    """The interval each agent answer carries; it follows the fleet's size."""
     node_token_ttl: float | None = 30 * 24 * 3600.0
     """Seconds a node token lives (None: forever); agents rotate it after two thirds."""
     max_body_bytes: int = 1024 * 1024

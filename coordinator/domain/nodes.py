@@ -148,10 +148,11 @@ class Lost:
 def lost_nodes(
     nodes: Iterable[NodeRecord],
     now: datetime,
-    ttl: timedelta,
+    ttl: Callable[[str], timedelta],
     heard_since: Callable[[datetime], datetime],
 ) -> list[Lost]:
-    """The nodes to mark ``down``: silent for more than ``ttl`` of observed time.
+    """The nodes to mark ``down``: silent for more than their ``ttl(node_id)`` of observed
+    time (it follows the heartbeat interval the node may be using, coordinator/heartbeats.py).
 
     ``heard_since(last)`` is the moment from which silence counts for a node last heard at
     ``last``: the later of ``last`` and the start of the coordinator's own observation (its
@@ -163,7 +164,7 @@ def lost_nodes(
         if node.status == NodeStatus.DOWN or node.revoked_at is not None:
             continue
         last = max(node.last_heartbeat, node.registered_at)
-        if now - heard_since(last) > ttl:
+        if now - heard_since(last) > ttl(node.id):
             lost.append(
                 Lost(
                     node,

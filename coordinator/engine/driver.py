@@ -16,6 +16,7 @@ from coordinator.domain.records import Event, JobRecord
 from coordinator.engine.observation import ObservationWindow
 from coordinator.engine.planner import RolloutPlan, plan_rollout
 from coordinator.engine.targets import fleet_nodes
+from coordinator.heartbeats import Heartbeats
 from coordinator.metrics import CoordinatorMetrics
 from coordinator.store import Store
 from coordinator.store.lease import Fenced
@@ -250,7 +251,8 @@ class RolloutDriver:
 
 
 class NodeMonitor:
-    """Marks nodes ``down`` when the coordinator has heard nothing from them for the TTL.
+    """Marks nodes ``down`` when the coordinator has heard nothing from them for their TTL,
+    which follows the heartbeat interval each may be using (``Heartbeats.ttl``).
 
     Only silence the coordinator could have observed counts: after its own start, or a
     pause of its process, a node gets a whole TTL from that moment to be heard, however
@@ -264,16 +266,19 @@ class NodeMonitor:
         clock: Clock,
         driver: RolloutDriver,
         window: ObservationWindow,
-        ttl_seconds: float,
+        heartbeats: Heartbeats,
     ) -> None:
         self._store = store
         self._clock = clock
         self._driver = driver
         self._window = window
-        self._ttl = timedelta(seconds=ttl_seconds)
+        self._heartbeats = heartbeats
+
+    def period(self) -> float:
+        """Seconds between ticks: a quarter of the shortest TTL, within 0.1 to 5 s."""
+        return max(0.1, min(5.0, self._heartbeats.shortest_ttl().total_seconds() / 4))
 
     async def run(self) -> None:
-        interval = max(0.1, min(5.0, self._ttl.total_seconds() / 4))
         while True:
             try:
                 await self.tick()
@@ -286,15 +291,15 @@ class NodeMonitor:
                 log.warning("node_monitor_postponed", error=exc.message)
             except Exception:
                 log.exception("node_monitor_failed")
-            await self._clock.sleep(interval)
+            await self._clock.sleep(self.period())
 
     async def tick(self) -> list[str]:
-        """Mark every node not heard from for the TTL of observed time; return their ids."""
+        """Mark every node not heard from for its TTL of observed time; return their ids."""
         observation = self._window.observe()
         now = self._clock.now()
         lost = []
         for decision in lost_nodes(
-            await self._store.list_nodes(), now, self._ttl, observation.heard_since
+            await self._store.list_nodes(), now, self._heartbeats.ttl, observation.heard_since
         ):
             node = decision.node
             epoch = self._driver.epoch

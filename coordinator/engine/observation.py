@@ -40,7 +40,8 @@ class Observation:
     since: datetime = ZERO_TIME
     grace: timedelta = timedelta(0)
     heartbeat: timedelta = timedelta(0)
-    """How often live agents report (0: unknown, as in pure tests). A node's last state is
+    """The longest interval any live agent may be using (0: unknown, as in pure tests); it
+    grows with the fleet (coordinator/heartbeats.py). A node's last state is
     believed for about one heartbeat past its last report (the planner's ``_passed_gate``):
     an agent that died right after saying ``healthy`` must not keep counting as healthy
     until the TTL runs out."""
@@ -86,6 +87,12 @@ class ObservationWindow:
         self._since = clock.now()  # a start is a blind spot: nothing was heard before it
         self._last = clock.monotonic()
         self.gaps = 0
+
+    def pace(self, *, heartbeat: timedelta, grace: timedelta) -> None:
+        """Agents may now be on intervals up to ``heartbeat`` and silent for ``grace``: the
+        heartbeat interval follows the fleet's size (coordinator/heartbeats.py)."""
+        self._heartbeat = heartbeat
+        self._grace = grace
 
     def observe(self) -> Observation:
         mono = self._clock.monotonic()

@@ -148,3 +148,48 @@ def test_report_retries_never_back_off_past_a_heartbeat() -> None:
     assert report_retry_delay(20, policy, lambda: 0.99, interval=5.0) == 5.0
     assert report_retry_delay(0, policy, lambda: 0.0, interval=5.0) == 0.25
     assert report_retry_delay(20, policy, lambda: 0.99, interval=0.0) > 29
+
+
+def interval_loop(clock: FakeClock, session: Session) -> tuple[ReportLoop, Recorder]:
+    """A report loop over ``session``, whose interval the test changes as an answer would."""
+    recorder = Recorder(clock, clock.monotonic())
+    loop = ReportLoop(
+        session=session,  # type: ignore[arg-type]
+        client=recorder,  # type: ignore[arg-type]
+        manager=SimpleNamespace(reports=list),  # type: ignore[arg-type]
+        store=SimpleNamespace(load_seq=lambda: 0, save_seq=lambda seq: None),  # type: ignore[arg-type]
+        writes=data_dir_writes(Path("data"), clock),
+        host=SimpleNamespace(load=Load, resources=Resources),  # type: ignore[arg-type]
+        clock=clock,
+        rand=lambda: PHASE,
+    )
+    return loop, recorder
+
+
+@pytest.mark.parametrize(
+    ("new_interval", "expected"),
+    [
+        # Longer (the fleet grew): the beat already due at 13 stays, then every 20 s.
+        (20.0, [0.1, 3.0, 13.0, 33.0]),
+        # Shorter (the fleet shrank): the beat at 13 stays too, then every 4 s.
+        (4.0, [0.1, 3.0, 13.0, 17.0, 21.0, 25.0, 29.0, 33.0]),
+    ],
+)
+async def test_a_changed_interval_is_followed_from_the_next_beat(
+    clock: FakeClock, new_interval: float, expected: list[float]
+) -> None:
+    """An interval the coordinator hands out later (the fleet grew or shrank) is followed
+    from the heartbeat already scheduled on: no silence is longer than the interval the
+    agent held at its last beat, which is what the coordinator's TTL allows for."""
+    session = Session()
+    loop, recorder = interval_loop(clock, session)
+    start = clock.monotonic()
+    task = asyncio.create_task(loop.run())
+    try:
+        await run_until(clock, start, 4.0)
+        session.heartbeat_interval = new_interval  # an assignments answer carried it
+        await run_until(clock, start, 34.0)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert recorder.sent == pytest.approx(expected, abs=0.2)  # the clock moves in 0.05 s steps

@@ -16,6 +16,7 @@ from coordinator.api.deps import Deps
 from coordinator.app import create_app
 from coordinator.engine.driver import JobLocks, NodeMonitor, RolloutDriver
 from coordinator.engine.observation import ObservationWindow
+from coordinator.heartbeats import Heartbeats
 from coordinator.metrics import CoordinatorMetrics
 from coordinator.store.sqlite import SqliteStore
 from coordinator.watch import Watches
@@ -102,7 +103,8 @@ async def harness(tmp_path: Path, aiohttp_client: Any) -> AsyncIterator[Harness]
     # the coordinator, so this window never sees a gap (its own tests cover gaps).
     window = ObservationWindow(clock, timedelta(0), gap_seconds=math.inf)
     driver = RolloutDriver(store, clock, watches, locks, window, metrics)
-    monitor = NodeMonitor(store, clock, driver, window, ttl_seconds=30)
+    heartbeats = Heartbeats.fixed(10.0)  # TTL 30 s
+    monitor = NodeMonitor(store, clock, driver, window, heartbeats)
     deps = Deps(
         store=store,
         clock=clock,
@@ -111,7 +113,7 @@ async def harness(tmp_path: Path, aiohttp_client: Any) -> AsyncIterator[Harness]
         locks=locks,
         admin_token=ADMIN,
         join_token=JOIN,
-        heartbeat_interval=10.0,
+        heartbeats=heartbeats,
         started=True,
         metrics=metrics,
     )

@@ -23,6 +23,7 @@ from coordinator.api.deps import Deps
 from coordinator.app import create_app
 from coordinator.engine.driver import JobLocks, RolloutDriver
 from coordinator.engine.observation import ObservationWindow
+from coordinator.heartbeats import Heartbeats
 from coordinator.metrics import CoordinatorMetrics
 from coordinator.store.postgres import PostgresStore
 from coordinator.watch import FEED, Watches
@@ -61,7 +62,7 @@ async def app(aiohttp_client: Any) -> AsyncIterator[App]:
                 locks=JobLocks(),
                 admin_token=ADMIN,
                 join_token="fwj_outage-test-join",
-                heartbeat_interval=10.0,
+                heartbeats=Heartbeats.fixed(10.0),
                 started=True,
                 metrics=metrics,
             )

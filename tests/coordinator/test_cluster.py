@@ -18,6 +18,7 @@ import pytest
 from coordinator.cluster import Cluster
 from coordinator.engine.driver import JobLocks, NodeMonitor, RolloutDriver, job_key, node_key
 from coordinator.engine.observation import ObservationWindow
+from coordinator.heartbeats import Heartbeats
 from coordinator.metrics import CoordinatorMetrics
 from coordinator.store.lease import LeaseState, Member
 from coordinator.store.memory import MemoryStore
@@ -74,7 +75,9 @@ class World:
         self.driver = RolloutDriver(
             self.store, self.clock, self.watches, JobLocks(), self.window, self.metrics
         )
-        monitor = NodeMonitor(self.store, self.clock, self.driver, self.window, 30)
+        monitor = NodeMonitor(
+            self.store, self.clock, self.driver, self.window, Heartbeats.fixed(10.0)
+        )
         self.lease = FakeLease()
         self.cluster = Cluster(
             self.lease,

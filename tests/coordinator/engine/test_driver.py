@@ -16,6 +16,7 @@ import pytest
 from coordinator.domain.records import NodeRecord
 from coordinator.engine.driver import JobLocks, NodeMonitor, RolloutDriver
 from coordinator.engine.observation import ObservationWindow
+from coordinator.heartbeats import Heartbeats
 from coordinator.metrics import CoordinatorMetrics
 from coordinator.watch import Watches
 from shared.clock import FakeClock
@@ -36,7 +37,9 @@ class Engine:
         self.driver = RolloutDriver(
             harness.store, self.clock, Watches(), JobLocks(), self.window, CoordinatorMetrics()
         )
-        self.monitor = NodeMonitor(harness.store, self.clock, self.driver, self.window, TTL)
+        self.monitor = NodeMonitor(
+            harness.store, self.clock, self.driver, self.window, Heartbeats.fixed(TTL / 3)
+        )
 
     def listen(self, seconds: float) -> None:
         """Time passes while the loop runs: the window's ticker observes every 0.25 s."""

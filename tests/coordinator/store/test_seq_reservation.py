@@ -20,6 +20,7 @@ from coordinator.api.deps import DEPS
 from coordinator.app import create_app
 from coordinator.domain.records import NodeRecord
 from coordinator.engine.driver import JobLocks
+from coordinator.heartbeats import Heartbeats
 from coordinator.metrics import CoordinatorMetrics
 from coordinator.store.sqlite import SEQ_RESERVATION, SqliteStore
 from coordinator.watch import Watches
@@ -127,7 +128,7 @@ class TestRealAgent:
         coordinator on the crash image its next report is refused once (with the floor),
         and the resend right after it is accepted."""
         deps = harness.client.app[DEPS]
-        deps.heartbeat_interval = 0.05
+        deps.heartbeats = Heartbeats.fixed(0.05)
         port = free_port()
         first = str(harness.client.make_url("")).rstrip("/")
         second = f"http://127.0.0.1:{port}"
