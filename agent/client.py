@@ -8,7 +8,6 @@ import json
 import ssl
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
-from importlib import metadata
 from typing import Any, TypeVar
 
 import aiohttp
@@ -45,6 +44,10 @@ M = TypeVar("M", bound=BaseModel)
 
 def agent_version() -> str:
     """The installed package version, sent at registration."""
+    # importlib.metadata brings email, zipfile and csv with it (0.7 MB an idle agent keeps
+    # for good); it is needed once, at registration.
+    from importlib import metadata
+
     try:
         return metadata.version("fleetwave")
     except metadata.PackageNotFoundError:

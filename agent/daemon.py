@@ -12,7 +12,6 @@ from typing import Any
 
 import aiohttp
 import structlog
-from aiohttp import web
 
 from agent.artifacts import ArtifactStore
 from agent.backoff import BackoffPolicy
@@ -21,7 +20,7 @@ from agent.config import AgentSettings
 from agent.executions import ExecutionStore
 from agent.host import HostProbe, PsutilHost
 from agent.identity import IdentityStore
-from agent.local import AgentSnapshot, create_local_app
+from agent.local import AgentSnapshot, LocalEndpoints
 from agent.logs import LogRotator
 from agent.manager import ExecutionManager
 from agent.metrics import AgentMetrics
@@ -96,7 +95,7 @@ class Agent:
         self._poll_margin = poll_margin
         self._notifier = notifier or SystemdNotifier()
         self._tasks: list[asyncio.Task[None]] = []
-        self._runner: web.AppRunner | None = None
+        self._endpoints: LocalEndpoints | None = None
         self._http: aiohttp.ClientSession | None = None
         self._coordinator_http: aiohttp.ClientSession | None = None
         self._ready = False
@@ -231,9 +230,9 @@ class Agent:
                 await self._parts.manager.stop_all()
             else:
                 await self._parts.manager.detach_all()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        if self._endpoints is not None:
+            await self._endpoints.close()
+            self._endpoints = None
         if self._http is not None:
             await self._http.close()
             self._http = None
@@ -300,12 +299,9 @@ class Agent:
         address = self.settings.listen_address()
         if address is None:
             return
-        self._runner = web.AppRunner(create_local_app(self), access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, address[0], address[1])
-        await site.start()
-        bound = self._runner.addresses
-        self.local_port = int(bound[0][1]) if bound else address[1]
+        self._endpoints = LocalEndpoints(self)
+        await self._endpoints.start(address[0], address[1])
+        self.local_port = self._endpoints.port
 
     def _spawn(self, name: str, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro, name=name)

@@ -23,11 +23,16 @@ from __future__ import annotations
 import os
 import posixpath
 import stat
-import tarfile
-import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agent.errors import AgentError
+
+if TYPE_CHECKING:
+    # tarfile and zipfile (with the compression modules behind them) load only when an
+    # artifact is unpacked: an idle agent, or one whose jobs have no archive, never needs them.
+    import tarfile
+    import zipfile
 
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.bz2", ".zip")
 MAX_MEMBERS = 100_000
@@ -160,6 +165,8 @@ def _scan_tar(tar: tarfile.TarFile, max_bytes: int, max_members: int) -> list[ta
 
 
 def _tar_filter(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
+    import tarfile  # loaded already by unpack_tar; see the imports above
+
     checked = tarfile.data_filter(member, dest)
     if checked is not None and checked.mode is not None:
         checked = checked.replace(mode=checked.mode & ~_SPECIAL_BITS, deep=False)
@@ -168,6 +175,8 @@ def _tar_filter(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
 
 def unpack_tar(archive: Path, dest: Path, *, max_bytes: int, max_members: int) -> None:
     """Unpack a (possibly compressed) tar into ``dest`` (a path with no link in it)."""
+    import tarfile  # only when an artifact is unpacked (see the imports above)
+
     try:
         with tarfile.open(archive, "r:*") as tar:
             members = _scan_tar(tar, max_bytes, max_members)
@@ -182,6 +191,8 @@ def unpack_tar(archive: Path, dest: Path, *, max_bytes: int, max_members: int) -
 
 def unpack_zip(archive: Path, dest: Path, *, max_bytes: int, max_members: int) -> None:
     """Unpack a zip into ``dest`` (a path with no link in it), resolving every write on disk."""
+    import zipfile  # only when an artifact is unpacked (see the imports above)
+
     try:
         with zipfile.ZipFile(archive) as zf:
             plan = _scan_zip(zf, max_bytes, max_members)
