@@ -182,6 +182,7 @@ class CoordinatorClient:
             total=deadline, sock_connect=min(self._connect_timeout, deadline)
         )
         problems: list[str] = []
+        retry_after: float | None = None  # the shortest wait a shedding coordinator asked for
         for attempt in range(len(self._urls)):
             index = (self._current + attempt) % len(self._urls)
             url = self._urls[index] + path
@@ -191,6 +192,7 @@ class CoordinatorClient:
                 ) as response:
                     status = response.status
                     text = await response.text()
+                    asked = _retry_after(response.headers.get("Retry-After"))
             except aiohttp.ConnectionTimeoutError:
                 problems.append(f"{url}: no connection within {timeout.sock_connect:g}s")
                 continue
@@ -202,6 +204,8 @@ class CoordinatorClient:
                 continue
             if status >= 500:
                 problems.append(f"{url}: HTTP {status} {_error_message(text)}".rstrip())
+                if status == 503 and asked is not None:
+                    retry_after = asked if retry_after is None else min(retry_after, asked)
                 continue
             if index != self._current:
                 log.warning(
@@ -215,7 +219,17 @@ class CoordinatorClient:
                 moved.set()
             return _decode(status, text, registering=token is None)
         log.debug("coordinators_unavailable", problems=problems)
-        raise CoordinatorUnavailable("no coordinator answered: " + "; ".join(problems))
+        raise CoordinatorUnavailable(
+            "no coordinator answered: " + "; ".join(problems), retry_after=retry_after
+        )
+
+
+def _retry_after(value: str | None) -> float | None:
+    """A ``Retry-After`` in seconds (the coordinator sends no HTTP dates); None if absent."""
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
 
 
 def _decode(status: int, text: str, *, registering: bool) -> Any:

@@ -20,7 +20,14 @@ class CoordinatorError(AgentError):
 
 
 class CoordinatorUnavailable(CoordinatorError):
-    """No configured coordinator answered (connection error, timeout or 5xx on every URL)."""
+    """No configured coordinator answered (connection error, timeout or 5xx on every URL).
+
+    ``retry_after``: seconds a coordinator asked to wait (a 503 with ``Retry-After``, sent
+    while it sheds load or its database is away); None when none asked."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class TokenRejected(CoordinatorError):

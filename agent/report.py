@@ -251,6 +251,8 @@ class ReportLoop:
         delay = report_retry_delay(
             self.failures, self._backoff, self._rand, self._session.heartbeat_interval
         )
+        if isinstance(exc, CoordinatorUnavailable) and exc.retry_after is not None:
+            delay = max(delay, exc.retry_after)  # a coordinator shedding load said when
         self.failures += 1
         self._metrics.sync_errors.labels("report", error_kind(exc)).inc()
         log.warning(event, error=str(exc), retry_in=round(delay, 3), failures=self.failures)

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import structlog
 
-from agent.backoff import BackoffPolicy, backoff_delay
+from agent.backoff import BackoffPolicy, retry_delay
 from agent.client import CoordinatorClient
 from agent.errors import CoordinatorError, CoordinatorUnavailable, TokenRejected
 from agent.manager import ExecutionManager
@@ -117,10 +117,20 @@ class SyncLoop:
             return None
 
     async def _failed(self, event: str, exc: Exception) -> None:
+        retry_after = None
         if isinstance(exc, CoordinatorUnavailable):
             # Workloads keep running untouched; only the polling backs off.
             self._session.mark_unreachable(self._clock.monotonic())
-        delay = backoff_delay(self.failures, self._backoff, self._rand)
+            retry_after = exc.retry_after
+        # Losing a coordinator that answered (it restarted: every agent lost it at once),
+        # the first retry is spread wide; a coordinator shedding load says when to return.
+        delay = retry_delay(
+            self.failures,
+            self._backoff,
+            self._rand,
+            reconnecting=self._session.last_contact is not None,
+            retry_after=retry_after,
+        )
         self.failures += 1
         self.attempted.set()
         self._metrics.sync_errors.labels("assignments", error_kind(exc)).inc()

@@ -199,9 +199,9 @@ class TestSyncLoop:
         self, coordinator: tuple[FakeCoordinator, str], tmp_path: Path
     ) -> None:
         """While the coordinator fails, retries wait on the agent's clock: each retry needs
-        the fake clock to pass the jittered backoff delay."""
+        the fake clock to pass the jittered backoff delay (a 500: no Retry-After to wait out)."""
         coord, url = coordinator
-        coord.fail_with = 503
+        coord.fail_with = 500
         clock = FakeClock()
         agent = Agent(
             settings(tmp_path / "data", coordinators=[url]),
