@@ -44,6 +44,7 @@ ENV_VARS: Mapping[str, str] = {
     "FLEETWAVE_ARTIFACT_KEEP": "artifact_keep",
     "FLEETWAVE_ARTIFACT_MAX_BYTES": "artifact_max_bytes",
     "FLEETWAVE_ON_STOP": "on_stop",
+    "FLEETWAVE_WORKLOAD_SLICE": "workload_slice",
     "FLEETWAVE_CA_FILE": "ca_file",
     "FLEETWAVE_TLS_CERT": "tls_cert",
     "FLEETWAVE_TLS_KEY": "tls_key",
@@ -117,6 +118,10 @@ class AgentSettings(BaseModel):
     on_stop: Literal["stop-workloads", "keep-workloads"] = "keep-workloads"
     """On SIGTERM: leave workloads running for the next agent run to adopt (the default, so
     an agent restart or upgrade never disrupts them), or stop every workload first."""
+    workload_slice: str = Field(default="", pattern=r"^(?:[A-Za-z0-9:_.\-]+\.slice)?$")
+    """Systemd slice in which each exec workload gets a scope of its own, out of the agent's
+    cgroup (the unit file sets ``fleetwave-workloads.slice``); empty: workloads stay children
+    in the agent's cgroup (agent/runtime/scope.py)."""
     ca_file: Path | None = None
     """CA certificate (PEM) that verifies an https:// coordinator; else the system's CAs."""
     tls_cert: Path | None = None

@@ -146,7 +146,10 @@ class Agent:
         )
         manager = ExecutionManager(
             runtimes=self._runtimes
-            or {Driver.EXEC: ExecRuntime(self.clock), Driver.SYSTEMD: SystemdRuntime(self.clock)},
+            or {
+                Driver.EXEC: ExecRuntime(self.clock, workload_slice=settings.workload_slice),
+                Driver.SYSTEMD: SystemdRuntime(self.clock),
+            },
             data_dir=self.data_dir,
             store=ExecutionStore(self.data_dir.executions),
             writes=writes,

@@ -8,6 +8,7 @@ import os
 import pwd
 import signal
 from collections.abc import Awaitable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import psutil
@@ -15,8 +16,10 @@ import structlog
 
 from agent.errors import LaunchError
 from agent.logs import open_log
+from agent.policy import is_executable_file, resolve_program
 from agent.restart import ExitStatus
 from agent.runtime import INSTANCE_ENV, Discovered, LaunchSpec
+from agent.runtime.scope import GATE, move_to_scope
 from agent.runtime.users import run_as
 
 if TYPE_CHECKING:
@@ -154,10 +157,15 @@ def check_user(user: str | None, *, euid: int | None = None) -> None:
 
 
 class ExecRuntime:
-    """Starts ``LaunchSpec`` commands with ``asyncio.create_subprocess_exec``."""
+    """Starts ``LaunchSpec`` commands with ``asyncio.create_subprocess_exec``.
 
-    def __init__(self, clock: Clock) -> None:
+    With ``workload_slice`` each workload gets a systemd scope of its own in that slice
+    (agent/runtime/scope.py), so it leaves the agent's cgroup before it runs.
+    """
+
+    def __init__(self, clock: Clock, *, workload_slice: str = "") -> None:
         self._clock = clock
+        self._slice = workload_slice
 
     async def start(self, spec: LaunchSpec) -> ExecHandle:
         check_user(spec.user)
@@ -165,6 +173,15 @@ class ExecRuntime:
         creds = run_as(spec.user)
         if spec.working_dir is not None and not spec.working_dir.is_dir():
             raise LaunchError(f"working_dir {spec.working_dir} does not exist")
+        env = marked_environment(spec)
+        argv: list[str] = list(spec.command)
+        stdin: int = asyncio.subprocess.DEVNULL
+        gate = None
+        if self._slice:
+            # Behind the gate the shell starts even if the program is missing; say so here.
+            _check_program(spec.command[0], env, spec.working_dir)
+            gate = os.pipe()
+            argv, stdin = [*GATE, *spec.command], gate[0]
         fds = [open_log(path) for path in (spec.stdout_path, spec.stderr_path) if path]
         stdout = fds[0] if spec.stdout_path else asyncio.subprocess.DEVNULL
         stderr = fds[-1] if spec.stderr_path else asyncio.subprocess.DEVNULL
@@ -172,11 +189,11 @@ class ExecRuntime:
             # The child gets the log files themselves (O_APPEND), not pipes, so its output
             # does not depend on the agent being alive.
             proc = await asyncio.create_subprocess_exec(
-                *spec.command,
-                stdin=asyncio.subprocess.DEVNULL,
+                *argv,
+                stdin=stdin,
                 stdout=stdout,
                 stderr=stderr,
-                env=marked_environment(spec),
+                env=env,
                 cwd=spec.working_dir,
                 user=creds.uid if creds else None,
                 group=creds.gid if creds else None,
@@ -189,15 +206,32 @@ class ExecRuntime:
             raise LaunchError(f"cannot start {spec.command[0]!r}: {exc.strerror}") from None
         except OSError as exc:
             raise LaunchError(f"cannot start {spec.command[0]!r}: {exc}") from None
+        except BaseException:
+            if gate is not None:
+                os.close(gate[1])
+            raise
         finally:
-            for fd in fds:
+            for fd in fds if gate is None else [*fds, gate[0]]:
                 os.close(fd)
+        if gate is not None:
+            await self._open_gate(spec, proc.pid, gate[1])
         try:
             start_time = psutil.Process(proc.pid).create_time()
         except psutil.Error:
             start_time = 0.0  # it already exited; wait() reports how
         log.info("process_started", job=spec.job, version=spec.version, pid=proc.pid)
         return ExecHandle(proc, start_time, self._clock)
+
+    async def _open_gate(self, spec: LaunchSpec, pid: int, gate: int) -> None:
+        """Move the gated workload into its scope, then let it run (also if that failed)."""
+        try:
+            unit = await move_to_scope(spec, pid, self._slice)
+            if unit is not None:
+                log.info("workload_scope_started", job=spec.job, pid=pid, scope=unit)
+            with contextlib.suppress(BrokenPipeError):  # it was killed meanwhile
+                os.write(gate, b"\n")
+        finally:
+            os.close(gate)
 
     async def adopt(self, record: ExecutionRecord) -> AdoptedHandle | None:
         """The process the record names, if it still runs: same pid *and* start time, so a
@@ -226,6 +260,17 @@ class ExecRuntime:
                 continue  # gone meanwhile, or not ours to read
             found.append(Discovered(*marker, handle=handle))
         return found
+
+
+def _check_program(program: str, env: Mapping[str, str], cwd: Path | None) -> None:
+    """LaunchError unless ``program`` is found the way ``execvpe`` will look for it."""
+    where = str(cwd) if cwd is not None else os.getcwd()
+    search = os.pathsep.join(os.get_exec_path(dict(env)))
+    found = resolve_program(
+        program, search_path=search, cwd=where, is_executable=is_executable_file
+    )
+    if found is None or not os.path.exists(os.path.join(where, found)):
+        raise LaunchError(f"command not found: {program!r}")
 
 
 def marked_environment(spec: LaunchSpec, driver: str = "exec") -> dict[str, str]:

@@ -277,3 +277,22 @@ class TestTransport:
         assert context.verify_mode == ssl.CERT_REQUIRED
         with pytest.raises(ConfigError, match=r"^ca_file/tls_cert/tls_key: cannot load"):
             coordinator_tls(load_settings(flags | {"tls_key": tmp_path / "missing.pem"}))
+
+
+class TestWorkloadSlice:
+    def test_env_sets_the_slice_and_empty_turns_it_off(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """FLEETWAVE_WORKLOAD_SLICE names the slice (the unit's way); empty means no scopes."""
+        assert load_settings({}).workload_slice == ""
+        monkeypatch.setenv("FLEETWAVE_WORKLOAD_SLICE", "fleetwave-workloads.slice")
+        assert load_settings({}).workload_slice == "fleetwave-workloads.slice"
+        monkeypatch.setenv("FLEETWAVE_WORKLOAD_SLICE", "")
+        assert load_settings({}).workload_slice == ""
+
+    @pytest.mark.parametrize("value", ["workloads", "a b.slice", "../x.slice", "x.service"])
+    def test_not_a_slice_name(self, monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+        """Only a slice unit name is accepted, and the error names the option."""
+        monkeypatch.setenv("FLEETWAVE_WORKLOAD_SLICE", value)
+        with pytest.raises(ConfigError, match=r"^workload_slice: "):
+            load_settings({})
