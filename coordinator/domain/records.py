@@ -7,10 +7,13 @@ same records with the same meaning.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any, ClassVar, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from shared.clock import ZERO_TIME
 from shared.nodes import Eligibility, Load, Node, NodeCondition, NodeStatus, Resources
@@ -22,6 +25,50 @@ from shared.tokens import Token
 
 class _Record(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class SlottedRecord:
+    """Base of the records that exist once per node or per (node, job): frozen, slotted
+    dataclasses instead of pydantic models, with the part of pydantic's API the stores use.
+
+    At 10,000 nodes the coordinator holds tens of thousands of them: a pydantic model keeps a
+    ``__dict__`` and a fields-set per instance (~1-1.8 KB for a node), a slotted dataclass
+    only its field pointers. Copies are ``dataclasses.replace`` (unvalidated, like pydantic's
+    ``model_copy``); the database's JSON is read and written through a cached pydantic
+    TypeAdapter, so what is stored stays validated and keeps its format.
+    """
+
+    __slots__ = ()
+    __pydantic_config__: ClassVar[ConfigDict] = ConfigDict(extra="forbid")
+    _adapters: ClassVar[dict[type, TypeAdapter[Any]]] = {}
+
+    @classmethod
+    def _adapter(cls) -> TypeAdapter[Self]:
+        adapter = SlottedRecord._adapters.get(cls)
+        if adapter is None:
+            adapter = SlottedRecord._adapters[cls] = TypeAdapter(cls)
+        return adapter
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None) -> Self:
+        """A copy with ``update``'s fields replaced (not validated, as pydantic's)."""
+        return dataclasses.replace(self, **update) if update else self  # type: ignore[type-var]
+
+    def model_dump(
+        self, *, mode: Literal["python", "json"] = "python", exclude: set[str] | None = None
+    ) -> dict[str, Any]:
+        dumped: dict[str, Any] = self._adapter().dump_python(self, mode=mode, exclude=exclude)
+        return dumped
+
+    def model_dump_json(self) -> str:
+        return self._adapter().dump_json(self).decode()
+
+    @classmethod
+    def model_validate(cls, data: Any) -> Self:
+        return cls._adapter().validate_python(data)
+
+    @classmethod
+    def model_validate_json(cls, json_data: str | bytes) -> Self:
+        return cls._adapter().validate_json(json_data)
 
 
 class Phase(StrEnum):
@@ -104,40 +151,36 @@ class JobVersion(_Record):
     created_at: Timestamp
 
 
-class NodeRecord(_Record):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeRecord(SlottedRecord):
     id: str
     name: str
     token_hash: str
-    status: NodeStatus = Field(
-        default=NodeStatus.INITIALIZING,
-        description="liveness only (initializing, ready, down); approval and revocation are "
-        "kept apart so that no heartbeat or silence can undo them (see ``api_status``)",
-    )
-    key_hash: str = Field(
-        default="", description="hash of the agent's node key: only it renews the registration"
-    )
+    # Liveness only (initializing, ready, down); approval and revocation are kept apart so
+    # that no heartbeat or silence can undo them (see ``api_status``).
+    status: NodeStatus = NodeStatus.INITIALIZING
+    key_hash: str = ""
+    """Hash of the agent's node key: only it renews the registration."""
     approved: bool = True
     revoked_at: Timestamp | None = None
     token_issued_at: Timestamp | None = None
-    token_expires_at: Timestamp | None = Field(default=None, description="None: never")
-    next_token_hash: str = Field(
-        default="", description="a rotated token not used yet; the first use makes it current"
-    )
+    token_expires_at: Timestamp | None = None
+    """None: never."""
+    next_token_hash: str = ""
+    """A rotated token not used yet; the first use makes it current."""
     next_token_expires_at: Timestamp | None = None
-    join_token: str = Field(default="", description="id of the join token that enrolled it")
-    bound_labels: dict[str, str] = Field(
-        default_factory=dict,
-        description="labels its join token bound; they win on every later registration",
-    )
+    join_token: str = ""
+    """Id of the join token that enrolled it."""
+    bound_labels: dict[str, str] = field(default_factory=dict)
+    """Labels its join token bound; they win on every later registration."""
     eligibility: Eligibility = Eligibility.ELIGIBLE
     drain: bool = False
-    labels: dict[str, str] = Field(default_factory=dict)
-    resources: Resources = Field(default_factory=Resources)
-    load: Load = Field(default_factory=Load)
+    labels: dict[str, str] = field(default_factory=dict)
+    resources: Resources = field(default_factory=Resources)
+    load: Load = field(default_factory=Load)
     agent_version: str = ""
-    conditions: list[NodeCondition] = Field(
-        default_factory=list, description="what the agent's last accepted report said is wrong"
-    )
+    conditions: list[NodeCondition] = field(default_factory=list)
+    """What the agent's last accepted report said is wrong."""
     registered_at: Timestamp
     last_heartbeat: Timestamp = ZERO_TIME
     last_seq: int = 0
@@ -173,7 +216,8 @@ class NodeRecord(_Record):
         )
 
 
-class AssignmentRecord(_Record):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AssignmentRecord(SlottedRecord):
     """The version of a job a node must run; ``assigned_at`` starts its healthy deadline."""
 
     node_id: str
@@ -183,7 +227,8 @@ class AssignmentRecord(_Record):
     assigned_at: Timestamp
 
 
-class ExecutionRecord(_Record):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExecutionRecord(SlottedRecord):
     """The last reported state of a job on a node, with coordinator-side timing."""
 
     node_id: str
@@ -194,10 +239,10 @@ class ExecutionRecord(_Record):
     message: str = ""
     restarts: int = 0
     exit_code: int | None = None
-    since: Timestamp = Field(description="when the coordinator first saw this state for this run")
-    updated_at: Timestamp = Field(
-        description="when a report last changed this record (heartbeats that repeat it do not)"
-    )
+    since: Timestamp
+    """When the coordinator first saw this state for this run."""
+    updated_at: Timestamp
+    """When a report last changed this record (heartbeats that repeat it do not)."""
 
 
 class Event(_Record):

@@ -4,15 +4,19 @@ Every agent request reads its node (auth), its assignments (long-poll) and its
 executions (report), and every engine step reads a whole job's nodes, assignments and
 executions. The embedded store is the only writer of its database file, so it keeps
 these rows here, updates them only after a transaction commits, and answers reads
-without a database round trip or a JSON parse. Records are pydantic models that the
-coordinator never mutates (it derives new ones with ``model_copy``), so they are shared.
+without a database round trip or a JSON parse. Records are values that the coordinator
+never mutates (it derives new ones with ``model_copy``), so they are shared, and so are
+equal parts of them: what a node record holds that many nodes have alike (labels,
+resources, an empty load or condition list, job names) is kept once (``Shared``).
 """
 
 from __future__ import annotations
 
 import bisect
+import sys
 from collections import defaultdict
-from typing import Generic, TypeVar
+from types import MappingProxyType
+from typing import Any, Generic, Protocol, TypeVar
 
 from coordinator.domain.records import (
     AssignmentRecord,
@@ -22,8 +26,67 @@ from coordinator.domain.records import (
     NodeRecord,
     TokenRecord,
 )
+from coordinator.store.changes import ChangeLog, LiveState
+from shared.nodes import Load, NodeCondition, Resources
 
-R = TypeVar("R")
+
+class _PerJob(Protocol):
+    @property
+    def job(self) -> str: ...
+
+
+R = TypeVar("R", bound=_PerJob)
+
+SHARED_VALUES = 4096
+"""Distinct label sets and resources kept for sharing; past it the cache starts over."""
+
+NO_LOAD = Load()
+NO_CONDITIONS: list[NodeCondition] = []
+"""Shared by every node that reports none (records are never mutated)."""
+
+
+class Shared:
+    """Equal immutable parts of node records, kept once: at 10,000 nodes most nodes have
+    the same label set (and its strings) and the same resources, each ~0.5 KB apart."""
+
+    def __init__(self, limit: int = SHARED_VALUES) -> None:
+        self._limit = limit
+        self._labels: dict[tuple[tuple[str, str], ...], dict[str, str]] = {}
+        self._resources: dict[Resources, Resources] = {}
+
+    def labels(self, labels: dict[str, str]) -> dict[str, str]:
+        key = tuple(labels.items())
+        shared = self._labels.get(key)
+        if shared is None:
+            if len(self._labels) >= self._limit:
+                self._labels.clear()
+            shared = self._labels[key] = {sys.intern(k): sys.intern(v) for k, v in key}
+        return shared
+
+    def resources(self, resources: Resources) -> Resources:
+        shared = self._resources.get(resources)
+        if shared is None:
+            if len(self._resources) >= self._limit:
+                self._resources.clear()
+            shared = self._resources[resources] = resources
+        return shared
+
+    def node(self, node: NodeRecord) -> NodeRecord:
+        """``node`` with its shareable parts replaced by the shared equal ones."""
+        update: dict[str, Any] = {}
+        for name in ("labels", "bound_labels"):
+            value = getattr(node, name)
+            shared = self.labels(value)
+            if shared is not value:
+                update[name] = shared
+        resources = self.resources(node.resources)
+        if resources is not node.resources:
+            update["resources"] = resources
+        if node.load is not NO_LOAD and node.load == NO_LOAD:
+            update["load"] = NO_LOAD
+        if not node.conditions and node.conditions is not NO_CONDITIONS:
+            update["conditions"] = NO_CONDITIONS
+        return node.model_copy(update=update)
 
 
 class Mirror:
@@ -34,7 +97,7 @@ class Mirror:
         self.nodes: dict[str, NodeRecord] = {}
         self.versions: dict[tuple[str, int], JobVersion] = {}
         self._node_by_token: dict[str, str] = {}
-        self._nodes_by_name: defaultdict[str, set[str]] = defaultdict(set)
+        self._nodes_by_name: dict[str, tuple[str, ...]] = {}  # names are unique but rarely
         self._node_order: list[tuple[str, str]] = []  # (name, id), sorted
         self._assignments = _Pairs[AssignmentRecord]()
         self._executions = _Pairs[ExecutionRecord]()
@@ -42,9 +105,14 @@ class Mirror:
         """Nodes whose newer in-memory liveness survived a write of an older copy."""
         self.tokens: dict[str, TokenRecord] = {}
         self._token_by_hash: dict[str, str] = {}
+        self.fleet: dict[str, NodeRecord] = {}
+        """The nodes the engine plans with: approved, not revoked."""
+        self.changes = ChangeLog()
+        """Nodes whose record, assignment or execution changed, for the engine."""
         self.seq_reserved: dict[str, int] = {}
         """Per node, the committed seq reservation: heartbeats up to it may be acknowledged
         from memory (see ``store.sqlite.SEQ_RESERVATION``)."""
+        self.shared = Shared()
 
     # jobs
 
@@ -69,11 +137,12 @@ class Mirror:
                 }
             )
             self.liveness_kept.add(node.id)
+        node = self.shared.node(node)
         if old is not None and old.name != node.name:
-            self._nodes_by_name[old.name].discard(node.id)
+            self._unname(old.name, node.id)
             self._node_order.remove((old.name, node.id))
         if old is None or old.name != node.name:
-            self._nodes_by_name[node.name].add(node.id)
+            self._nodes_by_name[node.name] = (*self._nodes_by_name.get(node.name, ()), node.id)
             bisect.insort(self._node_order, (node.name, node.id))
         if old is not None:
             for stale in {old.token_hash, old.next_token_hash} - {
@@ -85,23 +154,34 @@ class Mirror:
         if node.next_token_hash:
             self._node_by_token[node.next_token_hash] = node.id
         self.nodes[node.id] = node
+        if node.approved and node.revoked_at is None:
+            self.fleet[node.id] = node
+        else:
+            self.fleet.pop(node.id, None)
+        self.changes.note(node.id)
 
     def drop_node(self, node_id: str) -> None:
         """Forget a purged node with its assignments and executions."""
         node = self.nodes.pop(node_id, None)
         if node is None:
             return
+        self.fleet.pop(node_id, None)
+        self.changes.note(node_id)
         self._node_by_token.pop(node.token_hash, None)
         self._node_by_token.pop(node.next_token_hash, None)
-        holders = self._nodes_by_name[node.name]
-        holders.discard(node_id)
-        if not holders:
-            del self._nodes_by_name[node.name]
+        self._unname(node.name, node_id)
         self._node_order.remove((node.name, node_id))
         self.seq_reserved.pop(node_id, None)
         self.liveness_kept.discard(node_id)
         self._assignments.forget_node(node_id)
         self._executions.forget_node(node_id)
+
+    def _unname(self, name: str, node_id: str) -> None:
+        holders = tuple(i for i in self._nodes_by_name.get(name, ()) if i != node_id)
+        if holders:
+            self._nodes_by_name[name] = holders
+        else:
+            self._nodes_by_name.pop(name, None)
 
     # tokens
 
@@ -132,10 +212,15 @@ class Mirror:
     # assignments and executions
 
     def put_assignment(self, record: AssignmentRecord) -> None:
-        self._assignments.put(record.node_id, record.job, record)
+        job = sys.intern(record.job)
+        if job is not record.job:
+            record = record.model_copy(update={"job": job})
+        self._assignments.put(record.node_id, record)
+        self.changes.note(record.node_id)
 
     def drop_assignment(self, node_id: str, job: str) -> None:
         self._assignments.drop(node_id, job)
+        self.changes.note(node_id)
 
     def node_assignments(self, node_id: str) -> list[AssignmentRecord]:
         """The node's assignments ordered by job."""
@@ -146,44 +231,64 @@ class Mirror:
         return dict(self._assignments.of_job(job))
 
     def put_execution(self, record: ExecutionRecord) -> None:
-        self._executions.put(record.node_id, record.job, record)
+        job = sys.intern(record.job)
+        if job is not record.job:
+            record = record.model_copy(update={"job": job})
+        self._executions.put(record.node_id, record)
+        self.changes.note(record.node_id)
 
     def drop_execution(self, node_id: str, job: str) -> None:
         self._executions.drop(node_id, job)
+        self.changes.note(node_id)
 
     def node_executions(self, node_id: str) -> dict[str, ExecutionRecord]:
-        return dict(self._executions.of_node(node_id))
+        return self._executions.of_node(node_id)
 
     def job_executions(self, job: str) -> dict[str, ExecutionRecord]:
         return dict(self._executions.of_job(job))
 
+    def live(self) -> LiveState:
+        """Live views for the engine (see ``coordinator.store.changes``)."""
+        return LiveState(
+            changes=self.changes,
+            fleet=MappingProxyType(self.fleet),
+            job_assignments=lambda job: MappingProxyType(self._assignments.of_job(job)),
+            job_executions=lambda job: MappingProxyType(self._executions.of_job(job)),
+        )
+
 
 class _Pairs(Generic[R]):
-    """Records keyed by (node, job), reachable from either side."""
+    """Records keyed by (node, job), reachable from either side. A node has a few jobs at
+    most: its records are a tuple (48 bytes for one) rather than a dict (184)."""
 
     def __init__(self) -> None:
-        self._by_node: defaultdict[str, dict[str, R]] = defaultdict(dict)
+        self._by_node: dict[str, tuple[R, ...]] = {}
         self._by_job: defaultdict[str, dict[str, R]] = defaultdict(dict)
 
-    def put(self, node_id: str, job: str, record: R) -> None:
-        self._by_node[node_id][job] = record
-        self._by_job[job][node_id] = record
+    def put(self, node_id: str, record: R) -> None:
+        others = tuple(r for r in self._by_node.get(node_id, ()) if r.job != record.job)
+        self._by_node[node_id] = (*others, record)
+        self._by_job[record.job][node_id] = record
 
     def drop(self, node_id: str, job: str) -> None:
-        self._by_node[node_id].pop(job, None)
+        kept = tuple(r for r in self._by_node.get(node_id, ()) if r.job != job)
+        if kept:
+            self._by_node[node_id] = kept
+        else:
+            self._by_node.pop(node_id, None)
         self._by_job[job].pop(node_id, None)
 
     def forget_node(self, node_id: str) -> None:
         """Drop every record of ``node_id`` and its (now empty) index entries."""
-        for job in self._by_node.pop(node_id, {}):
-            by_job = self._by_job.get(job)
+        for record in self._by_node.pop(node_id, ()):
+            by_job = self._by_job.get(record.job)
             if by_job is not None:
                 by_job.pop(node_id, None)
                 if not by_job:
-                    del self._by_job[job]
+                    del self._by_job[record.job]
 
     def of_node(self, node_id: str) -> dict[str, R]:
-        return self._by_node.get(node_id, {})
+        return {r.job: r for r in self._by_node.get(node_id, ())}
 
     def of_job(self, job: str) -> dict[str, R]:
         return self._by_job.get(job, {})

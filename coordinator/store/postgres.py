@@ -23,12 +23,12 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, Self, TypeVar
 
 import asyncpg
 import structlog
 from asyncpg.pool import PoolConnectionProxy
-from pydantic import BaseModel, TypeAdapter
+from pydantic import TypeAdapter
 
 from coordinator.domain.nodes import (
     check_name_free,
@@ -112,7 +112,13 @@ _EXECUTIONS = TypeAdapter(list[ExecutionRecord])
 _NODE_COLS = "n.id, n.record, n.last_seq, n.last_heartbeat, n.load::text AS load, n.assign_index"
 _EVENT_COLS = 'id, time, job, node, kind, old, new, reason, "by"'
 
-M = TypeVar("M", bound=BaseModel)
+
+class _FromJson(Protocol):
+    @classmethod
+    def model_validate_json(cls, json_data: str) -> Self: ...
+
+
+M = TypeVar("M", bound=_FromJson)
 
 
 class PostgresStore:
@@ -311,6 +317,10 @@ class PostgresStore:
             raise await self._failed(exc, "read the database") from exc
 
     # health
+
+    def live(self) -> None:
+        """None: several coordinators write the tables, and nothing here holds them."""
+        return None
 
     def write_health(self) -> WriteHealth:
         return self._writes.health
