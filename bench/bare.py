@@ -28,12 +28,23 @@ def create_app(report_bytes: int, assign_bytes: int) -> web.Application:
     async def handle_assignments(request: web.Request) -> web.Response:
         return web.Response(body=assign, content_type="application/json")
 
+    registered = 0
+
+    async def handle_register(request: web.Request) -> web.Response:
+        # A registration's answer: an id and a token per call, no store, no hashing.
+        nonlocal registered
+        await request.read()
+        registered += 1
+        body = {"node_id": f"n-{registered}", "node_token": f"t-{registered}"}
+        return web.json_response(body | {"heartbeat_interval": 10}, status=201)
+
     async def handle_health(request: web.Request) -> web.Response:
         return web.Response(text="ok")
 
     app = web.Application()
     app.router.add_post("/v1/agent/report", handle_report)
     app.router.add_get("/v1/agent/assignments", handle_assignments)
+    app.router.add_post("/v1/agent/register", handle_register)
     app.router.add_get("/healthz", handle_health)
     return app
 

@@ -26,6 +26,39 @@ from coordinator.demo.fleet import ADMIN_TOKEN, JOIN_TOKEN, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
+SERVER_CPU = 0
+"""The core the measured servers (coordinator, bare baseline) run on, when pinned."""
+DRIVER_CPU = 1
+"""The core of the benchmark process itself: the simulator and the load generator."""
+
+_pin_servers = False
+
+
+def pin_processes() -> dict[str, Any]:
+    """Pin this process (the simulator and the load generator) to ``DRIVER_CPU`` and every
+    server started afterwards to ``SERVER_CPU``, so the two never compete for one core.
+
+    With fewer than two usable cores (or no ``sched_setaffinity``) nothing is pinned, and
+    the result says so. Called before the event loop starts: threads started later
+    (resolvers, aiosqlite in the servers) inherit the pinning.
+    """
+    global _pin_servers
+    try:
+        usable = sorted(os.sched_getaffinity(0))
+    except AttributeError:
+        return {"pinned": False, "reason": "no sched_setaffinity on this platform"}
+    if SERVER_CPU not in usable or DRIVER_CPU not in usable:
+        return {"pinned": False, "reason": f"usable CPUs {usable}: fewer than two"}
+    os.sched_setaffinity(0, {DRIVER_CPU})
+    _pin_servers = True
+    return {"pinned": True, "servers_cpu": SERVER_CPU, "driver_cpu": DRIVER_CPU}
+
+
+def _pin_server(pid: int) -> None:
+    if _pin_servers:
+        with contextlib.suppress(OSError):  # it may already have exited: start() says so
+            os.sched_setaffinity(pid, {SERVER_CPU})
+
 
 @dataclass
 class Server:
@@ -60,6 +93,7 @@ class Server:
                 start_new_session=True,
                 cwd=ROOT,
             )
+        _pin_server(self.popen.pid)
         deadline = time.monotonic() + timeout
         import urllib.request
 
@@ -73,6 +107,20 @@ class Server:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"{self.name} not ready; see {self.log_path}") from None
                 time.sleep(0.05)
+
+    def stop(self, sig: signal.Signals, timeout: float = 30.0) -> int:
+        """Send ``sig`` and wait for the process to end; its exit code."""
+        assert self.popen is not None
+        self.popen.send_signal(sig)
+        return self.popen.wait(timeout)
+
+    def peak_rss_mb(self) -> float:
+        """The process's peak resident set size so far (VmHWM), in MB."""
+        assert self.popen is not None
+        for line in Path(f"/proc/{self.popen.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024 / 1e6
+        return self.process.memory_info().rss / 1e6
 
     def close(self) -> None:
         if self.popen is None or self.popen.poll() is not None:
@@ -194,6 +242,21 @@ def calibrate(seconds: float = 1.0) -> float:
             total += i * i
         count += 1
     return count / seconds
+
+
+def calibrate_cpus(seconds: float = 0.5) -> dict[str, float]:
+    """``calibrate()`` on each core the benchmark uses: the servers' and the driver's when
+    pinned (the process moves to each for the measurement, then back), else wherever."""
+    if not _pin_servers:
+        return {"any_cpu": round(calibrate(seconds))}
+    speeds: dict[str, float] = {}
+    try:
+        for cpu in (SERVER_CPU, DRIVER_CPU):
+            os.sched_setaffinity(0, {cpu})
+            speeds[f"cpu{cpu}"] = round(calibrate(seconds))
+    finally:
+        os.sched_setaffinity(0, {DRIVER_CPU})
+    return speeds
 
 
 def machine() -> dict[str, Any]:

@@ -14,12 +14,12 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from bench import ha, scenarios
-from bench.harness import calibrate, machine
+from bench import ha, scenarios, storm
+from bench.harness import calibrate, calibrate_cpus, machine, pin_processes
 from bench.simulator import raise_nofile_limit
 
 QUICK = {
@@ -32,6 +32,8 @@ QUICK = {
     "reaction_trials": 2,
     "agent_seconds": 15.0,
     "scaling": [],
+    "registration_nodes": 1000,
+    "storm_nodes": 1000,
 }
 FULL = {
     "throughput_seconds": 15.0,
@@ -43,8 +45,13 @@ FULL = {
     "reaction_trials": 3,
     "agent_seconds": 60.0,
     "scaling": [1000, 2000, 5000, 10000],
+    "registration_nodes": 10000,
+    "storm_nodes": 10000,
 }
-PARTS = ("throughput", "fleet", "agent", "scaling")
+PARTS = ("throughput", "fleet", "agent", "scaling", "registration", "storm")
+QUICK_PARTS = ("throughput", "fleet", "agent", "scaling")
+"""``make bench`` stays under 3 minutes: registration and the storm run with ``--only`` or
+``full``."""
 HA = {
     "kills": 20,
     "lease_ttls": [3.0, 2.0],
@@ -59,34 +66,64 @@ HA_PARTS = ("failover", "wake", "ha-fleet")
 """``python -m bench.run ha``: several coordinators on PostgreSQL (bench/ha.py), ~15 min."""
 
 
+async def calibrated(what: str, scenario: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+    """Run one scenario with the machine's speed (each core the run uses) measured just
+    before and just after it, in its result and in the progress line."""
+    before = calibrate_cpus()
+    result = await scenario
+    result["calibration"] = {"before": before, "after": calibrate_cpus()}
+    _progress(what, result)
+    return result
+
+
 async def run(plan: dict[str, Any], parts: set[str], workdir: Path) -> dict[str, Any]:
     results: dict[str, Any] = {"machine": machine(), "plan": plan}
     results["calibration_before"] = calibrate()
+    results["calibration_cpus_before"] = calibrate_cpus()
     if "throughput" in parts:
-        results["throughput"] = await scenarios.throughput(workdir, plan["throughput_seconds"])
-        _progress("throughput", results["throughput"]["ratio"])
+        results["throughput"] = await calibrated(
+            "throughput", scenarios.throughput(workdir, plan["throughput_seconds"])
+        )
     if "fleet" in parts:
-        fleet = await scenarios.rollout_and_reaction(
-            workdir,
-            plan["rollout_nodes"],
-            hold_seconds=plan["hold_seconds"],
-            min_healthy=plan["min_healthy"],
-            waves=plan["waves"],
-            reaction_trials=plan["reaction_trials"],
+        fleet = await calibrated(
+            "fleet",
+            scenarios.rollout_and_reaction(
+                workdir,
+                plan["rollout_nodes"],
+                hold_seconds=plan["hold_seconds"],
+                min_healthy=plan["min_healthy"],
+                waves=plan["waves"],
+                reaction_trials=plan["reaction_trials"],
+            ),
         )
         results.update(fleet)
-        _progress("fleet", {k: fleet[k] for k in ("rollout", "reaction")})
+        results["fleet_calibration"] = results.pop("calibration")
     if "agent" in parts:
-        results["agent"] = await scenarios.agent_footprint(workdir, plan["agent_seconds"])
-        _progress("agent", results["agent"])
+        results["agent"] = await calibrated(
+            "agent", scenarios.agent_footprint(workdir, plan["agent_seconds"])
+        )
     if "scaling" in parts and plan["scaling"]:
         curve = []
         for nodes in plan["scaling"]:
-            point = await scenarios.hold(workdir, nodes, plan["hold_seconds"])
-            _progress(f"scaling {nodes}", point)
-            curve.append(point)
+            curve.append(
+                await calibrated(
+                    f"scaling {nodes}", scenarios.hold(workdir, nodes, plan["hold_seconds"])
+                )
+            )
         results["scaling"] = curve
+    if "registration" in parts:
+        nodes = plan["registration_nodes"]
+        results["registration"] = await calibrated(
+            f"registration {nodes}", storm.registration(workdir, nodes)
+        )
+    if "storm" in parts:
+        nodes = plan["storm_nodes"]
+        results["storm"] = await calibrated(
+            f"storm {nodes}",
+            storm.reconnect_storm(workdir, nodes, spread_reconnect=plan["spread_reconnect"]),
+        )
     results["calibration_after"] = calibrate()
+    results["calibration_cpus_after"] = calibrate_cpus()
     return results
 
 
@@ -147,6 +184,12 @@ def main() -> None:
     parser.add_argument(
         "--no-sqlite", action="store_true", help="ha-fleet: skip the SQLite comparison"
     )
+    parser.add_argument(
+        "--no-reconnect-spread",
+        action="store_true",
+        help="storm: simulated agents retry after the backoff's first step, as agents did"
+        " before the first retry was spread (for comparison)",
+    )
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, db)")
     parser.add_argument(
@@ -170,8 +213,11 @@ def main() -> None:
     else:
         if args.nodes:
             plan["hold_nodes"] = plan["rollout_nodes"] = args.nodes
-        parts = set(args.only or PARTS)
+            plan["registration_nodes"] = plan["storm_nodes"] = args.nodes
+        plan["spread_reconnect"] = not args.no_reconnect_spread
+        parts = set(args.only or (QUICK_PARTS if args.mode == "quick" else PARTS))
     raise_nofile_limit()
+    pinning = pin_processes()
     workdir = Path(tempfile.mkdtemp(prefix="fleetwave-bench-"))
     started = time.monotonic()
     try:
@@ -179,6 +225,7 @@ def main() -> None:
             main = run_ha if args.mode == "ha" else run
             results = runner.run(main(plan, parts, workdir))
         results["simulator_loop"] = args.loop
+        results["pinning"] = pinning
     finally:
         if args.keep:
             print(f"# work dir kept: {workdir}", file=sys.stderr)

@@ -163,8 +163,10 @@ class HeldFleet:
         *,
         servers: Sequence[Server] = (),
         database: Callable[[], Iterable[psutil.Process]] | None = None,
+        spread_reconnect: bool = True,
     ) -> None:
         self.servers = list(servers) or [coordinator(workdir)]
+        self.spread_reconnect = spread_reconnect
         self.database = database
         """The database server's processes, metered beside the coordinators."""
         self.coord = self.servers[0]
@@ -195,6 +197,7 @@ class HeldFleet:
             nodes=self.nodes,
             poll_wait=self.poll_wait,
             failing_versions=frozenset(),
+            spread_reconnect=self.spread_reconnect,
         )
         self.fleet = SimFleet(config)
         try:

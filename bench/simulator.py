@@ -7,27 +7,78 @@ Workloads are simulated: an assigned version is ``starting`` at once and, after
 ``start_delay``, ``healthy`` or ``failed`` (``failing_versions`` fail everywhere,
 ``fail_rate`` fails a random share of starts).
 
+Losing the coordinator, a simulated node does what ``fleetwave-agent`` does (agent/sync.py,
+agent/report.py, agent/backoff.py): the poll retries after the agent's jittered backoff (the
+first retry after a coordinator that answered is spread over ``BackoffPolicy.reconnect_spread``,
+then equal jitter), a failed report is retried after the same backoff capped at a heartbeat,
+a ``Retry-After`` is waited out, and the first answer after an outage sends the pending
+report at once and wakes the poll. Registration is retried the same way, with a node key,
+so a registration whose answer was lost is renewed, not refused.
+
 The fleet records what a benchmark needs: report round-trip latencies, when each
-assignment reached its node, and when each failure was first reported.
+assignment reached its node, when each failure was first reported, and every error by kind
+(``error_kind``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import random
 import resource
 import time
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 
-from agent.report import next_heartbeat
+from agent.backoff import BackoffPolicy, retry_delay
+from agent.report import next_heartbeat, report_retry_delay
 
 REPORT_DEBOUNCE = 0.1  # the real agent's debounce after a state change
+BACKOFF = BackoffPolicy()  # the real agent's default
+REGISTER_ATTEMPTS = 20
+MAX_RESENDS = 3  # the real agent's resends with a corrected seq (agent/report.py)
+
+EXPECTED_IN_OUTAGE = frozenset({"connection_refused", "disconnected", "503_retry_after"})
+"""Error kinds an agent sees while its coordinator restarts or sheds load on purpose."""
+
+
+class HTTPStatusError(Exception):
+    """An answer with an unexpected status (for ``error_kind``)."""
+
+    def __init__(self, what: str, status: int, retry_after: float | None, text: str) -> None:
+        super().__init__(f"{what}: HTTP {status} {text[:200]}")
+        self.status = status
+        self.retry_after = retry_after
+
+
+def error_kind(exc: BaseException) -> str:
+    """A short name for what went wrong, to count errors by kind."""
+    if isinstance(exc, HTTPStatusError):
+        if exc.status == 503:
+            return "503_retry_after" if exc.retry_after is not None else "503"
+        return "5xx" if exc.status >= 500 else f"http_{exc.status}"
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        refused = isinstance(exc.os_error, ConnectionRefusedError)
+        return "connection_refused" if refused else "connect_failed"
+    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError):
+        return "disconnected"
+    return type(exc).__name__
+
+
+def retry_after_of(resp: aiohttp.ClientResponse) -> float | None:
+    value = resp.headers.get("Retry-After")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
 
 
 def raise_nofile_limit() -> int:
@@ -54,6 +105,10 @@ class SimConfig:
     register_concurrency: int = 32
     report_connections: int = 256
     seed: int = 1
+    spread_reconnect: bool = True
+    """The agent's first retry after losing its coordinator spread over
+    ``BackoffPolicy.reconnect_spread``; False: the backoff's first step (0.25-0.5 s), what
+    the agent did before, for comparison."""
     urls: tuple[str, ...] = ()
     """Several coordinators (one database): node i starts on ``urls[i % len(urls)]`` and,
     like the real agent, moves to the next one when a request cannot connect."""
@@ -76,6 +131,7 @@ class Sample:
     at: float  # time.monotonic() when sent
     latency: float  # seconds
     ok: bool
+    node: int = -1  # the sending node's number
 
 
 @dataclass
@@ -85,7 +141,11 @@ class FleetLog:
     reports: list[Sample] = field(default_factory=list)
     polls: int = 0
     failovers: int = 0
+    seq_behind: int = 0  # reports answered accepted=false (the coordinator saw a newer seq)
     errors: list[str] = field(default_factory=list)
+    kinds: Counter[str] = field(default_factory=Counter)
+    # (time.monotonic(), "poll" | "report" | "register", kind) of every error
+    error_times: list[tuple[float, str, str]] = field(default_factory=list)
     # (received_at, node, job, version, generation) for every changed assignment received
     assignments: list[tuple[float, str, str, int, int]] = field(default_factory=list)
     # (sent_at, node, job, version) of the first report of each failed execution
@@ -94,6 +154,16 @@ class FleetLog:
     def error(self, what: str) -> None:
         if len(self.errors) < 1000:
             self.errors.append(what)
+
+    def failed(self, call: str, name: str, exc: BaseException) -> None:
+        kind = error_kind(exc)
+        self.kinds[kind] += 1
+        self.error_times.append((time.monotonic(), call, kind))
+        self.error(f"{call} {name}: {kind}: {type(exc).__name__} {exc}")
+
+    def kinds_between(self, start: float, end: float) -> dict[str, int]:
+        """Errors by kind in [start, end), of every call."""
+        return dict(Counter(k for at, _c, k in self.error_times if start <= at < end))
 
 
 class SimNode:
@@ -114,7 +184,26 @@ class SimNode:
         self.executions: dict[str, Execution] = {}
         self.changed = asyncio.Event()
         self.reported_once = asyncio.Event()
+        self.repoll = asyncio.Event()  # the real agent's session.repoll
+        self.reconnected = asyncio.Event()  # the real agent's session.reconnected
+        self.offline = False
+        self.had_contact = False
+        self.poll_failures = 0
+        self.report_failures = 0
         self._timers: dict[str, asyncio.TimerHandle] = {}
+        self.key = f"simulated-node-key-{cfg.name_prefix}-{number:05d}".ljust(32, "k")
+
+    def _contact(self) -> None:
+        """A coordinator answered (the real agent's ``NodeSession.mark_contact``)."""
+        self.had_contact = True
+        if self.offline:
+            self.offline = False
+            self.reconnected.set()
+            self.repoll.set()
+
+    def _unreachable(self) -> None:
+        self.offline = True
+        self.reconnected.clear()
 
     @property
     def _auth(self) -> dict[str, str]:
@@ -126,11 +215,14 @@ class SimNode:
             "name": self.name,
             "labels": self.labels,
             "agent_version": "sim",
+            "node_key": self.key,
         }
         async with session.post(f"{self.url}/v1/agent/register", json=body) as resp:
             text = await resp.text()
             if resp.status != 201:
-                raise RuntimeError(f"register {self.name}: HTTP {resp.status} {text[:200]}")
+                raise HTTPStatusError(
+                    f"register {self.name}", resp.status, retry_after_of(resp), text
+                )
         data = json.loads(text)
         self.node_id, self.token = data["node_id"], data["node_token"]
         self.heartbeat = self.fleet.config.heartbeat or float(data["heartbeat_interval"])
@@ -138,9 +230,10 @@ class SimNode:
     async def poll_loop(self) -> None:
         cfg = self.fleet.config
         wait = f"{cfg.poll_wait:g}s"
-        timeout = aiohttp.ClientTimeout(total=cfg.poll_wait + 30)
+        timeout = aiohttp.ClientTimeout(total=cfg.poll_wait + 10, sock_connect=5)  # the agent's
         session = self.fleet.poll_session
         while True:
+            self.repoll.clear()
             try:
                 params = {"index": str(self.index), "wait": wait}
                 async with session.get(
@@ -150,20 +243,34 @@ class SimNode:
                     timeout=timeout,
                 ) as resp:
                     text = await resp.text()
-                    status = resp.status
+                    if resp.status != 200:
+                        raise HTTPStatusError(
+                            f"poll {self.name}", resp.status, retry_after_of(resp), text
+                        )
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                self.fleet.log.error(f"poll {self.name}: {type(exc).__name__} {exc}")
+                self.fleet.log.failed("poll", self.name, exc)
                 self._fail_over(exc)
-                await asyncio.sleep(1.0 + random.random())
+                await self._poll_backoff(exc)
                 continue
             self.fleet.log.polls += 1
-            if status != 200:
-                self.fleet.log.error(f"poll {self.name}: HTTP {status} {text[:200]}")
-                await asyncio.sleep(1.0 + random.random())
-                continue
+            self.poll_failures = 0
+            self._contact()
             self.apply(json.loads(text))
+
+    async def _poll_backoff(self, exc: Exception) -> None:
+        """The real agent's ``SyncLoop._failed``: back off (cut short by a repoll)."""
+        delay = retry_delay(
+            self.poll_failures,
+            BACKOFF,
+            random.random,
+            reconnecting=self.had_contact and self.fleet.config.spread_reconnect,
+            retry_after=getattr(exc, "retry_after", None),
+        )
+        self.poll_failures += 1
+        self._unreachable()
+        await _sleep_or_event(delay, self.repoll)
 
     def _fail_over(self, exc: Exception) -> None:
         """After a failed connect, the next coordinator (the real agent's rule)."""
@@ -176,6 +283,10 @@ class SimNode:
         """Reconcile simulated executions to the complete desired state."""
         now = time.monotonic()
         self.index = int(data["index"])
+        # The coordinator may hand out another interval with any answer (the agent's rule).
+        self.heartbeat = self.fleet.config.heartbeat or float(
+            data.get("heartbeat_interval") or self.heartbeat
+        )
         wanted = {a["job"]: a for a in data["assignments"]}
         for job in list(self.executions):
             if job not in wanted:
@@ -218,9 +329,11 @@ class SimNode:
 
     async def report_loop(self) -> None:
         # Like the real agent (agent/report.py): heartbeats at a random phase of the interval,
-        # which reports on a state change do not move.
+        # which reports on a state change do not move; a failed report is sent again after
+        # the backoff (at most a heartbeat), or at once when the coordinator answers again.
         loop = asyncio.get_running_loop()
         next_beat = loop.time() + random.uniform(0, self.heartbeat)
+        self.changed.set()  # the real agent reports right after it starts
         while True:
             timed_out = False
             try:
@@ -231,9 +344,37 @@ class SimNode:
                 timed_out = True
             next_beat = next_heartbeat(next_beat, loop.time(), self.heartbeat, timed_out=timed_out)
             self.changed.clear()
-            await self.report()
+            error = await self.report()
+            if error is None:
+                self.report_failures = 0
+                continue
+            delay = report_retry_delay(self.report_failures, BACKOFF, random.random, self.heartbeat)
+            retry_after = getattr(error, "retry_after", None)
+            if retry_after is not None:
+                delay = max(delay, retry_after)
+            self.report_failures += 1
+            self._unreachable()
+            self.changed.set()  # what failed goes out right after the backoff
+            await _sleep_or_event(delay, self.reconnected)
 
-    async def report(self) -> None:
+    async def report(self) -> Exception | None:
+        """Send one report (again with a higher seq when the coordinator saw a newer one, as
+        the real agent does: after a crash it remembers the seqs it reserved); the error, or
+        None when it was accepted."""
+        for _ in range(MAX_RESENDS):
+            error, answer = await self._send_report()
+            if error is not None:
+                return error
+            assert answer is not None
+            if answer["accepted"]:
+                if int(answer["index"]) > self.index:
+                    self.repoll.set()
+                return None
+            self.fleet.log.seq_behind += 1
+            self.seq = max(self.seq, int(answer["last_seq"]))
+        return None  # like the agent: the next turn goes on from the corrected seq
+
+    async def _send_report(self) -> tuple[Exception | None, dict[str, Any] | None]:
         self.seq += 1
         executions = [
             {
@@ -248,7 +389,8 @@ class SimNode:
         body = json.dumps({"seq": self.seq, "load": {}, "executions": executions})
         failing = [e for e in self.executions.values() if e.state == "failed"]
         sent = time.monotonic()
-        ok = False
+        error: Exception | None = None
+        answer: dict[str, Any] | None = None
         try:
             async with self.fleet.report_session.post(
                 f"{self.url}/v1/agent/report",
@@ -256,19 +398,37 @@ class SimNode:
                 headers={**self._auth, "Content-Type": "application/json"},
             ) as resp:
                 text = await resp.text()
-                ok = resp.status == 200
-                if not ok:
-                    self.fleet.log.error(f"report {self.name}: HTTP {resp.status} {text[:200]}")
+                if resp.status != 200:
+                    error = HTTPStatusError(
+                        f"report {self.name}", resp.status, retry_after_of(resp), text
+                    )
+                else:
+                    answer = json.loads(text)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            self.fleet.log.error(f"report {self.name}: {type(exc).__name__} {exc}")
+            error = exc
             self._fail_over(exc)
-        self.fleet.log.reports.append(Sample(sent, time.monotonic() - sent, ok))
+        ok = answer is not None and bool(answer["accepted"])
+        self.fleet.log.reports.append(Sample(sent, time.monotonic() - sent, ok, self.number))
+        if error is not None:
+            self.fleet.log.failed("report", self.name, error)
+            return error, None
+        self._contact()
         if ok:
             self.reported_once.set()
             for e in failing:
                 self.fleet.note_failure(sent, self.node_id, e.job, e.version)
+        return None, answer
+
+
+async def _sleep_or_event(seconds: float, event: asyncio.Event) -> None:
+    """The real agent's ``sleep_or_event``, on the real clock."""
+    if event.is_set():
+        return
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await event.wait()
 
 
 class SimFleet:
@@ -304,7 +464,8 @@ class SimFleet:
         )
         self.report_session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=self.config.report_connections),
-            timeout=aiohttp.ClientTimeout(total=30),
+            # The real agent's deadlines (agent/client.py): 10 s a call, 5 s to connect.
+            timeout=aiohttp.ClientTimeout(total=10, sock_connect=5),
         )
         return self
 
@@ -313,20 +474,36 @@ class SimFleet:
 
     async def start(self) -> None:
         """Register every node (bounded concurrency), then start their poll and report loops."""
+        await self.register_all(start_loops=True)
+
+    async def register_all(self, *, start_loops: bool) -> None:
+        """Register every node, ``register_concurrency`` at a time; each is retried like the
+        real agent (its backoff, a ``Retry-After`` waited out) and its errors counted."""
         gate = asyncio.Semaphore(self.config.register_concurrency)
 
         async def one(node: SimNode) -> None:
             async with gate:
-                for attempt in range(5):  # like the agent: retry a timed-out registration
+                for attempt in range(REGISTER_ATTEMPTS):
                     try:
                         await node.register(self.report_session)
                         break
-                    except TimeoutError:
-                        self.log.error(f"register {node.name}: timed out (attempt {attempt + 1})")
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception as exc:
+                        self.log.failed("register", node.name, exc)
+                        await asyncio.sleep(
+                            retry_delay(
+                                attempt,
+                                BACKOFF,
+                                random.random,
+                                retry_after=getattr(exc, "retry_after", None),
+                            )
+                        )
                 else:
-                    raise RuntimeError(f"register {node.name}: timed out 5 times")
-            self._tasks.append(asyncio.create_task(node.poll_loop()))
-            self._tasks.append(asyncio.create_task(node.report_loop()))
+                    raise RuntimeError(f"register {node.name}: failed {REGISTER_ATTEMPTS} times")
+            if start_loops:
+                self._tasks.append(asyncio.create_task(node.poll_loop()))
+                self._tasks.append(asyncio.create_task(node.report_loop()))
 
         await asyncio.gather(*(one(n) for n in self.nodes))
 
@@ -344,6 +521,17 @@ class SimFleet:
         if hasattr(self, "poll_session"):
             await self.poll_session.close()
             await self.report_session.close()
+
+    def back_after(self, start: float) -> dict[int, float]:
+        """Node number -> when the answer to its first accepted report sent at or after
+        ``start`` arrived."""
+        back: dict[int, float] = {}
+        for s in self.log.reports:
+            if s.ok and s.at >= start:
+                answered = s.at + s.latency
+                if answered < back.get(s.node, math.inf):
+                    back[s.node] = answered
+        return back
 
     def reports_between(self, start: float, end: float) -> list[Sample]:
         return [s for s in self.log.reports if start <= s.at < end]
