@@ -125,6 +125,9 @@ class RolloutState(_Record):
     def members(self) -> list[str]:
         return [*self.canary, *(n for wave in self.waves for n in wave)]
 
+    def member_count(self) -> int:
+        return len(self.canary) + sum(len(wave) for wave in self.waves)
+
     def is_active(self) -> bool:
         return self.phase in (Phase.CANARY, Phase.WAVES)
 

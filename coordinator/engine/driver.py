@@ -5,14 +5,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta
 
 import structlog
 
 from coordinator.domain.nodes import lost_nodes
-from coordinator.domain.records import Event, JobRecord
+from coordinator.domain.records import (
+    AssignmentRecord,
+    Event,
+    ExecutionRecord,
+    JobRecord,
+    NodeRecord,
+)
+from coordinator.engine.index import RolloutIndex
 from coordinator.engine.observation import ObservationWindow
 from coordinator.engine.planner import RolloutPlan, plan_rollout
 from coordinator.engine.targets import fleet_nodes
@@ -78,6 +85,9 @@ class RolloutDriver:
         # stored state, so no rollout waits for a timer that died with the last process.
         self._all_dirty = True
         self._timers: dict[str, datetime] = {}
+        # Per job, what its evaluations before worked out: the next one plans from what
+        # changed. In memory only; a new leader, or a failed write, builds it again.
+        self._indexes: dict[str, RolloutIndex] = {}
         self._wakeup = asyncio.Event()
         self.epoch: int | None = None
         """The leadership epoch its writes are fenced with (None: the only coordinator)."""
@@ -89,6 +99,7 @@ class RolloutDriver:
         them again from the stored state."""
         self._dirty.clear()
         self._timers.clear()
+        self._indexes.clear()
         self._all_dirty = True
         self._wakeup.clear()
 
@@ -178,6 +189,7 @@ class RolloutDriver:
         async with self._locks(name):
             job = await self._store.get_job(name)
             if job is None:
+                self._indexes.pop(name, None)
                 return
             plan = await self._apply(job, job, [], epoch=self.epoch)
         self._metrics.engine_evaluation_duration.observe(self._clock.monotonic() - started)
@@ -207,22 +219,39 @@ class RolloutDriver:
     ) -> RolloutPlan:
         """Plan ``job`` (``stored`` as an action left it) and write what changed."""
         name = job.name
-        nodes = {n.id: n for n in fleet_nodes(await self._store.list_nodes())}
-        assignments = await self._store.job_assignments(name)
-        executions = await self._store.job_executions(name)
+        index = self._indexes.setdefault(name, RolloutIndex())
+        live = self._store.live()
+        changed: set[str] | None = None
+        if live is not None:
+            # Live views and the change log, read without an await until planned.
+            nodes: Mapping[str, NodeRecord] = live.fleet
+            assignments: Mapping[str, AssignmentRecord] = live.job_assignments(name)
+            executions: Mapping[str, ExecutionRecord] = live.job_executions(name)
+            changed = live.changes.since(index.cursor) if index.cursor else None
+            index.cursor = live.changes.end
+        else:
+            nodes = {n.id: n for n in fleet_nodes(await self._store.list_nodes())}
+            assignments = await self._store.job_assignments(name)
+            executions = await self._store.job_executions(name)
         observation = self._window.observe()
         now = self._clock.now()
-        plan = plan_rollout(job, nodes, assignments, executions, now, observation)
+        plan = plan_rollout(job, nodes, assignments, executions, now, observation, index, changed)
         if events or plan.changed(stored):
             plan = replace(plan, events=[*events, *plan.events])
-            indexes = await self._store.apply_plan(
-                plan.job,
-                expected_revision=stored.status.revision,
-                changes=plan.changes,
-                events=plan.events,
-                now=now,
-                epoch=epoch,
-            )
+            try:
+                indexes = await self._store.apply_plan(
+                    plan.job,
+                    expected_revision=stored.status.revision,
+                    changes=plan.changes,
+                    events=plan.events,
+                    now=now,
+                    epoch=epoch,
+                )
+            except BaseException:
+                # Not applied (or not known to be): the index describes a plan that may
+                # not be the stored state. The next evaluation starts from scratch.
+                self._indexes.pop(name, None)
+                raise
             self._metrics.engine_plans_applied.inc()
             self._announce(stored, plan.job, plan.events)
             for node_id in indexes:

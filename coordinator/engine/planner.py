@@ -8,7 +8,8 @@ it was in. Canary and wave membership is chosen once, when a rollout starts, and
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import heapq
+from collections.abc import Container, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -23,6 +24,7 @@ from coordinator.domain.records import (
     Phase,
     RolloutState,
 )
+from coordinator.engine.index import RolloutIndex
 from coordinator.engine.membership import plan_membership
 from coordinator.engine.observation import ALWAYS_LISTENING, Observation
 from coordinator.engine.status import derive_status
@@ -61,6 +63,9 @@ class _Step:
     executions: Mapping[str, ExecutionRecord]
     now: datetime
     observation: Observation
+    index: RolloutIndex | None = None
+    """Kept by the driver between evaluations: answers the fleet-wide questions below from
+    what changed (see ``coordinator.engine.index``); None: worked out from the whole fleet."""
     events: list[Event] = field(default_factory=list)
     wake_at: datetime | None = None
     # Nodes started in this step: their assignment is written now, even when it already names
@@ -101,20 +106,30 @@ def plan_rollout(
     executions: Mapping[str, ExecutionRecord],
     now: datetime,
     observation: Observation = ALWAYS_LISTENING,
+    index: RolloutIndex | None = None,
+    changed: set[str] | None = None,
 ) -> RolloutPlan:
     """Decide the next step of ``job``'s rollout.
 
     ``observation`` says since when the coordinator has been able to hear nodes: no node is
     failed, skipped or counted healthy on the strength of a silence it could not observe.
+    ``index``, when given, is this job's index from the evaluations before (the plan is the
+    same with or without it; with it, an evaluation touches what changed, not the fleet);
+    ``changed`` names the nodes whose inputs changed since then, when the caller knows them
+    (see ``RolloutIndex.begin``).
     """
-    step = _Step(job, nodes, assignments, executions, now, observation)
+    step = _Step(job, nodes, assignments, executions, now, observation, index)
     if job.status.state.state_type in IDLE_STATES:
-        changes = [AssignmentChange(node_id=n, version=None) for n in assignments]
+        if index is not None:
+            index.reset()
+        changes = [AssignmentChange(node_id=n, version=None) for n in sorted(assignments)]
         return RolloutPlan(job=job, changes=changes)
 
     rs = job.rollout
-    targets = select_targets(job.name, job.spec.target, nodes.values())
+    if index is not None:
+        index.begin(job.name, job.spec.target, nodes, assignments, executions, changed)
     if rs.for_version != job.status.version:
+        targets = select_targets(job.name, job.spec.target, nodes.values())
         if not targets:
             return _finish(step, rs, queued=True)
         kind = RolloutType.CREATE if job.stable_version == 0 else RolloutType.UPDATE
@@ -128,7 +143,7 @@ def plan_rollout(
             reason=f"version {rs.target_version} to {len(rs.members())} nodes",
             by=job.changed_by,
         )
-    rs = _admit_new_nodes(step, rs, targets)
+    rs = _admit_new_nodes(step, rs)
     if rs.is_active():
         rs = _advance(step, rs)
     if rs.phase == Phase.DONE and rs.completed_at == ZERO_TIME:
@@ -211,15 +226,20 @@ def start_rollback(
     )
 
 
-def _admit_new_nodes(step: _Step, rs: RolloutState, targets: list[NodeRecord]) -> RolloutState:
+def _admit_new_nodes(step: _Step, rs: RolloutState) -> RolloutState:
     """Nodes that joined (or became eligible) after the rollout started become members.
 
     While the rollout runs they join the current wave (wave 1 while canaries are not yet
     promoted), so they run the stable version until their wave starts. After it ended they
     get its version at once.
     """
-    members = set(rs.members())
-    new = [n.id for n in targets if n.id not in members]
+    job = step.job
+    if step.index is not None:
+        new = step.index.new_targets(rs, step.nodes)
+    else:
+        members = set(rs.members())
+        targets = select_targets(job.name, job.spec.target, step.nodes.values())
+        new = [n.id for n in targets if n.id not in members]
     if not new or rs.type == RolloutType.NONE:
         return rs
     waves = [list(w) for w in rs.waves]
@@ -237,7 +257,7 @@ def _admit_new_nodes(step: _Step, rs: RolloutState, targets: list[NodeRecord]) -
 
 def _advance(step: _Step, rs: RolloutState) -> RolloutState:
     policy = step.job.spec.rollout
-    total = len(rs.members())
+    total = rs.member_count()
     budget = resolve_count(policy.max_failed_nodes, total, round_up=False)
     for _ in range(_MAX_TRANSITIONS):
         rs = _evaluate_nodes(step, rs)
@@ -346,23 +366,18 @@ def _settled(rs: RolloutState) -> set[str]:
 def _start_nodes(step: _Step, rs: RolloutState) -> RolloutState:
     """Give the target version to the current group's nodes, at most max_parallel in flight."""
     policy = step.job.spec.rollout
-    started = set(rs.started)
-    settled = _settled(rs)
+    limit = policy.max_parallel if policy.max_parallel and rs.type != RolloutType.ROLLBACK else 0
     # An unreachable node that has not been skipped yet is still in flight: it may be
     # running the version unobserved, so it takes its place under max_parallel.
     # A skipped node that came back runs toward the version on its own: in flight again.
-    in_flight = [
-        n
-        for n in rs.started
-        if not _is_excluded(step, n)
-        and (n not in settled or (n in rs.skipped and not _is_down(step, n)))
-        and n not in rs.failed
-    ]
-    limit = policy.max_parallel if policy.max_parallel and rs.type != RolloutType.ROLLBACK else 0
-    room = limit - len(in_flight) if limit else None
+    room = limit - len(_in_flight(step, rs)) if limit else None
     newly = []
     skipped, failed = dict(rs.skipped), dict(rs.failed)
-    for node_id in _group(rs):
+    if step.index is not None:
+        candidates, started = step.index.unstarted(rs), set()  # neither started nor failed
+    else:
+        candidates, started = _group(rs), set(rs.started)
+    for node_id in candidates:
         if node_id in started or node_id in failed:
             continue
         if _is_excluded(step, node_id):
@@ -389,6 +404,25 @@ def _start_nodes(step: _Step, rs: RolloutState) -> RolloutState:
     return rs.model_copy(update={"started": [*rs.started, *newly]})
 
 
+def _in_flight(step: _Step, rs: RolloutState) -> list[str]:
+    """Started nodes still on their way: not failed, not passed, not excluded, and not
+    skipped while still down."""
+
+    def is_out(n: str) -> bool:
+        return _is_excluded(step, n) or (n in rs.skipped and _is_down(step, n))
+
+    if step.index is not None:
+        return step.index.in_flight(rs, is_out)
+    settled = _settled(rs)
+    return [
+        n
+        for n in rs.started
+        if not _is_excluded(step, n)
+        and (n not in settled or (n in rs.skipped and not _is_down(step, n)))
+        and n not in rs.failed
+    ]
+
+
 def _evaluate_nodes(step: _Step, rs: RolloutState) -> RolloutState:
     """Sort started nodes into updated, failed and skipped.
 
@@ -399,8 +433,11 @@ def _evaluate_nodes(step: _Step, rs: RolloutState) -> RolloutState:
     policy = step.job.spec.rollout
     observation = step.observation
     updated, failed, skipped = list(rs.updated), dict(rs.failed), dict(rs.skipped)
-    already = set(updated)  # a set: fleets have thousands of nodes
-    for node_id in rs.started:
+    if step.index is not None:
+        judged, already = step.index.pending(rs), set()  # neither passed nor failed
+    else:
+        judged, already = rs.started, set(updated)  # a set: fleets have thousands of nodes
+    for node_id in judged:
         if node_id in failed or node_id in already:
             continue
         node = step.nodes.get(node_id)
@@ -484,6 +521,8 @@ def _passed_gate(step: _Step, execution: ExecutionRecord, node: NodeRecord) -> b
 
 
 def _group_finished(step: _Step, rs: RolloutState) -> bool:
+    if step.index is not None:
+        return all(_is_excluded(step, n) for n in step.index.unsettled(rs))
     settled = _settled(rs)
     return all(n in settled or _is_excluded(step, n) for n in _group(rs))
 
@@ -599,7 +638,9 @@ def _complete(step: _Step, rs: RolloutState) -> RolloutState:
 
 def _finish(step: _Step, rs: RolloutState, *, queued: bool = False) -> RolloutPlan:
     job = step.job
-    status = derive_status(job, rs, step.nodes, step.executions, step.now, queued=queued)
+    status = derive_status(
+        job, rs, step.nodes, step.executions, step.now, queued=queued, index=step.index
+    )
     old_state = job.status.state.state_type
     if status.state.state_type != old_state:
         step.event(
@@ -619,43 +660,57 @@ def _finish(step: _Step, rs: RolloutState, *, queued: bool = False) -> RolloutPl
         status = job.status
     new_job = step.job.model_copy(update={"status": status, "rollout": rs})
     changes = [] if queued else _assignment_changes(step, rs)
+    if step.index is not None:
+        step.index.commit(rs)
     return RolloutPlan(job=new_job, changes=changes, events=step.events, wake_at=step.wake_at)
 
 
 def _assignment_changes(step: _Step, rs: RolloutState) -> list[AssignmentChange]:
-    """Started members run the target; the others keep the stable version (or nothing)."""
+    """Started members run the target; the others keep the stable version (or nothing).
+    In node order: the order is no part of the plan's meaning, and one order makes plans
+    comparable."""
+    if step.index is not None:
+        candidates = step.index.assignment_candidates(rs)
+        members: Container[str] = step.index.members(rs)
+        started: Container[str] = step.index.started(rs)
+    else:
+        members, started = set(rs.members()), set(rs.started)
+        candidates = set(members) | step.assignments.keys()
     changes = []
-    started = set(rs.started)
-    members = set(rs.members())
-    for node_id in rs.members():
-        node = step.nodes.get(node_id)
-        current = step.assignments.get(node_id)
-        if node is None or node.drain:
-            continue
-        if not is_schedulable(node) and current is not None:
-            continue  # ineligible: keeps what it runs, gets nothing new
-        if node_id in started:
-            want: tuple[int, int] | None = (rs.target_version, rs.generation)
-        elif current is not None and current.version == rs.from_version:
-            continue  # not reached yet: keeps running the stable version
-        else:
-            # Never a third version: a superseded one goes back to stable (or away).
-            want = (rs.from_version, 0) if rs.from_version else None
-        have = (current.version, current.generation) if current is not None else None
-        if want != have or node_id in step.given:
-            version, generation = want if want is not None else (None, 0)
-            changes.append(
-                AssignmentChange(node_id=node_id, version=version, generation=generation)
-            )
-    for node_id in step.assignments:
-        node = step.nodes.get(node_id)
-        if node is None or node.drain or (node_id not in members and is_schedulable(node)):
-            # Drained or gone; or no longer matching the target selector.
-            changes.append(AssignmentChange(node_id=node_id, version=None))
+    for node_id in sorted(candidates):
+        change = _assignment_change(step, rs, node_id, node_id in members, node_id in started)
+        if change is not None:
+            changes.append(change)
     return changes
 
 
+def _assignment_change(
+    step: _Step, rs: RolloutState, node_id: str, member: bool, started: bool
+) -> AssignmentChange | None:
+    node = step.nodes.get(node_id)
+    current = step.assignments.get(node_id)
+    if node is None or node.drain or (not member and is_schedulable(node)):
+        # Drained or gone; or no longer matching the target selector.
+        return AssignmentChange(node_id=node_id, version=None) if current is not None else None
+    if not member:
+        return None  # ineligible and no longer targeted: keeps what it runs
+    if not is_schedulable(node) and current is not None:
+        return None  # ineligible: keeps what it runs, gets nothing new
+    if started:
+        want: tuple[int, int] | None = (rs.target_version, rs.generation)
+    elif current is not None and current.version == rs.from_version:
+        return None  # not reached yet: keeps running the stable version
+    else:
+        # Never a third version: a superseded one goes back to stable (or away).
+        want = (rs.from_version, 0) if rs.from_version else None
+    have = (current.version, current.generation) if current is not None else None
+    if want == have and node_id not in step.given:
+        return None
+    version, generation = want if want is not None else (None, 0)
+    return AssignmentChange(node_id=node_id, version=version, generation=generation)
+
+
 def _failure_summary(failed: Mapping[str, str]) -> str:
-    first = sorted(failed.items())[:3]
+    first = heapq.nsmallest(3, failed.items())
     text = "; ".join(f"{node}: {reason}" for node, reason in first)
     return text + (f" (and {len(failed) - 3} more)" if len(failed) > 3 else "")

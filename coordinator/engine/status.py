@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Mapping
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from coordinator.domain.records import (
     ExecutionRecord,
@@ -18,6 +20,9 @@ from shared.protocol import ExecutionState
 from shared.spec import JobType, resolve_count
 from shared.status import JobState, JobStateType, JobStatus, Rollout, RolloutType
 
+if TYPE_CHECKING:
+    from coordinator.engine.index import RolloutIndex
+
 _MAX_DETAILS = 12
 
 
@@ -29,8 +34,10 @@ def derive_status(
     now: datetime,
     *,
     queued: bool = False,
+    index: RolloutIndex | None = None,
 ) -> JobStatus:
-    """The public status for ``rs`` (revision and updated_at are the caller's business)."""
+    """The public status for ``rs`` (revision and updated_at are the caller's business).
+    ``index``: the planner's, which knows the members' health without a look at each."""
     status = job.status.model_copy(update={"rollout": _rollout(rs)} if rs.type else {})
     if queued:
         selector = ",".join(f"{k}={v}" for k, v in sorted(job.spec.target.selector.items()))
@@ -46,7 +53,7 @@ def derive_status(
     elif rs.phase == Phase.HALTED:
         state = _halted_state(job, rs)
     else:
-        state = _done_state(job, rs, nodes, executions)
+        state = _done_state(job, rs, nodes, executions, index)
     return status.model_copy(update={"state": state})
 
 
@@ -58,7 +65,7 @@ def _rollout(rs: RolloutState) -> Rollout:
         canary_promoted=rs.promoted and bool(rs.canary) and rs.phase != Phase.CANARY,
         current_wave=rs.current_wave,
         total_waves=len(rs.waves),
-        total_nodes=len(rs.members()),
+        total_nodes=rs.member_count(),
         updated_nodes=len(rs.updated),
         failed_nodes=len(rs.failed),
         rollback_to_version=back,
@@ -89,7 +96,7 @@ def _active_state(rs: RolloutState, max_parallel: int) -> JobState:
             " gate: `fleetwave rollout promote` starts the next wave",
             **details,
         )
-    total = len(rs.members())
+    total = rs.member_count()
     if rs.type == RolloutType.ROLLBACK:
         message = (
             f"rolling back from version {rs.rolled_back_from} to version"
@@ -149,6 +156,7 @@ def _done_state(
     rs: RolloutState,
     nodes: Mapping[str, NodeRecord],
     executions: Mapping[str, ExecutionRecord],
+    index: RolloutIndex | None,
 ) -> JobState:
     if rs.type == RolloutType.ROLLBACK and rs.cause:
         details = {
@@ -167,10 +175,10 @@ def _done_state(
         return _state(
             JobStateType.COMPLETED,
             f"version {rs.target_version} completed on {len(rs.updated)} of"
-            f" {len(rs.members())} nodes",
+            f" {rs.member_count()} nodes",
             **_failed_details(rs.failed),
         )
-    return _health_state(job, rs, nodes, executions)
+    return _health_state(job, rs, nodes, executions, index)
 
 
 def _health_state(
@@ -178,40 +186,48 @@ def _health_state(
     rs: RolloutState,
     nodes: Mapping[str, NodeRecord],
     executions: Mapping[str, ExecutionRecord],
+    index: RolloutIndex | None,
 ) -> JobState:
     """After a rollout: running while problems stay within tolerance, else degraded."""
-    members = [n for n in rs.members() if (node := nodes.get(n)) is not None and not node.drain]
-    budget = resolve_count(job.spec.rollout.max_failed_nodes, len(members), round_up=False)
-    problems: dict[str, str] = {}
-    for node_id in members:
+
+    def problem(node_id: str) -> str | None:
         execution = executions.get(node_id)
         if nodes[node_id].status == NodeStatus.DOWN:
-            problems[node_id] = "unreachable"
-        elif execution is None:
-            problems[node_id] = "not reported yet"
-        elif execution.state != ExecutionState.HEALTHY:
-            problems[node_id] = execution.state.value + (
-                f": {execution.message}" if execution.message else ""
-            )
-        elif execution.version != rs.target_version:
-            problems[node_id] = f"runs version {execution.version}"
+            return "unreachable"
+        if execution is None:
+            return "not reported yet"
+        if execution.state != ExecutionState.HEALTHY:
+            return execution.state.value + (f": {execution.message}" if execution.message else "")
+        if execution.version != rs.target_version:
+            return f"runs version {execution.version}"
+        return None
+
+    if index is not None:
+        count, problems = index.health(rs, problem)
+    else:
+        members = {n for n in rs.members() if (node := nodes.get(n)) is not None and not node.drain}
+        count, problems = len(members), {}
+        for node_id in members:
+            if (found := problem(node_id)) is not None:
+                problems[node_id] = found
+    budget = resolve_count(job.spec.rollout.max_failed_nodes, count, round_up=False)
     prefix = (
         f"rolled back from version {rs.rolled_back_from}: "
         if rs.type == RolloutType.ROLLBACK
         else ""
     )
-    healthy = len(members) - len(problems)
-    details = {f"node.{k}": v for k, v in sorted(problems.items())[:_MAX_DETAILS]}
+    healthy = count - len(problems)
+    details = {f"node.{k}": v for k, v in heapq.nsmallest(_MAX_DETAILS, problems.items())}
     if len(problems) > budget:
         return _state(
             JobStateType.DEGRADED,
             f"{prefix}version {rs.target_version} runs, but {len(problems)} of"
-            f" {len(members)} nodes are unhealthy or unreachable (tolerated: {budget})",
+            f" {count} nodes are unhealthy or unreachable (tolerated: {budget})",
             **details,
         )
     return _state(
         JobStateType.RUNNING,
-        f"{prefix}version {rs.target_version} is running on {healthy} of {len(members)} nodes",
+        f"{prefix}version {rs.target_version} is running on {healthy} of {count} nodes",
         **details,
     )
 
@@ -224,12 +240,16 @@ def _counts(rs: RolloutState) -> dict[str, str]:
     }
     if rs.skipped:
         details["skipped"] = str(len(rs.skipped))
-        details |= {f"skipped.{n}": why for n, why in sorted(rs.skipped.items())[:_MAX_DETAILS]}
+        details |= {
+            f"skipped.{n}": why for n, why in heapq.nsmallest(_MAX_DETAILS, rs.skipped.items())
+        }
     return details | _failed_details(rs.failed)
 
 
 def _failed_details(failed: Mapping[str, str]) -> dict[str, str]:
-    return {f"failed.{node}": reason for node, reason in sorted(failed.items())[:_MAX_DETAILS]}
+    return {
+        f"failed.{node}": reason for node, reason in heapq.nsmallest(_MAX_DETAILS, failed.items())
+    }
 
 
 def _state(state_type: JobStateType, message: str, **details: str) -> JobState:

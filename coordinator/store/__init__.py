@@ -29,6 +29,7 @@ from coordinator.domain.records import (
     ReportOutcome,
     TokenRecord,
 )
+from coordinator.store.changes import LiveState
 from shared.nodes import Eligibility, Load, NodeCondition, NodeStatus, Resources
 from shared.protocol import ExecutionReport
 
@@ -46,6 +47,12 @@ class Store(Protocol):
     async def open(self) -> None: ...
 
     async def close(self) -> None: ...
+
+    def live(self) -> LiveState | None:
+        """Live views of the nodes, assignments and executions with a change log, when the
+        store holds them in memory (the engine then plans from what changed); None when it
+        does not (PostgreSQL)."""
+        ...
 
     # health
     def write_health(self) -> WriteHealth:

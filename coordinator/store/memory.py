@@ -37,6 +37,7 @@ from coordinator.domain.records import (
 )
 from coordinator.domain.reports import Report, decide_report
 from coordinator.store import WriteHealth
+from coordinator.store.changes import LiveState
 from coordinator.store.mirror import Mirror
 from shared.errors import Conflict, StoreError
 from shared.nodes import ID_SHAPE_PATTERN, Eligibility, Load, NodeCondition, NodeStatus, Resources
@@ -59,6 +60,9 @@ class MemoryStore:
 
     async def close(self) -> None:
         return None
+
+    def live(self) -> LiveState:
+        return self._state.live()
 
     def write_health(self) -> WriteHealth:
         return WriteHealth()

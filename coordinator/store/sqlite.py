@@ -48,6 +48,7 @@ from coordinator.domain.records import (
 )
 from coordinator.domain.reports import Report, ReportDecision, decide_report
 from coordinator.store import WriteHealth
+from coordinator.store.changes import LiveState
 from coordinator.store.health import WriteTracker, write_error
 from coordinator.store.migrations import MIGRATIONS
 from coordinator.store.mirror import Mirror
@@ -268,6 +269,9 @@ class SqliteStore:
                 log.error("store_rollback_failed", database=self.path, error=str(exc))
 
     # health
+
+    def live(self) -> LiveState:
+        return self._mirror.live()
 
     def write_health(self) -> WriteHealth:
         return self._writes.health
