@@ -2,12 +2,15 @@
 
 ``python -m bench.bare --listen 127.0.0.1:PORT --report-bytes N --assign-bytes M``.
 No auth, no validation, no store: what the agent endpoints would cost if the coordinator
-did nothing but HTTP. The report handler reads its body, like the real one.
+did nothing but HTTP. The report handler reads its body, like the real one. With
+``--hold-polls`` an assignments request holds for its ``wait`` seconds (a held long-poll
+with nothing to wake it: the memory baseline of ``bench.memory``).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 
 from aiohttp import web
 
@@ -17,7 +20,7 @@ def payload(size: int) -> bytes:
     return b'{"pad":"' + b"x" * max(0, size - 10) + b'"}'
 
 
-def create_app(report_bytes: int, assign_bytes: int) -> web.Application:
+def create_app(report_bytes: int, assign_bytes: int, hold_polls: bool = False) -> web.Application:
     report = payload(report_bytes)
     assign = payload(assign_bytes)
 
@@ -26,6 +29,8 @@ def create_app(report_bytes: int, assign_bytes: int) -> web.Application:
         return web.Response(body=report, content_type="application/json")
 
     async def handle_assignments(request: web.Request) -> web.Response:
+        if hold_polls and "wait" in request.query:
+            await asyncio.sleep(float(request.query["wait"]))
         return web.Response(body=assign, content_type="application/json")
 
     registered = 0
@@ -54,10 +59,11 @@ def main() -> None:
     parser.add_argument("--listen", default="127.0.0.1:7499")
     parser.add_argument("--report-bytes", type=int, required=True)
     parser.add_argument("--assign-bytes", type=int, required=True)
+    parser.add_argument("--hold-polls", action="store_true")
     args = parser.parse_args()
     host, _, port = args.listen.rpartition(":")
     web.run_app(
-        create_app(args.report_bytes, args.assign_bytes),
+        create_app(args.report_bytes, args.assign_bytes, args.hold_polls),
         host=host,
         port=int(port),
         access_log=None,
