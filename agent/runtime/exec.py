@@ -19,7 +19,7 @@ from agent.logs import open_log
 from agent.policy import is_executable_file, resolve_program
 from agent.restart import ExitStatus
 from agent.runtime import INSTANCE_ENV, Discovered, LaunchSpec
-from agent.runtime.scope import GATE, move_to_scope
+from agent.runtime.scope import GATE, agent_service, move_to_scope
 from agent.runtime.users import run_as
 
 if TYPE_CHECKING:
@@ -166,6 +166,7 @@ class ExecRuntime:
     def __init__(self, clock: Clock, *, workload_slice: str = "") -> None:
         self._clock = clock
         self._slice = workload_slice
+        self._service = agent_service() if workload_slice else None
 
     async def start(self, spec: LaunchSpec) -> ExecHandle:
         check_user(spec.user)
@@ -225,7 +226,7 @@ class ExecRuntime:
     async def _open_gate(self, spec: LaunchSpec, pid: int, gate: int) -> None:
         """Move the gated workload into its scope, then let it run (also if that failed)."""
         try:
-            unit = await move_to_scope(spec, pid, self._slice)
+            unit = await move_to_scope(spec, pid, self._slice, before=self._service)
             if unit is not None:
                 log.info("workload_scope_started", job=spec.job, pid=pid, scope=unit)
             with contextlib.suppress(BrokenPipeError):  # it was killed meanwhile

@@ -47,8 +47,32 @@ def scope_unit(spec: LaunchSpec, pid: int) -> str:
     return f"fleetwave-{instance}-{spec.job}-{spec.version}-{spec.generation}-{pid}.scope"
 
 
-def start_scope_command(unit: str, slice_name: str, pid: int) -> list[str]:
+def service_of(proc_cgroup: str) -> str | None:
+    """The service unit a process runs in, from its ``/proc/<pid>/cgroup`` text, else None."""
+    for line in proc_cgroup.splitlines():
+        if line.startswith("0::"):
+            name = line.rstrip().rpartition("/")[2]
+            return name if name.endswith(".service") else None
+    return None
+
+
+def agent_service() -> str | None:
+    """The agent's own service unit (``fleetwave-agent.service`` under the shipped unit)."""
+    try:
+        with open("/proc/self/cgroup", encoding="utf-8") as cgroup:
+            return service_of(cgroup.read())
+    except OSError:
+        return None
+
+
+def start_scope_command(
+    unit: str, slice_name: str, pid: int, *, before: str | None = None
+) -> list[str]:
     """The ``busctl`` call that makes ``unit`` a scope of ``pid`` in ``slice_name``.
+
+    ``before`` (the agent's own service) orders the scope before it, so that on shutdown
+    systemd stops the agent first and the workloads after it, as it did when they lived in
+    the agent's cgroup: the agent never sees its jobs killed and never restarts one then.
 
     Through the D-Bus system bus: systemd's private socket answers this call with EBADR
     ("Invalid request descriptor"; systemd 252), so hosts without a bus daemon keep their
@@ -65,7 +89,7 @@ def start_scope_command(unit: str, slice_name: str, pid: int) -> list[str]:
         "ssa(sv)a(sa(sv))",
         unit,
         "fail",
-        "3",
+        "4" if before else "3",
         "PIDs",
         "au",
         "1",
@@ -77,14 +101,18 @@ def start_scope_command(unit: str, slice_name: str, pid: int) -> list[str]:
         "CollectMode",
         "s",
         "inactive-or-failed",
+        *(["Before", "as", "1", before] if before else []),
         "0",
     ]
 
 
-async def move_to_scope(spec: LaunchSpec, pid: int, slice_name: str) -> str | None:
-    """Put ``pid`` into a new scope in ``slice_name``; the scope's name, or None if it failed."""
+async def move_to_scope(
+    spec: LaunchSpec, pid: int, slice_name: str, *, before: str | None
+) -> str | None:
+    """Put ``pid`` into a new scope in ``slice_name`` (ordered before the service ``before``);
+    the scope's name, or None if it failed."""
     unit = scope_unit(spec, pid)
-    argv = start_scope_command(unit, slice_name, pid)
+    argv = start_scope_command(unit, slice_name, pid, before=before)
     try:
         proc = await asyncio.create_subprocess_exec(
             *argv,

@@ -16,7 +16,7 @@ import pytest
 
 from agent.errors import LaunchError
 from agent.runtime.exec import ExecRuntime
-from agent.runtime.scope import GATE, scope_unit, start_scope_command
+from agent.runtime.scope import GATE, scope_unit, service_of, start_scope_command
 from shared.clock import SystemClock
 from tests.agent.test_exec_runtime import launch
 
@@ -65,6 +65,27 @@ class TestScope:
         argv = start_scope_command("u.scope", SLICE, 7)
         assert argv[argv.index("PIDs") : argv.index("PIDs") + 4] == ["PIDs", "au", "1", "7"]
         assert argv[argv.index("Slice") : argv.index("Slice") + 3] == ["Slice", "s", SLICE]
+
+    def test_scope_ordered_before_the_agents_service(self) -> None:
+        """With the agent's service known, the scope is ordered before it (4 properties)."""
+        argv = start_scope_command("u.scope", SLICE, 7, before="fleetwave-agent.service")
+        assert argv[argv.index("u.scope") + 2] == "4"
+        assert argv[-5:] == ["Before", "as", "1", "fleetwave-agent.service", "0"]
+        assert start_scope_command("u.scope", SLICE, 7)[argv.index("u.scope") + 2] == "3"
+
+    @pytest.mark.parametrize(
+        ("cgroup", "service"),
+        [
+            ("0::/system.slice/fleetwave-agent.service\n", "fleetwave-agent.service"),
+            ("4:memory:/\n0::/system.slice/fleetwave-agent.service\n", "fleetwave-agent.service"),
+            ("0::/user.slice/user-0.slice/session-3.scope\n", None),
+            ("0::/\n", None),
+            ("4:memory:/x.service\n", None),
+        ],
+    )
+    def test_agent_service_from_its_cgroup(self, cgroup: str, service: str | None) -> None:
+        """The agent's service is the last part of its cgroup v2 path, if it is a service."""
+        assert service_of(cgroup) == service
 
     async def test_workload_is_moved_before_it_runs(
         self, tmp_path: Path, busctl_record: Path

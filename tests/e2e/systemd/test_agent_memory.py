@@ -75,6 +75,9 @@ class TestAgentMemoryLimit:
         # A dash in a slice name is a level: fleetwave.slice/fleetwave-workloads.slice.
         assert scope.startswith(f"/fleetwave.slice/{SLICE}/fleetwave-"), scope
         assert scope.endswith(f"-{workload}.scope"), scope
+        # Ordered before the agent: on shutdown systemd stops the agent first, then the jobs.
+        scope_unit = scope.rpartition("/")[2]
+        assert AGENT in host.show(scope_unit, "Before")["Before"].split()
         agent = host.main_pid(AGENT)
         agent_cgroup = cgroup_of(host, agent)
         assert agent_cgroup == "/system.slice/fleetwave-agent.service"
