@@ -28,6 +28,9 @@ KEPT_OUT = {
     "aiohttp.web": "the local endpoints run on asyncio streams; aiohttp's server is 2 MB",
     "aiohttp.web_app": "part of aiohttp's server",
     "tarfile": "loaded only when an artifact archive is unpacked",
+    "prometheus_client": "agent/exposition.py writes the agent's few metrics (1.5 MB saved)",
+    "wsgiref": "came with prometheus_client's exposition servers",
+    "http.server": "came with prometheus_client's exposition servers",
 }
 """Module -> why an idle agent must not import it."""
 
