@@ -75,8 +75,8 @@ async def measure_coordinator(
     # keep its answers within the simulator's timeouts (the held state is the same).
     slower = ("--heartbeat-interval", "30s") if trace else ()
     probed = Probed(coordinator(workdir, *slower), workdir, trace, gc, windows)
-    probed.server.start("/readyz")
     try:
+        probed.server.start("/readyz")  # inside: a server that never got ready is stopped
         await asyncio.sleep(2.0)
         empty = await probed.dump()
         async with aiohttp.ClientSession() as session:
@@ -87,7 +87,7 @@ async def measure_coordinator(
                 nodes=nodes,
                 poll_wait=HOLD_SECONDS,
                 report_connections=32,
-                register_concurrency=4 if trace else 32,
+                register_concurrency=4 if trace else 8,  # a timed-out one retried is a 409
             )
             async with SimFleet(config) as fleet:
                 started = time.monotonic()
@@ -122,9 +122,9 @@ async def measure_bare(workdir: Path, nodes: int, trace: int, window: float) -> 
     server = bare_server(workdir, 60, 800)
     server.argv.append("--hold-polls")
     probed = Probed(server, workdir, trace, None)
-    probed.server.start()
     tasks: list[asyncio.Task[None]] = []
     try:
+        probed.server.start()
         await asyncio.sleep(2.0)
         empty = await probed.dump()
         raise_nofile_limit()
@@ -167,6 +167,10 @@ def _summary(
         "held_rss_mb": round(held["rss_mb"], 1),
         "rss_kb_per_node": round((held["rss_mb"] - empty["rss_mb"]) * 1000 / nodes, 2),
         "gc_objects": held["gc_objects"],
+        "objects_per_node": {
+            name: round((count - empty["types"].get(name, 0)) / nodes, 2)
+            for name, count in held["types"].items()
+        },
         "gc_threshold": held["gc_threshold"],
         "gc_window_seconds": window,
         "gc": _pauses(held["gc_pauses_ms"]),

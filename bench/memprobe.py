@@ -26,6 +26,7 @@ import signal
 import sys
 import time
 import tracemalloc
+from collections import Counter
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -60,6 +61,7 @@ class Probe:
             "gc_threshold": gc.get_threshold(),
             "gc_frozen": gc.get_freeze_count(),
             "gc_objects": len(gc.get_objects()),
+            "types": _type_counts(),
             "gc_pauses_ms": {
                 str(gen): sorted(round(p * 1000, 2) for p in pauses)
                 for gen, pauses in self.pauses.items()
@@ -90,6 +92,12 @@ class Probe:
         self.pauses = {0: [], 1: [], 2: []}
         data = {"full_collect_ms": round(elapsed * 1000, 1), "collected": collected}
         self.out.write_text(json.dumps(data | {"gc_objects": len(gc.get_objects())}))
+
+
+def _type_counts(top: int = 40) -> dict[str, int]:
+    """Objects the collector tracks (not frozen ones) by type: how many per node of each."""
+    counts = Counter(type(o).__qualname__ for o in gc.get_objects())
+    return dict(counts.most_common(top))
 
 
 def _diff(
