@@ -21,7 +21,9 @@ random histories by planning each step both ways.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable, Container, Iterable, Mapping
+from datetime import datetime
 from typing import TypeVar
 
 from coordinator.domain.records import (
@@ -30,7 +32,7 @@ from coordinator.domain.records import (
     NodeRecord,
     RolloutState,
 )
-from coordinator.engine.targets import select_targets, stable_rank
+from coordinator.engine.targets import is_target, select_targets, stable_rank
 from shared.spec import Target
 
 R = TypeVar("R")
@@ -41,7 +43,7 @@ _RolloutKey = tuple[object, ...]
 def _key(rs: RolloutState) -> _RolloutKey:
     """What stays the same for as long as a rollout's membership only grows."""
     return (rs.type, rs.for_version, rs.target_version, rs.from_version, rs.generation,
-            rs.started_at, tuple(rs.canary))  # fmt: skip
+            rs.started_at)  # fmt: skip
 
 
 def _changed(old: Mapping[str, R], new: Mapping[str, R]) -> set[str]:
@@ -78,6 +80,14 @@ class RolloutIndex:
         self._failed: set[str] = set()
         self._skipped: set[str] = set()
         self._pending: dict[str, None] = {}  # started, not updated or failed; started order
+        self._position: dict[str, int] = {}  # the order nodes were started in
+        # When to judge each pending node again (a heap with stale entries skipped), the
+        # nodes whose moment moves with the clock, and those to judge at the next look.
+        self._wake: dict[str, datetime] = {}
+        self._heap: list[tuple[datetime, str]] = []
+        self._moving: set[str] = set()
+        self._judge: set[str] = set()
+        self._context: object = None
         self._unstarted: list[dict[str, None]] = []  # per group, members neither started nor failed
         self._unsettled: list[set[str]] = []  # per group, not updated, failed or skipped
         self._outsiders: set[str] = set()  # targets that are not members
@@ -122,6 +132,7 @@ class RolloutIndex:
             changed_nodes = changed_records = changed
             self._nodes, self._assignments, self._executions = nodes, assignments, executions
         self._touched |= changed_records
+        self._judge |= changed_records
         self._health_dirty |= changed_records
         if self._target != (job, target):
             self._target = (job, target)
@@ -131,9 +142,10 @@ class RolloutIndex:
             return
         if target.count is not None:
             return  # the top ``count`` of the fleet: asked afresh each time (new_targets)
+        selector = list(target.selector.items())
         for node_id in changed_nodes:
             node = nodes.get(node_id)
-            if node is not None and self._select([node]):
+            if node is not None and is_target(node, selector):
                 self._targets.add(node_id)
                 if node_id not in self._group:
                     self._outsiders.add(node_id)
@@ -183,8 +195,10 @@ class RolloutIndex:
         if rs.skipped is not old.skipped:
             now_skipped = rs.skipped.keys()
             for node_id in now_skipped - self._skipped:
+                self._judge.add(node_id)
                 self._settle(node_id)
             for node_id in self._skipped - now_skipped:
+                self._judge.add(node_id)
                 group = self._group.get(node_id)
                 if group is not None and node_id not in self._updated | self._failed:
                     self._unsettled[group].add(node_id)
@@ -192,13 +206,21 @@ class RolloutIndex:
         self._rs = rs
 
     def _same_rollout(self, old: RolloutState, rs: RolloutState) -> bool:
+        # Each list is checked only when it is not the very list of the state before
+        # (the planner derives states with model_copy, which shares what it did not change).
         return (
             _key(rs) == self._key
-            and len(rs.waves) == len(old.waves)
-            and all(_grew(a, b) for a, b in zip(old.waves, rs.waves, strict=True))
-            and _grew(old.started, rs.started)
-            and _grew(old.updated, rs.updated)
-            and self._failed <= rs.failed.keys()
+            and (rs.canary is old.canary or rs.canary == old.canary)
+            and (
+                rs.waves is old.waves
+                or (
+                    len(rs.waves) == len(old.waves)
+                    and all(_grew(a, b) for a, b in zip(old.waves, rs.waves, strict=True))
+                )
+            )
+            and (rs.started is old.started or _grew(old.started, rs.started))
+            and (rs.updated is old.updated or _grew(old.updated, rs.updated))
+            and (rs.failed is old.failed or self._failed <= rs.failed.keys())
         )
 
     def _rebuild(self, rs: RolloutState) -> None:
@@ -207,7 +229,9 @@ class RolloutIndex:
         self._unstarted, self._unsettled = [], []
         self._started, self._updated = set(), set(rs.updated)
         self._failed, self._skipped = set(rs.failed), set(rs.skipped)
-        self._pending = {}
+        self._pending, self._position = {}, {}
+        self._wake, self._heap, self._moving, self._judge = {}, [], set(), set()
+        self._context = None
         for number, group in enumerate([rs.canary, *rs.waves]):
             self._groups.append([])
             self._unstarted.append({})
@@ -234,6 +258,8 @@ class RolloutIndex:
 
     def _start(self, node_id: str) -> None:
         self._started.add(node_id)
+        self._position.setdefault(node_id, len(self._position))
+        self._judge.add(node_id)
         self._touched.add(node_id)
         group = self._group.get(node_id)
         if group is not None:
@@ -245,6 +271,8 @@ class RolloutIndex:
         """Passed, failed or skipped: no longer holds its group back."""
         if node_id in self._updated or node_id in self._failed:
             self._pending.pop(node_id, None)
+            self._wake.pop(node_id, None)
+            self._moving.discard(node_id)
         group = self._group.get(node_id)
         if group is not None:
             self._unsettled[group].discard(node_id)
@@ -255,6 +283,53 @@ class RolloutIndex:
         """Started members neither passed nor failed, in the order they were started."""
         self.sync(rs)
         return list(self._pending)
+
+    def to_judge(self, rs: RolloutState, context: object, now: datetime) -> list[str]:
+        """The pending nodes to judge now, in the order they were started: those whose
+        inputs changed, whose moment has come or moves with the clock; all of them when
+        ``context`` (what every judgement depends on besides the node) changed."""
+        self.sync(rs)
+        if context != self._context:
+            self._context = context
+            self._judge = set()
+            return list(self._pending)
+        due = self._judge | self._moving
+        self._judge = set()
+        heap, wake = self._heap, self._wake
+        while heap and heap[0][0] <= now:
+            at, node_id = heapq.heappop(heap)
+            if wake.get(node_id) == at:
+                due.add(node_id)
+        pending, position = self._pending, self._position
+        return sorted((n for n in due if n in pending), key=position.__getitem__)
+
+    def judged(self, node_id: str, wake: datetime | None, *, moving: bool) -> None:
+        """``node_id`` was judged: look again at ``wake`` (None: when it changes)."""
+        if node_id not in self._pending:
+            return
+        if moving:
+            self._moving.add(node_id)
+        else:
+            self._moving.discard(node_id)
+        if wake is None:
+            self._wake.pop(node_id, None)
+        elif self._wake.get(node_id) != wake:
+            self._wake[node_id] = wake
+            heapq.heappush(self._heap, (wake, node_id))
+            if len(self._heap) > 4 * len(self._wake) + 64:
+                self._heap = [(at, n) for n, at in self._wake.items()]
+                heapq.heapify(self._heap)
+
+    def next_wake(self, rs: RolloutState) -> datetime | None:
+        """The earliest moment a pending node not judged now is to be looked at again."""
+        self.sync(rs)
+        heap, wake, pending = self._heap, self._wake, self._pending
+        while heap:
+            at, node_id = heap[0]
+            if node_id in pending and wake.get(node_id) == at:
+                return at
+            heapq.heappop(heap)
+        return None
 
     def in_flight(self, rs: RolloutState, is_out: Callable[[str], bool]) -> list[str]:
         """Pending nodes that take a place under max_parallel (``is_out``: excluded, or

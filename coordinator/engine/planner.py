@@ -341,21 +341,23 @@ def _is_down(step: _Step, node_id: str) -> bool:
 
 def _judge_unreachable(
     step: _Step, node_id: str, skipped: dict[str, str], failed: dict[str, str]
-) -> None:
+) -> datetime | None:
     """Skip or fail a down node by ``on_unreachable``, once the grace window has passed.
 
     Before that it may well be alive (marked down before the coordinator's own blind spot,
-    a restart or a pause): wait for it to be heard.
+    a restart or a pause): wait for it to be heard, and look again when the window ends
+    (returned).
     """
     observation = step.observation
     if not observation.can_judge_silence(step.now):
-        step.wake(observation.blind_until)
-    elif step.job.spec.rollout.on_unreachable == OnUnreachable.FAIL:
+        return observation.blind_until
+    if step.job.spec.rollout.on_unreachable == OnUnreachable.FAIL:
         failed[node_id] = "node stopped heartbeating (on_unreachable = fail)"
         step.event("node_failed", node=node_id, reason=failed[node_id])
     else:
         skipped[node_id] = "unreachable: no heartbeat within the TTL (on_unreachable = skip)"
         step.event("node_skipped", node=node_id, reason=skipped[node_id])
+    return None
 
 
 def _settled(rs: RolloutState) -> set[str]:
@@ -386,8 +388,10 @@ def _start_nodes(step: _Step, rs: RolloutState) -> RolloutState:
             # Not given the version while unreachable: a partition that heals must not
             # restart a whole group at once. Judged once the grace window has passed; a
             # skipped node catches up, paced like the others, when it returns.
-            if node_id not in skipped:
-                _judge_unreachable(step, node_id, skipped, failed)
+            if node_id not in skipped and (
+                wake := _judge_unreachable(step, node_id, skipped, failed)
+            ):
+                step.wake(wake)
             continue
         if room is not None:
             if room <= 0:
@@ -430,70 +434,98 @@ def _evaluate_nodes(step: _Step, rs: RolloutState) -> RolloutState:
     that comes back is judged again, but only by what it reports: it can pass, or fail by
     reporting a failure, never by a deadline that ran while it could not be heard.
     """
-    policy = step.job.spec.rollout
-    observation = step.observation
     updated, failed, skipped = list(rs.updated), dict(rs.failed), dict(rs.skipped)
-    if step.index is not None:
-        judged, already = step.index.pending(rs), set()  # neither passed nor failed
+    index = step.index
+    if index is not None:
+        # Only pending nodes whose inputs changed or whose time has come: the others would
+        # be judged as before, and their wake-ups are the index's.
+        context = (step.observation, step.job.spec.rollout, step.job.spec.type)
+        judged, already = index.to_judge(rs, context, step.now), set()
     else:
         judged, already = rs.started, set(updated)  # a set: fleets have thousands of nodes
     for node_id in judged:
         if node_id in failed or node_id in already:
             continue
-        node = step.nodes.get(node_id)
-        if node is None or node.drain:
-            continue
-        execution = step.executions.get(node_id)
-        current = (
-            execution is not None
-            and execution.version == rs.target_version
-            and execution.generation == rs.generation
-        )
-        if current and execution is not None:
-            if _passed_gate(step, execution, node):
-                updated.append(node_id)
-                skipped.pop(node_id, None)
-                step.event("node_updated", node=node_id, new=str(rs.target_version))
-                continue
-            if execution.state == ExecutionState.FAILED:
-                failed[node_id] = execution.message or "execution failed"
-                skipped.pop(node_id, None)
-                step.event("node_failed", node=node_id, reason=failed[node_id])
-                continue
-            if execution.state == ExecutionState.HEALTHY:
-                due = _healthy_from(step, execution) + policy.min_healthy_time
-                # Due already, but not heard from lately: look again soon (a heartbeat that
-                # changes nothing does not wake the engine; a report of a change does).
-                step.wake(due if due > step.now else step.now + step.observation.heartbeat / 4)
-        if node_id in skipped:
-            continue
-        if node.status == NodeStatus.DOWN:
-            _judge_unreachable(step, node_id, skipped, failed)
-            continue
-        assignment = step.assignments.get(node_id)
-        assigned_at = step.now
-        if (
-            assignment is not None
-            and assignment.version == rs.target_version
-            and assignment.generation == rs.generation
-        ):
-            # A node that already had the version (a retry, a rollback) was given it by this
-            # rollout only when the rollout started.
-            assigned_at = max(assignment.assigned_at, rs.started_at)
-        # Never judged before a live node could have reported since the coordinator's
-        # last blind spot: a paused or restarted coordinator does not blame nodes for it.
-        deadline = max(assigned_at + policy.healthy_deadline, observation.blind_until)
-        if step.now >= deadline:
-            failed[node_id] = (
-                f"not healthy within healthy_deadline ({format_duration(policy.healthy_deadline)})"
-                + (f"; last state {execution.state.value}" if current and execution else "")
-            )
-            step.event("node_failed", node=node_id, reason=failed[node_id])
-            continue
-        step.wake(deadline)
+        wake, moving = _judge(step, rs, node_id, updated, failed, skipped)
+        if wake is not None:
+            step.wake(wake)
+        if index is not None:
+            index.judged(node_id, wake, moving=moving)
+    if index is not None and (later := index.next_wake(rs)) is not None:
+        step.wake(later)
     if len(updated) != len(rs.updated):
         rs = rs.model_copy(update={"progress_at": step.now})
     return rs.model_copy(update={"updated": updated, "failed": failed, "skipped": skipped})
+
+
+def _judge(
+    step: _Step,
+    rs: RolloutState,
+    node_id: str,
+    updated: list[str],
+    failed: dict[str, str],
+    skipped: dict[str, str],
+) -> tuple[datetime | None, bool]:
+    """Judge one started node; return when to look at it again (None: only when it
+    changes), and whether that moment moves with the clock (it must be judged again at
+    every evaluation, as nothing but time would tell it apart)."""
+    policy = step.job.spec.rollout
+    node = step.nodes.get(node_id)
+    if node is None or node.drain:
+        return None, False
+    wake: datetime | None = None
+    moving = False
+    execution = step.executions.get(node_id)
+    current = (
+        execution is not None
+        and execution.version == rs.target_version
+        and execution.generation == rs.generation
+    )
+    if current and execution is not None:
+        if _passed_gate(step, execution, node):
+            updated.append(node_id)
+            skipped.pop(node_id, None)
+            step.event("node_updated", node=node_id, new=str(rs.target_version))
+            return None, False
+        if execution.state == ExecutionState.FAILED:
+            failed[node_id] = execution.message or "execution failed"
+            skipped.pop(node_id, None)
+            step.event("node_failed", node=node_id, reason=failed[node_id])
+            return None, False
+        if execution.state == ExecutionState.HEALTHY:
+            due = _healthy_from(step, execution) + policy.min_healthy_time
+            # Due already, but not heard from lately: look again soon (a heartbeat that
+            # changes nothing does not wake the engine; a report of a change does).
+            moving = due <= step.now
+            wake = due if not moving else step.now + step.observation.heartbeat / 4
+    if node_id in skipped:
+        return wake, moving
+    if node.status == NodeStatus.DOWN:
+        blind = _judge_unreachable(step, node_id, skipped, failed)
+        return (blind if wake is None or blind is None else min(wake, blind)), moving
+    assignment = step.assignments.get(node_id)
+    assigned_at = step.now
+    if (
+        assignment is not None
+        and assignment.version == rs.target_version
+        and assignment.generation == rs.generation
+    ):
+        # A node that already had the version (a retry, a rollback) was given it by this
+        # rollout only when the rollout started.
+        assigned_at = max(assignment.assigned_at, rs.started_at)
+    else:
+        moving = True  # its deadline runs from now until its assignment is written
+    # Never judged before a live node could have reported since the coordinator's
+    # last blind spot: a paused or restarted coordinator does not blame nodes for it.
+    deadline = max(assigned_at + policy.healthy_deadline, step.observation.blind_until)
+    if step.now >= deadline:
+        failed[node_id] = (
+            f"not healthy within healthy_deadline ({format_duration(policy.healthy_deadline)})"
+            + (f"; last state {execution.state.value}" if current and execution else "")
+        )
+        step.event("node_failed", node=node_id, reason=failed[node_id])
+        return None, False
+    return (deadline if wake is None else min(wake, deadline)), moving
 
 
 def _healthy_from(step: _Step, execution: ExecutionRecord) -> datetime:

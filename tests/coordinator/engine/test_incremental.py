@@ -14,15 +14,22 @@ nothing of drains and joins: those invariants are test_planner_properties' busin
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import timedelta
+
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import rule
 
+from coordinator.domain.records import JobRecord
 from coordinator.engine.index import RolloutIndex
+from coordinator.engine.observation import Observation
 from coordinator.engine.planner import RolloutPlan, plan_rollout
 from shared.nodes import Eligibility
 from tests.coordinator.engine.fixtures import make_node
-from tests.coordinator.engine.test_planner_properties import MAX_NODES, RolloutMachine
+from tests.coordinator.engine.test_planner_properties import GRACE, MAX_NODES, RolloutMachine
+
+HEARTBEAT = timedelta(seconds=4)
 
 
 class IncrementalMachine(RolloutMachine):
@@ -35,6 +42,10 @@ class IncrementalMachine(RolloutMachine):
 
     def step(self) -> RolloutPlan:
         world = self.world
+        if not world.observation.heartbeat:
+            # Agents heartbeat every 4 s: a healthy word is believed for 5 s after it,
+            # and a node due but not heard lately is looked at again every second.
+            world.observation = replace(world.observation, heartbeat=HEARTBEAT)
         inputs = (world.job, world.nodes, world.assignments, world.executions, world.now)
         full = plan_rollout(*inputs, world.observation)
         indexed = plan_rollout(*inputs, world.observation, index=self.index)
@@ -48,6 +59,28 @@ class IncrementalMachine(RolloutMachine):
         """The invariants of the rollouts themselves are test_planner_properties' business
         (its model knows nothing of drains, relabelling or nodes joining); this machine only
         compares the two ways of planning."""
+
+    @rule(downtime=st.sampled_from([0, 0, 20, 90]), restart=st.booleans(), keep=st.booleans())
+    def coordinator_blind_spot(self, downtime: int, restart: bool, keep: bool = False) -> None:
+        """The coordinator restarts (its job record round-trips through JSON; its index is
+        gone, or, with ``keep``, meets a record equal to the one it knew but not the same
+        object) or pauses, and listens again from now, agents heartbeating as before."""
+        self.world.now += timedelta(seconds=downtime)
+        self.world.observation = Observation(since=self.world.now, grace=GRACE, heartbeat=HEARTBEAT)
+        if restart:
+            self.world.job = JobRecord.model_validate_json(self.world.job.model_dump_json())
+            if not keep:
+                self.index = RolloutIndex()
+        self.step()
+
+    @rule(silent=st.sets(st.integers(0, MAX_NODES - 1), max_size=4))
+    def heartbeats(self, silent: set[int]) -> None:
+        """The agents heartbeat (no change of state), but for a few silent ones."""
+        quiet = {self.node_id(i) for i in silent}
+        for node_id in sorted(self.world.nodes):
+            if node_id not in quiet:
+                self.world.set_node(node_id, last_heartbeat=self.world.now)
+        self.step()
 
     @rule(node=st.integers(0, MAX_NODES - 1), drain=st.booleans())
     def node_drained(self, node: int, drain: bool) -> None:
