@@ -10,6 +10,7 @@ import structlog
 from aiohttp import web
 
 from coordinator.access import BOOTSTRAP_ADMIN_ID, Principal, Right, check_rules, rule_for
+from coordinator.admission import AgentAdmission
 from coordinator.api import agent, docs, events, jobs, nodes, rollouts, system, ui
 from coordinator.api import audit as audit_routes
 from coordinator.api import tokens as token_routes
@@ -27,6 +28,7 @@ from shared.errors import (
     NodeRevoked,
     NodeTokenExpired,
     NotFound,
+    Overloaded,
     PayloadTooLarge,
     Unauthorized,
 )
@@ -211,10 +213,35 @@ def _audit_entry(request: web.Request, d: Deps, status: int, request_id: str) ->
 
 @web.middleware
 async def api_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every request in one layer (each layer costs on the agents' hot path): authenticate,
-    audit, map errors to ``{"error": ...}`` bodies, and time it by method, route template
-    (never the raw path) and final status."""
+    """Every request in one layer (each layer costs on the agents' hot path): admit it (an
+    agent request over the limits is answered 503 at once, ``coordinator.admission``),
+    authenticate, audit, map errors to ``{"error": ...}`` bodies, and time it by method,
+    route template (never the raw path) and final status."""
     d = request.app[DEPS]
+    admission = d.admission
+    if admission is not None and not admission.admit(request):
+        return _shed(request, d, admission)
+    try:
+        return await _serve(request, handler, d)
+    finally:
+        if admission is not None:
+            admission.release(request)
+
+
+def _shed(request: web.Request, d: Deps, admission: AgentAdmission) -> web.Response:
+    """The cheap answer to an agent request over the admission limits: before any work."""
+    started = d.clock.monotonic()
+    seconds = admission.retry_after()
+    refusal = Overloaded(
+        f"the coordinator is at its limit of agent requests; retry after {seconds}s",
+        {"retry_after": seconds},
+    )
+    response = respond(refusal.body(), status=503, headers={"Retry-After": str(seconds)})
+    _observe(request, d, 503, started)
+    return response
+
+
+async def _serve(request: web.Request, handler: Handler, d: Deps) -> web.StreamResponse:
     audit = d.audit
     assert audit is not None
     started = d.clock.monotonic()

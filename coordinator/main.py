@@ -17,6 +17,7 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 
+from coordinator.admission import AgentAdmission
 from coordinator.api.deps import Deps
 from coordinator.app import create_app
 from coordinator.audit import AuditLog
@@ -212,6 +213,8 @@ async def serve(
         metrics=metrics,
         require_client_cert=config.tls_client_ca is not None,
         cluster=cluster,
+        # After a restart the whole fleet calls at once: the excess is told when to return.
+        admission=AgentAdmission(random.random),
     )
     # Slow or idle clients are dropped (request heads within 10 s, idle keep-alive 75 s).
     runner = GuardedAppRunner(create_app(deps), access_log=None)

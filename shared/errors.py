@@ -137,6 +137,15 @@ class StoreError(FleetwaveError):
     code = "store_error"
 
 
+class Overloaded(FleetwaveError):
+    """More agent requests than the coordinator works on at once (after its restart the whole
+    fleet calls together): nothing was done; retry after ``Retry-After`` seconds, which the
+    coordinator draws at random so the shed agents do not come back together."""
+
+    status = 503
+    code = "overloaded"
+
+
 class StoreUnavailable(StoreError):
     """The store cannot write now (disk full, I/O error, read-only, locked past the busy
     timeout); the failed write changed nothing, and may succeed after ``retry_after`` seconds."""

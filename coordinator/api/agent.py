@@ -226,6 +226,8 @@ async def handle_assignments(request: web.Request) -> web.Response:
     current, records, revoked = await _node_view(d, node.id)
     if index is not None and current <= index and not revoked:
         after = index
+        if d.admission is not None:
+            d.admission.release(request)  # a held poll waits outside the admission limit
         with d.metrics.long_polls.labels("assignments").track_inprogress():
             current, records, revoked = await d.watches.block(
                 key, lambda: _node_view(d, node.id), lambda r: r[0] > after or r[2], wait

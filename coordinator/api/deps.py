@@ -14,6 +14,7 @@ from aiohttp.web_protocol import RequestPayloadError
 from pydantic import BaseModel, ValidationError
 
 from coordinator.access import Principal
+from coordinator.admission import AgentAdmission
 from coordinator.audit import AuditLog
 from coordinator.cluster import Cluster
 from coordinator.domain.records import NodeRecord
@@ -58,6 +59,8 @@ class Deps:
     """(job, version) -> the spec's JSON, for the assignments every agent polls."""
     audit: AuditLog | None = None
     """Built from the store and clock when not given."""
+    admission: AgentAdmission | None = None
+    """Caps the agent requests worked on at once (None: no cap, as in most tests)."""
     cluster: Cluster | None = None
     """This coordinator's part among those sharing the database (None: tests that drive the
     engine themselves; the coordinator is then the only one, and leads)."""
