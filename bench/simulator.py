@@ -11,9 +11,10 @@ Losing the coordinator, a simulated node does what ``fleetwave-agent`` does (age
 agent/report.py, agent/backoff.py): the poll retries after the agent's jittered backoff (the
 first retry after a coordinator that answered is spread over ``BackoffPolicy.reconnect_spread``,
 then equal jitter), a failed report is retried after the same backoff capped at a heartbeat,
-a ``Retry-After`` is waited out, and the first answer after an outage sends the pending
-report at once and wakes the poll. Registration is retried the same way, with a node key,
-so a registration whose answer was lost is renewed, not refused.
+a ``Retry-After`` is waited out, a report answered ``accepted: false`` is resent above the
+coordinator's seq, the first answer after an outage sends the pending report at once and wakes
+the poll, and a call has 5 s to connect and 10 s for its answer. Registration is retried the
+same way, with a node key, so a registration whose answer was lost is renewed, not refused.
 
 The fleet records what a benchmark needs: report round-trip latencies, when each
 assignment reached its node, when each failure was first reported, and every error by kind
@@ -155,10 +156,12 @@ class FleetLog:
         if len(self.errors) < 1000:
             self.errors.append(what)
 
-    def failed(self, call: str, name: str, exc: BaseException) -> None:
+    def failed(self, call: str, name: str, exc: BaseException, sent: float) -> None:
+        """Count an error of the call sent at ``sent`` (a timeout is known only its deadline
+        later; it is filed under when it was sent)."""
         kind = error_kind(exc)
         self.kinds[kind] += 1
-        self.error_times.append((time.monotonic(), call, kind))
+        self.error_times.append((sent, call, kind))
         self.error(f"{call} {name}: {kind}: {type(exc).__name__} {exc}")
 
     def kinds_between(self, start: float, end: float) -> dict[str, int]:
@@ -234,6 +237,7 @@ class SimNode:
         session = self.fleet.poll_session
         while True:
             self.repoll.clear()
+            sent = time.monotonic()
             try:
                 params = {"index": str(self.index), "wait": wait}
                 async with session.get(
@@ -250,7 +254,7 @@ class SimNode:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                self.fleet.log.failed("poll", self.name, exc)
+                self.fleet.log.failed("poll", self.name, exc, sent)
                 self._fail_over(exc)
                 await self._poll_backoff(exc)
                 continue
@@ -412,7 +416,7 @@ class SimNode:
         ok = answer is not None and bool(answer["accepted"])
         self.fleet.log.reports.append(Sample(sent, time.monotonic() - sent, ok, self.number))
         if error is not None:
-            self.fleet.log.failed("report", self.name, error)
+            self.fleet.log.failed("report", self.name, error, sent)
             return error, None
         self._contact()
         if ok:
@@ -464,8 +468,10 @@ class SimFleet:
         )
         self.report_session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=self.config.report_connections),
-            # The real agent's deadlines (agent/client.py): 10 s a call, 5 s to connect.
-            timeout=aiohttp.ClientTimeout(total=10, sock_connect=5),
+            # The real agent's deadlines (agent/client.py): 5 s to connect, 10 s for the
+            # answer. Not as a total: a simulated agent waiting for one of the pool's
+            # connections (a real agent has its own) must not time out for it.
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=10),
         )
         return self
 
@@ -484,13 +490,14 @@ class SimFleet:
         async def one(node: SimNode) -> None:
             async with gate:
                 for attempt in range(REGISTER_ATTEMPTS):
+                    sent = time.monotonic()
                     try:
                         await node.register(self.report_session)
                         break
                     except asyncio.CancelledError:
                         raise
                     except Exception as exc:
-                        self.log.failed("register", node.name, exc)
+                        self.log.failed("register", node.name, exc, sent)
                         await asyncio.sleep(
                             retry_delay(
                                 attempt,

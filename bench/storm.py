@@ -152,7 +152,7 @@ async def _storm(held: HeldFleet, sig: signal.Signals) -> dict[str, Any]:
     grace = TTL_INTERVALS * max(n.heartbeat for n in fleet.nodes)
     stopped_at = time.monotonic()
     exit_code = await asyncio.to_thread(coord.stop, sig)
-    down_for = time.monotonic() - stopped_at
+    exited_at = time.monotonic()
     await asyncio.to_thread(coord.start, "/readyz", 120.0)
     ready_at = time.monotonic()
     meter = Meter(coord.process).start()
@@ -167,6 +167,11 @@ async def _storm(held: HeldFleet, sig: signal.Signals) -> dict[str, Any]:
     # that was throttled too long would be marked down before the count below.
     await asyncio.sleep(max(0.0, ready_at + grace + 6.0 - time.monotonic()))
     kinds = fleet.log.kinds_between(stopped_at, all_back_at + 1.0)
+    phases = {
+        "stopping": fleet.log.kinds_between(stopped_at, exited_at),
+        "starting": fleet.log.kinds_between(exited_at, ready_at),
+        "after_ready": fleet.log.kinds_between(ready_at, all_back_at + 1.0),
+    }
     by_call = Counter(c for at, c, _k in fleet.log.error_times if stopped_at <= at < all_back_at)
     since_stop = [t - stopped_at for t in back.values()]
     since_ready = [t - ready_at for t in back.values()]
@@ -174,7 +179,7 @@ async def _storm(held: HeldFleet, sig: signal.Signals) -> dict[str, Any]:
         "signal": sig.name,
         "exit_code": exit_code,
         "old_cpu_seconds": round(before_cpu.user + before_cpu.system, 1),
-        "stopped_seconds": round(down_for, 2),
+        "stopped_seconds": round(exited_at - stopped_at, 2),
         "ready_after_stop_seconds": round(ready_at - stopped_at, 2),
         "agents_back": len(back),
         "all_back": len(back) == held.nodes,
@@ -185,6 +190,7 @@ async def _storm(held: HeldFleet, sig: signal.Signals) -> dict[str, Any]:
         "grace_after_start_s": round(grace, 1),
         "errors_by_kind": kinds,
         "errors_by_call": dict(by_call),
+        "errors_by_phase": phases,
         "reports_refused_seq_behind": fleet.log.seq_behind - seq_behind,
         "unexpected_errors": unexpected(kinds),
         "coordinator_cpu_percent_until_all_back": round(usage.cpu_percent, 1),
