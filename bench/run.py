@@ -133,23 +133,25 @@ async def run_ha(plan: dict[str, Any], parts: set[str], workdir: Path) -> dict[s
     if "failover" in parts:
         results["failover"] = []
         for ttl in plan["lease_ttls"]:
-            point = await ha.failover(workdir, kills=plan["kills"], lease_ttl=ttl)
-            _progress(f"failover ttl={ttl:g}s", point)
+            point = await calibrated(
+                f"failover ttl={ttl:g}s", ha.failover(workdir, kills=plan["kills"], lease_ttl=ttl)
+            )
             results["failover"].append(point)
     if "wake" in parts:
-        results["wake"] = await ha.wake(workdir, samples=plan["wake_samples"])
-        _progress("wake", results["wake"])
+        results["wake"] = await calibrated("wake", ha.wake(workdir, samples=plan["wake_samples"]))
     if "ha-fleet" in parts:
-        results["fleet"] = await ha.fleet(
-            workdir,
-            nodes=plan["fleet_nodes"],
-            hold_seconds=plan["hold_seconds"],
-            min_healthy=plan["min_healthy"],
-            waves=plan["waves"],
-            reaction_trials=plan["reaction_trials"],
-            sqlite=plan["sqlite"],
+        results["fleet"] = await calibrated(
+            "ha-fleet",
+            ha.fleet(
+                workdir,
+                nodes=plan["fleet_nodes"],
+                hold_seconds=plan["hold_seconds"],
+                min_healthy=plan["min_healthy"],
+                waves=plan["waves"],
+                reaction_trials=plan["reaction_trials"],
+                sqlite=plan["sqlite"],
+            ),
         )
-        _progress("ha-fleet", results["fleet"].get("ratio_pg_to_sqlite"))
     results["calibration_after"] = calibrate()
     results["machine"]["load_avg_after"] = [round(x, 2) for x in os.getloadavg()]
     return results
