@@ -17,7 +17,6 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import timedelta
 
-from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import rule
 
@@ -26,6 +25,7 @@ from coordinator.engine.index import RolloutIndex
 from coordinator.engine.observation import Observation
 from coordinator.engine.planner import RolloutPlan, plan_rollout
 from shared.nodes import Eligibility
+from tests.coordinator.engine import test_planner_properties as properties
 from tests.coordinator.engine.fixtures import make_node
 from tests.coordinator.engine.test_planner_properties import GRACE, MAX_NODES, RolloutMachine
 
@@ -131,11 +131,4 @@ class IncrementalMachine(RolloutMachine):
 class TestIncrementalEqualsFull(IncrementalMachine.TestCase):  # type: ignore[name-defined,misc]
     """On random histories, planning with the index gives the plan a full re-plan gives."""
 
-    settings = settings(
-        max_examples=150,
-        stateful_step_count=50,
-        deadline=None,
-        derandomize=False,
-        print_blob=True,
-        suppress_health_check=[HealthCheck.too_slow],
-    )
+    settings = properties.TestRolloutInvariants.settings
