@@ -26,9 +26,9 @@ import shutil
 import stat
 from collections.abc import Collection, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
-import aiohttp
 import structlog
 
 from agent.errors import AgentError
@@ -42,6 +42,9 @@ from agent.unpack import (
     unpack_zip,
 )
 from shared.spec import Artifact
+
+if TYPE_CHECKING:
+    import aiohttp
 
 log = structlog.get_logger("agent.artifacts")
 
@@ -108,9 +111,7 @@ class ArtifactStore:
         self.keep = keep
         self.max_bytes = max_bytes
         self.max_members = max_members
-        self._timeout = aiohttp.ClientTimeout(
-            total=total_timeout, sock_connect=connect_timeout, sock_read=read_timeout
-        )
+        self._timeouts = (total_timeout, connect_timeout, read_timeout)
         self._max_redirects = max_redirects
         self._locks: dict[tuple[str, int], asyncio.Lock] = {}
         self._busy: set[tuple[str, int]] = set()
@@ -228,12 +229,16 @@ class ArtifactStore:
             _STAGING_IN_USE.discard(staging)
 
     async def _download(self, artifact: Artifact, path: Path) -> None:
+        import aiohttp  # loaded by the first download (agent/outbound.py)
+
         url = artifact.url
         digest = hashlib.sha256()
         size = 0
+        total, connect, read = self._timeouts
+        timeout = aiohttp.ClientTimeout(total=total, sock_connect=connect, sock_read=read)
         try:
             async with self._http.get(
-                url, timeout=self._timeout, max_redirects=self._max_redirects
+                url, timeout=timeout, max_redirects=self._max_redirects
             ) as resp:
                 if resp.status >= 400:
                     raise ArtifactError(

@@ -9,8 +9,8 @@ import ssl
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar
+from urllib.parse import urlencode
 
-import aiohttp
 import structlog
 from pydantic import BaseModel, ValidationError
 
@@ -23,6 +23,7 @@ from agent.errors import (
     RequestRejected,
     TokenRejected,
 )
+from agent.transport import ConnectTimeout, StreamTransport, TransportError
 from shared.durations import format_duration
 from shared.protocol import (
     AssignmentsResponse,
@@ -54,11 +55,11 @@ def agent_version() -> str:
         return "0.0.0"
 
 
-def coordinator_session(ssl_context: ssl.SSLContext | None) -> aiohttp.ClientSession:
-    """The one session (and connector) every coordinator call goes through: it verifies the
-    coordinator with ``ssl_context`` and presents its client certificate. Artifact downloads
-    and probes use another session, so the private CA never decides who they trust."""
-    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ssl_context or True))
+def coordinator_session(ssl_context: ssl.SSLContext | None) -> StreamTransport:
+    """The one transport every coordinator call goes through: it verifies the coordinator
+    with ``ssl_context`` and presents its client certificate. Artifact downloads and probes
+    use aiohttp, so the private CA never decides who they trust."""
+    return StreamTransport(ssl_context)
 
 
 class CoordinatorClient:
@@ -79,7 +80,7 @@ class CoordinatorClient:
     def __init__(
         self,
         urls: Sequence[str],
-        session: aiohttp.ClientSession,
+        session: StreamTransport,
         *,
         request_timeout: float = 10.0,
         poll_margin: float = 10.0,
@@ -178,30 +179,34 @@ class CoordinatorClient:
         params: Mapping[str, str] | None = None,
     ) -> Any:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        timeout = aiohttp.ClientTimeout(
-            total=deadline, sock_connect=min(self._connect_timeout, deadline)
-        )
+        data = json.dumps(body).encode() if body is not None else None
+        query = f"?{urlencode(params)}" if params else ""
+        connect = min(self._connect_timeout, deadline)
         problems: list[str] = []
         retry_after: float | None = None  # the shortest wait a shedding coordinator asked for
         for attempt in range(len(self._urls)):
             index = (self._current + attempt) % len(self._urls)
             url = self._urls[index] + path
             try:
-                async with self._session.request(
-                    method, url, json=body, params=params, headers=headers, timeout=timeout
-                ) as response:
-                    status = response.status
-                    text = await response.text()
-                    asked = _retry_after(response.headers.get("Retry-After"))
-            except aiohttp.ConnectionTimeoutError:
-                problems.append(f"{url}: no connection within {timeout.sock_connect:g}s")
+                reply = await self._session.request(
+                    method,
+                    url + query,
+                    body=data,
+                    headers=headers,
+                    deadline=deadline,
+                    connect_timeout=connect,
+                )
+            except ConnectTimeout:
+                problems.append(f"{url}: no connection within {connect:g}s")
                 continue
             except TimeoutError:
                 problems.append(f"{url}: timed out after {deadline:g}s")
                 continue
-            except aiohttp.ClientError as exc:
-                problems.append(f"{url}: {exc or type(exc).__name__}")
+            except TransportError as exc:
+                problems.append(f"{url}: {exc}")
                 continue
+            status, text = reply.status, reply.text()
+            asked = _retry_after(reply.headers.get("retry-after"))
             if status >= 500:
                 problems.append(f"{url}: HTTP {status} {_error_message(text)}".rstrip())
                 if status == 503 and asked is not None:

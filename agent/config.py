@@ -208,7 +208,7 @@ def transport_problem(settings: AgentSettings) -> str | None:
 
 def coordinator_tls(settings: AgentSettings) -> ssl.SSLContext | None:
     """The context for https:// coordinators: ``ca_file`` verifies them, ``tls_cert`` is
-    presented; None when neither is set (aiohttp then verifies against the system's CAs).
+    presented; None when neither is set (agent/transport.py then verifies against the system's CAs).
     Raise ConfigError for a transport :func:`transport_problem` refuses or an unreadable file."""
     if problem := transport_problem(settings):
         raise ConfigError(problem)

@@ -8,9 +8,8 @@ import ssl
 from collections import Counter
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
-import aiohttp
 import structlog
 
 from agent.artifacts import ArtifactStore
@@ -25,6 +24,7 @@ from agent.logs import LogRotator
 from agent.manager import ExecutionManager
 from agent.metrics import AgentMetrics
 from agent.notify import SystemdNotifier
+from agent.outbound import LazySession
 from agent.paths import DataDir
 from agent.report import ReportLoop
 from agent.runtime import Runtime
@@ -32,10 +32,14 @@ from agent.runtime.exec import ExecRuntime
 from agent.runtime.systemd import SystemdRuntime
 from agent.session import NodeSession
 from agent.sync import SyncLoop
+from agent.transport import StreamTransport
 from agent.waiting import sleep_or_event
 from agent.writes import DataDirWrites
 from shared.clock import Clock, SystemClock
 from shared.spec import Driver
+
+if TYPE_CHECKING:
+    import aiohttp
 
 log = structlog.get_logger("agent.daemon")
 
@@ -96,8 +100,8 @@ class Agent:
         self._notifier = notifier or SystemdNotifier()
         self._tasks: list[asyncio.Task[None]] = []
         self._endpoints: LocalEndpoints | None = None
-        self._http: aiohttp.ClientSession | None = None
-        self._coordinator_http: aiohttp.ClientSession | None = None
+        self._http: LazySession | None = None
+        self._coordinator_http: StreamTransport | None = None
         self._ready = False
         self._parts: AgentParts | None = None
         self._writes: DataDirWrites | None = None
@@ -125,7 +129,10 @@ class Agent:
         settings = self.settings
         self.data_dir.ensure()
         host = self._host or PsutilHost(settings.data_dir)
-        self._http = aiohttp.ClientSession()
+        self._http = LazySession()
+        # LazySession makes the aiohttp session at the first HTTP check or download; it
+        # answers the only calls made on it (get, close), which is what the cast claims.
+        http = cast("aiohttp.ClientSession", self._http)
         store = IdentityStore(settings.data_dir)
         # One place learns of every failed write to the data dir; the report says so.
         writes = self._writes = DataDirWrites(
@@ -154,13 +161,13 @@ class Agent:
             store=ExecutionStore(self.data_dir.executions),
             writes=writes,
             clock=self.clock,
-            http=self._http,
+            http=http,
             policy=settings.policy,
             on_change=self._on_execution_change,
             metrics=self.metrics,
             artifacts=ArtifactStore(
                 self.data_dir.artifacts,
-                self._http,
+                http,
                 keep=settings.artifact_keep,
                 max_bytes=settings.artifact_max_bytes,
             ),

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
+from typing import TYPE_CHECKING
 
-import aiohttp
 import structlog
 
 from agent.artifacts import ArtifactStore
@@ -30,6 +30,9 @@ from agent.writes import DataDirWrites
 from shared.clock import Clock
 from shared.protocol import Assignment, ExecutionReport
 from shared.spec import Driver
+
+if TYPE_CHECKING:
+    import aiohttp
 
 log = structlog.get_logger("agent.manager")
 

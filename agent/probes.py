@@ -8,8 +8,8 @@ import os
 import signal
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import aiohttp
 import structlog
 
 from agent.health import CheckCounts, HealthState, HealthVerdict, evaluate_health
@@ -17,6 +17,9 @@ from agent.metrics import AgentMetrics
 from agent.runtime.users import RunAs
 from shared.clock import Clock
 from shared.spec import ExecCheck, HealthCheck, HttpCheck, TcpCheck
+
+if TYPE_CHECKING:
+    import aiohttp
 
 log = structlog.get_logger("agent.probes")
 
@@ -29,6 +32,8 @@ class ProbeResult:
 
 async def probe_http(check: HttpCheck, session: aiohttp.ClientSession) -> ProbeResult:
     """GET the URL; pass on a status in ``expect_status`` (or any 2xx/3xx when it is empty)."""
+    import aiohttp  # loaded by the first HTTP check (agent/outbound.py)
+
     timeout = aiohttp.ClientTimeout(total=check.timeout.total_seconds())
     try:
         async with session.get(check.url, timeout=timeout, allow_redirects=False) as response:

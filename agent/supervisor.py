@@ -11,8 +11,8 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import aiohttp
 import structlog
 
 from agent.artifacts import ArtifactError, ArtifactStore
@@ -43,6 +43,9 @@ from shared.clock import Clock
 from shared.interpolation import InterpolationError
 from shared.protocol import Assignment, ExecutionReport, ExecutionState
 from shared.spec import JobType
+
+if TYPE_CHECKING:
+    import aiohttp
 
 log = structlog.get_logger("agent.supervisor")
 

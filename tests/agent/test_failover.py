@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import psutil
 import pytest
 from aiohttp.test_utils import TestServer
@@ -17,6 +16,7 @@ from aiohttp.test_utils import TestServer
 from agent.backoff import BackoffPolicy
 from agent.client import CoordinatorClient
 from agent.daemon import Agent
+from agent.transport import StreamTransport
 from shared.protocol import ReportRequest
 from tests.agent.factories import assignment, job_spec, settings
 from tests.agent.fake_coordinator import FakeCoordinator, FakeNode
@@ -183,7 +183,7 @@ class TestPausedCoordinator:
     async def client(self, pair: Pair) -> AsyncIterator[tuple[CoordinatorClient, str]]:
         node = FakeNode(node_id="node-1", name="n1", token="token-1")
         pair.coord.nodes[node.token] = node
-        async with aiohttp.ClientSession() as session:
+        async with StreamTransport() as session:
             yield (
                 CoordinatorClient(
                     [pair.url("a"), pair.url("b")], session, request_timeout=60, poll_margin=5

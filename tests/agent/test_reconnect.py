@@ -13,7 +13,6 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -23,6 +22,7 @@ from agent.client import CoordinatorClient
 from agent.errors import CoordinatorUnavailable
 from agent.report import ReportLoop
 from agent.sync import SyncLoop
+from agent.transport import StreamTransport
 from shared.clock import FakeClock
 from shared.nodes import Load, Resources
 from shared.protocol import AssignmentsResponse
@@ -175,7 +175,7 @@ class TestClientRetryAfter:
             for value, status in (("3", 503), ("1.5", 503), (None, 503), ("0.5", 500))
         ]
         urls = [str(s.make_url("")) for s in servers]
-        async with aiohttp.ClientSession() as http:
+        async with StreamTransport() as http:
             client = CoordinatorClient(urls, http)
             with pytest.raises(CoordinatorUnavailable) as caught:
                 await client.report("t", _report())

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
@@ -28,6 +27,7 @@ from agent.metrics import AgentMetrics
 from agent.paths import DataDir
 from agent.report import SEQ_BLOCK, ReportLoop, seq_reservation
 from agent.session import NodeSession
+from agent.transport import StreamTransport
 from agent.writes import DataDirWrites
 from shared.clock import FakeClock
 from shared.nodes import DATA_DIR_UNWRITABLE, Load, Resources
@@ -91,7 +91,7 @@ async def node(tmp_path: Path, aiohttp_server: Any) -> AsyncIterator[Node]:
     metrics = AgentMetrics()
     writes = DataDirWrites(data.root, clock=clock, metrics=metrics)
     store = IdentityStore(data.root)
-    async with aiohttp.ClientSession() as http:
+    async with StreamTransport() as http:
         client = CoordinatorClient([str(server.make_url("")).rstrip("/")], http)
         session = NodeSession(
             client=client,
