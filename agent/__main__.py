@@ -2,8 +2,9 @@
 
 import sys
 
-UNUSED_MODULES = ("rich",)
-"""Installed (for the coordinator's CLI), importable, and of no use to the agent process."""
+UNUSED_MODULES = ("rich", "greenlet")
+"""Importable when installed, and of no use to the agent process: rich is there for the
+coordinator's CLI, greenlet wherever something else brought it (playwright, gevent)."""
 
 
 def keep_out_unused_modules() -> None:
@@ -11,8 +12,10 @@ def keep_out_unused_modules() -> None:
 
     structlog imports rich (and pygments with it) for pretty console tracebacks whenever rich
     is installed: 3.7 MB of RSS the agent kept for good. The agent logs JSON under systemd;
-    on a terminal its tracebacks are plain text. Only the agent process does this: tests and
-    tools that import ``agent.main`` are not affected.
+    on a terminal its tracebacks are plain text. structlog also imports greenlet, when it is
+    installed, for its deprecated thread-local context (1 MB); the agent uses contextvars.
+    Only the agent process does this: tests and tools that import ``agent.main`` are not
+    affected.
     """
     for name in UNUSED_MODULES:
         sys.modules.setdefault(name, None)  # type: ignore[arg-type]  # None: import fails

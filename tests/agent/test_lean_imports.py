@@ -28,6 +28,7 @@ KEPT_OUT = {
     "yarl": "comes with aiohttp",
     "rich": "structlog's pretty console tracebacks (3.7 MB with pygments); the agent logs JSON",
     "pygments": "comes with rich",
+    "greenlet": "structlog's deprecated thread-local context imports it when installed (1 MB)",
     "aiohttp.web": "the local endpoints run on asyncio streams; aiohttp's server is 2 MB",
     "aiohttp.web_app": "part of aiohttp's server",
     "tarfile": "loaded only when an artifact archive is unpacked",
