@@ -97,6 +97,12 @@ def token_expiry(d: Deps, now: datetime) -> datetime | None:
     return now + timedelta(seconds=d.node_token_ttl) if d.node_token_ttl else None
 
 
+def _registered(now: datetime, node: NodeRecord, reason: str, by: str) -> Event:
+    return Event(
+        time=now, node=node.id, kind="node_registered", new=node.name, reason=reason, by=by
+    )
+
+
 @routes.post("/v1/agent/register")
 async def handle_register(request: web.Request) -> web.Response:
     d = deps(request)
@@ -137,7 +143,10 @@ async def handle_register(request: web.Request) -> web.Response:
         )
         if renewed is None:
             raise NameTaken(body.name, holder)
-        node, reason = renewed, "registered again with its node key"
+        node = renewed
+        await d.store.append_events(
+            [_registered(now, node, "registered again with its node key", grant.name)]
+        )
     else:
         node = NodeRecord(
             id=str(uuid.uuid4()),
@@ -154,26 +163,18 @@ async def handle_register(request: web.Request) -> web.Response:
             agent_version=body.agent_version,
             registered_at=now,
         )
-        await d.store.insert_node(node, join_token=grant.token_id)
         reason = f"with join token {grant.name!r}" + (
             "; pending approval (fleetwave node approve)" if not node.approved else ""
+        )
+        # The node and its event in one transaction (the store commits registrations that
+        # arrive together in one).
+        await d.store.insert_node(
+            node, join_token=grant.token_id, events=[_registered(now, node, reason, grant.name)]
         )
     note = request.get(AUDIT_NOTE)
     if note is not None:
         note.token_id = grant.token_id or DEFAULT_JOIN_ID
         note.token_name, note.node = grant.name, node.id
-    await d.store.append_events(
-        [
-            Event(
-                time=now,
-                node=node.id,
-                kind="node_registered",
-                new=node.name,
-                reason=reason,
-                by=grant.name,
-            )
-        ]
-    )
     d.driver.kick()
     response = RegisterResponse(
         node_id=node.id,

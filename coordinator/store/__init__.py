@@ -81,10 +81,12 @@ class Store(Protocol):
     async def get_version(self, job: str, version: int) -> JobVersion | None: ...
 
     # nodes
-    async def insert_node(self, node: NodeRecord, *, join_token: str | None = None) -> None:
-        """Add a node; NameTaken if any node holds its name. With ``join_token`` (a managed
-        token's id), count one use of it in the same transaction: Unauthorized when it is
-        used up or revoked meanwhile."""
+    async def insert_node(
+        self, node: NodeRecord, *, join_token: str | None = None, events: Sequence[Event] = ()
+    ) -> None:
+        """Add a node, with ``events``; NameTaken if any node holds its name. With
+        ``join_token`` (a managed token's id), count one use of it in the same transaction:
+        Unauthorized when it is used up or revoked meanwhile."""
         ...
 
     async def get_node(self, node_id: str) -> NodeRecord | None: ...

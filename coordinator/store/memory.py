@@ -108,13 +108,16 @@ class MemoryStore:
 
     # nodes
 
-    async def insert_node(self, node: NodeRecord, *, join_token: str | None = None) -> None:
+    async def insert_node(
+        self, node: NodeRecord, *, join_token: str | None = None, events: Sequence[Event] = ()
+    ) -> None:
         check_name_free(node.name, self._state.nodes_named(node.name))
         if node.id in self._state.nodes:
             raise Conflict(f"node {node.id} exists")
         if join_token is not None:
             self._state.put_token(join_token_used(self._state.tokens.get(join_token)))
         self._state.put_node(node)
+        self._append(events)
 
     async def get_node(self, node_id: str) -> NodeRecord | None:
         return self._state.nodes.get(node_id)

@@ -447,8 +447,11 @@ class PostgresStore:
             raise StoreError(f"node {node_id} vanished")
         return node
 
-    async def insert_node(self, node: NodeRecord, *, join_token: str | None = None) -> None:
+    async def insert_node(
+        self, node: NodeRecord, *, join_token: str | None = None, events: Sequence[Event] = ()
+    ) -> None:
         async with self._tx(f"register node {node.name!r}") as tx:
+            await _insert_events(tx, events)
             check_name_free(node.name, await self._named(tx, node.name))
             if join_token is not None:
                 row = await tx.conn.fetchrow(

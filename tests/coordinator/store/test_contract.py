@@ -5,6 +5,8 @@ reads what it wrote within one open store; durability and crash tests live besid
 
 from __future__ import annotations
 
+import asyncio
+from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -559,6 +561,37 @@ class TestJoinTokens:
         used = await store.get_token(JOIN_ID)
         assert used is not None
         assert used.uses == 1
+
+    async def test_enrollments_at_once_are_each_judged_as_if_alone(self, store: Store) -> None:
+        """Registrations that arrive together (a store may commit them in one transaction)
+        each get their own answer: one of two with one name gets it, uses are counted up to
+        ``max_uses`` and the one beyond is refused, and each stored node has its event and
+        no refused one has."""
+        await store.insert_token(join_token(max_uses=4))
+        names = ["a", "b", "a", "c", "d", "e"]
+        results = await asyncio.gather(
+            *(
+                store.insert_node(
+                    node(f"n{i}", name),
+                    join_token=JOIN_ID,
+                    events=[event("node_registered", job="", node_id=f"n{i}")],
+                )
+                for i, name in enumerate(names)
+            ),
+            return_exceptions=True,
+        )
+        # Which of the two "a" gets the name, and which enrollment finds the token used up,
+        # is the order the store commits them in (PostgreSQL commits them concurrently).
+        outcomes = Counter(type(r).__name__ for r in results)
+        assert outcomes == {"NoneType": 4, "NameTaken": 1, "Unauthorized": 1}
+        stored = {n.id for n in await store.list_nodes()}
+        assert len(stored) == 4
+        assert len(stored & {"n0", "n2"}) == 1
+        used = await store.get_token(JOIN_ID)
+        assert used is not None
+        assert used.uses == 4
+        events = await store.list_events(limit=100)
+        assert sorted(e.node for e in events if e.kind == "node_registered") == sorted(stored)
 
 
 class TestReports:
