@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -444,6 +445,8 @@ async def agent_footprint(workdir: Path, seconds: float) -> dict[str, Any]:
                 "json",
             ],
             workdir / "agent" / "logs" / "agent.log",
+            # Its job goes when it stops (agents keep their workloads by default).
+            env={"FLEETWAVE_ON_STOP": "stop-workloads"},
         )
         baseline = _spawn(
             [
@@ -481,12 +484,18 @@ async def agent_footprint(workdir: Path, seconds: float) -> dict[str, Any]:
         coord.close()
 
 
-def _spawn(argv: list[str], log: Path) -> Any:
+def _spawn(argv: list[str], log: Path, env: dict[str, str] | None = None) -> Any:
     import subprocess
 
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
-        return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
+        )
 
 
 __all__ = ["ADMIN_TOKEN", "agent_footprint", "hold", "rollout_and_reaction", "throughput"]
