@@ -44,7 +44,7 @@ FULL = {
     "waves": 10,
     "reaction_trials": 3,
     "agent_seconds": 60.0,
-    "scaling": [1000, 2000, 5000, 10000],
+    "scaling": [1000, 2000, 5000, 10000, 20000],
     "registration_nodes": 10000,
     "storm_nodes": 10000,
 }
@@ -178,6 +178,10 @@ def main() -> None:
         "--only", action="append", choices=PARTS + HA_PARTS, help="run only these parts"
     )
     parser.add_argument("--nodes", type=int, help="override hold/rollout node count")
+    parser.add_argument(
+        "--scaling",
+        help="fleet sizes of the scaling curve, comma-separated (full: 1000,...,20000)",
+    )
     parser.add_argument("--kills", type=int, help="ha: leader kills per lease TTL")
     parser.add_argument(
         "--lease-ttl", type=float, action="append", help="ha: lease TTLs in seconds (3 and 2)"
@@ -217,6 +221,8 @@ def main() -> None:
             plan["hold_nodes"] = plan["rollout_nodes"] = args.nodes
             plan["registration_nodes"] = plan["storm_nodes"] = args.nodes
         plan["spread_reconnect"] = not args.no_reconnect_spread
+        if args.scaling:
+            plan["scaling"] = [int(n) for n in args.scaling.split(",")]
         parts = set(args.only or (QUICK_PARTS if args.mode == "quick" else PARTS))
     raise_nofile_limit()
     pinning = pin_processes()
