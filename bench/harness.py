@@ -69,6 +69,8 @@ class Server:
     log_path: Path
     port: int = field(default_factory=free_port)
     popen: subprocess.Popen[bytes] | None = None
+    root: Path = ROOT
+    """The checkout it runs from."""
 
     @property
     def url(self) -> str:
@@ -81,7 +83,7 @@ class Server:
 
     def start(self, ready_path: str = "/healthz", timeout: float = 30.0) -> Server:
         env = {k: v for k, v in os.environ.items() if not k.startswith("FLEETWAVE_")}
-        env["PYTHONPATH"] = str(ROOT)
+        env["PYTHONPATH"] = str(self.root)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.popen = subprocess.Popen(
@@ -91,7 +93,7 @@ class Server:
                 stdin=subprocess.DEVNULL,
                 env=env,
                 start_new_session=True,
-                cwd=ROOT,
+                cwd=self.root,
             )
         _pin_server(self.popen.pid)
         deadline = time.monotonic() + timeout
@@ -149,7 +151,10 @@ def coordinator(workdir: Path, *extra: str) -> Server:
         "json",
         *extra,
     ]
-    return Server("coordinator", argv, workdir / "logs" / "coordinator.log")
+    # FLEETWAVE_BENCH_COORDINATOR_ROOT: another checkout's coordinator, measured by this
+    # bench (e.g. the main branch before a change, in the same run as after it).
+    root = Path(os.environ.get("FLEETWAVE_BENCH_COORDINATOR_ROOT") or ROOT)
+    return Server("coordinator", argv, workdir / "logs" / "coordinator.log", root=root)
 
 
 def bare_server(workdir: Path, report_bytes: int, assign_bytes: int) -> Server:
