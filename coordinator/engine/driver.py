@@ -220,6 +220,34 @@ class RolloutDriver:
         """Plan ``job`` (``stored`` as an action left it) and write what changed."""
         name = job.name
         index = self._indexes.setdefault(name, RolloutIndex())
+        try:
+            plan, now = await self._plan(job, index)
+            if not events and not plan.changed(stored):
+                return plan
+            plan = replace(plan, events=[*events, *plan.events])
+            indexes = await self._store.apply_plan(
+                plan.job,
+                expected_revision=stored.status.revision,
+                changes=plan.changes,
+                events=plan.events,
+                now=now,
+                epoch=epoch,
+            )
+        except BaseException:
+            # Not planned or not applied (or not known to be): the index may describe a
+            # plan that is not the stored state. The next evaluation starts from scratch.
+            self._indexes.pop(name, None)
+            raise
+        self._metrics.engine_plans_applied.inc()
+        self._announce(stored, plan.job, plan.events)
+        for node_id in indexes:
+            self._watches.bump(node_key(node_id))
+        self._watches.bump(job_key(name))
+        return plan
+
+    async def _plan(self, job: JobRecord, index: RolloutIndex) -> tuple[RolloutPlan, datetime]:
+        """Plan ``job`` from the store's live state and change log when it has them."""
+        name = job.name
         live = self._store.live()
         changed: set[str] | None = None
         if live is not None:
@@ -236,28 +264,7 @@ class RolloutDriver:
         observation = self._window.observe()
         now = self._clock.now()
         plan = plan_rollout(job, nodes, assignments, executions, now, observation, index, changed)
-        if events or plan.changed(stored):
-            plan = replace(plan, events=[*events, *plan.events])
-            try:
-                indexes = await self._store.apply_plan(
-                    plan.job,
-                    expected_revision=stored.status.revision,
-                    changes=plan.changes,
-                    events=plan.events,
-                    now=now,
-                    epoch=epoch,
-                )
-            except BaseException:
-                # Not applied (or not known to be): the index describes a plan that may
-                # not be the stored state. The next evaluation starts from scratch.
-                self._indexes.pop(name, None)
-                raise
-            self._metrics.engine_plans_applied.inc()
-            self._announce(stored, plan.job, plan.events)
-            for node_id in indexes:
-                self._watches.bump(node_key(node_id))
-            self._watches.bump(job_key(name))
-        return plan
+        return plan, now
 
     def _schedule(self, name: str, plan: RolloutPlan) -> None:
         if plan.wake_at is not None:
