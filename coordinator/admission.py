@@ -17,10 +17,14 @@ marked down for it: the coordinator judges no silence until a whole TTL after it
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 from aiohttp import web
+
+from shared.clock import ZERO_TIME, Clock
 
 AGENT_PATHS = frozenset(
     {"/v1/agent/assignments", "/v1/agent/report", "/v1/agent/register", "/v1/agent/token"}
@@ -34,7 +38,15 @@ REGISTRATION_LIMIT = 64
 """Registrations worked on at once, within AGENT_REQUEST_LIMIT: each is several writes."""
 
 RETRY_AFTER_MAX = 5
-"""A shed request is told to come back after 1 to this many seconds, at random."""
+"""A shed request is told to come back after 1 to this many seconds, at random, or over a
+longer spread when more agents are refused each second than are admitted (``retry_after``)."""
+
+RETRY_AFTER_CEILING = 60
+"""The longest spread: agents refused in a storm return within a minute. (No node is marked
+down meanwhile: the node monitor counts silence only from the last refusal.)"""
+
+ADMITTED_FLOOR = 50
+"""The admission rate assumed when fewer were admitted in the last second (a start)."""
 
 _ADMITTED = web.RequestKey("admitted", str)
 
@@ -54,14 +66,23 @@ class AgentAdmission:
         limit: int = AGENT_REQUEST_LIMIT,
         registrations: int = REGISTRATION_LIMIT,
         retry_after_max: int = RETRY_AFTER_MAX,
+        *,
+        clock: Clock | None = None,
     ) -> None:
         self._rand = rand
+        self._clock = clock
         self.limit = limit
         self.registration_limit = registrations
         self.retry_after_max = retry_after_max
         self.working = 0
         self.registering = 0
         self.stats = AdmissionStats()
+        self.last_shed_at: datetime = ZERO_TIME
+        """When an agent request was last refused (wall clock; ZERO_TIME: never)."""
+        # Refused and admitted agent requests in this second and the one before it.
+        self._second = 0
+        self._counts = [0, 0]  # this second: shed, admitted
+        self._before = [0, 0]  # the second before
 
     def admit(self, request: web.Request) -> bool:
         """Whether to work on ``request`` now; an admitted one must be ``release``d."""
@@ -69,11 +90,16 @@ class AgentAdmission:
         if path not in AGENT_PATHS:
             return True
         registering = path == "/v1/agent/register"
+        self._roll()
         if self.working >= self.limit or (
             registering and self.registering >= self.registration_limit
         ):
             self.stats.shed += 1
+            self._counts[0] += 1
+            if self._clock is not None:
+                self.last_shed_at = self._clock.now()
             return False
+        self._counts[1] += 1
         self.working += 1
         if registering:
             self.registering += 1
@@ -93,7 +119,26 @@ class AgentAdmission:
         if path == "/v1/agent/register":
             self.registering -= 1
 
+    def _roll(self) -> None:
+        if self._clock is None:
+            return
+        second = int(self._clock.monotonic())
+        if second != self._second:
+            self._before = self._counts if second == self._second + 1 else [0, 0]
+            self._counts = [0, 0]
+            self._second = second
+
+    def spread(self) -> int:
+        """Seconds over which refused agents are told to come back: ``retry_after_max``,
+        or, when more are refused each second than admitted, as many seconds as it takes
+        to admit them at the rate of the last second (so that a storm of 10,000 agents
+        does not knock 10,000 times every few seconds: refusals cost work too)."""
+        shed = max(self._counts[0], self._before[0])
+        admitted = max(self._counts[1], self._before[1], ADMITTED_FLOOR)
+        needed = math.ceil(shed / admitted) + 1
+        return max(1, self.retry_after_max, min(RETRY_AFTER_CEILING, needed))
+
     def retry_after(self) -> int:
-        """Whole seconds (as ``Retry-After`` requires), 1 to ``retry_after_max``, at random."""
-        spread = max(1, self.retry_after_max)
+        """Whole seconds (as ``Retry-After`` requires), 1 to ``spread()``, at random."""
+        spread = self.spread()
         return 1 + min(spread - 1, int(self._rand() * spread))

@@ -186,7 +186,12 @@ async def serve(
     pacer = HeartbeatPacer(store, clock, heartbeats, window, metrics)
     await pacer.tick()
     driver = RolloutDriver(store, clock, watches, locks, window, metrics)
-    monitor = NodeMonitor(store, clock, driver, window, heartbeats)
+    # After a restart the whole fleet calls at once: the excess is told when to return, and
+    # no node is judged silent while agents are being refused.
+    admission = AgentAdmission(random.random, clock=clock)
+    monitor = NodeMonitor(
+        store, clock, driver, window, heartbeats, refused_at=lambda: admission.last_shed_at
+    )
     cluster = Cluster(
         store if isinstance(store, LeaseStore) else None,
         member_id=config.member_name,
@@ -220,8 +225,7 @@ async def serve(
         metrics=metrics,
         require_client_cert=config.tls_client_ca is not None,
         cluster=cluster,
-        # After a restart the whole fleet calls at once: the excess is told when to return.
-        admission=AgentAdmission(random.random),
+        admission=admission,
     )
     # Slow or idle clients are dropped (request heads within 10 s, idle keep-alive 75 s).
     runner = GuardedAppRunner(create_app(deps), access_log=None)

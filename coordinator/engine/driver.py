@@ -28,7 +28,7 @@ from coordinator.metrics import CoordinatorMetrics
 from coordinator.store import Store
 from coordinator.store.lease import Fenced
 from coordinator.watch import Watches
-from shared.clock import Clock
+from shared.clock import ZERO_TIME, Clock
 from shared.errors import NotFound, StoreUnavailable
 from shared.nodes import NodeStatus
 
@@ -303,12 +303,15 @@ class NodeMonitor:
         driver: RolloutDriver,
         window: ObservationWindow,
         heartbeats: Heartbeats,
+        refused_at: Callable[[], datetime] = lambda: ZERO_TIME,
     ) -> None:
         self._store = store
         self._clock = clock
         self._driver = driver
         self._window = window
         self._heartbeats = heartbeats
+        self._refused_at = refused_at
+        """When the coordinator last refused an agent request (admission control)."""
 
     def period(self) -> float:
         """Seconds between ticks: a quarter of the shortest TTL, within 0.1 to 5 s."""
@@ -330,12 +333,20 @@ class NodeMonitor:
             await self._clock.sleep(self.period())
 
     async def tick(self) -> list[str]:
-        """Mark every node not heard from for its TTL of observed time; return their ids."""
+        """Mark every node not heard from for its TTL of observed time; return their ids.
+
+        Nor is silence observed while the coordinator refuses agents (a reconnect storm
+        after a restart): a node gets a whole TTL from the last refusal to be heard."""
         observation = self._window.observe()
+        refused_at = self._refused_at()
         now = self._clock.now()
+
+        def heard_since(last: datetime) -> datetime:
+            return max(observation.heard_since(last), refused_at)
+
         lost = []
         for decision in lost_nodes(
-            await self._store.list_nodes(), now, self._heartbeats.ttl, observation.heard_since
+            await self._store.list_nodes(), now, self._heartbeats.ttl, heard_since
         ):
             node = decision.node
             epoch = self._driver.epoch

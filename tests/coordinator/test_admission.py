@@ -8,12 +8,18 @@ Real: the app on a real SQLite file (the ``harness`` fixture), AgentAdmission.
 from __future__ import annotations
 
 import asyncio
+import math
+from datetime import timedelta
 
 import pytest
 from aiohttp.test_utils import make_mocked_request
 
 from coordinator.admission import AgentAdmission
 from coordinator.api.deps import DEPS
+from coordinator.engine.driver import NodeMonitor
+from coordinator.engine.observation import ObservationWindow
+from coordinator.heartbeats import Heartbeats
+from shared.clock import ZERO_TIME, FakeClock
 from tests.coordinator.conftest import Harness
 from tests.helpers import eventually
 
@@ -60,6 +66,69 @@ async def _poll(harness: Harness, token: str, index: int, wait: str) -> int:
         headers={"Authorization": f"Bearer {token}"},
     )
     return resp.status
+
+
+class TestStormSpread:
+    def test_the_spread_grows_while_more_are_refused_than_admitted(self) -> None:
+        """Refusing 1,000 agent requests in a second while admitting 100 tells agents to
+        come back over 11 seconds (at the rate it admits, 10 s to take them all); once the
+        refusals stop, the spread is back to the usual 1-5 s within two seconds."""
+        clock = FakeClock()
+        admission = AgentAdmission(lambda: 0.999, limit=100, clock=clock)
+        held = [make_mocked_request("POST", "/v1/agent/report") for _ in range(100)]
+        for request in held:
+            assert admission.admit(request)
+        refused = make_mocked_request("POST", "/v1/agent/report")
+        for _ in range(1000):
+            assert not admission.admit(refused)
+        assert admission.spread() == 11
+        assert admission.retry_after() == 11
+        assert admission.last_shed_at == clock.now()
+        for request in held:
+            admission.release(request)
+        clock.advance(1.0)
+        admission.admit(held[0])  # a new second: the last one still counts
+        assert admission.spread() == 11
+        clock.advance(1.0)
+        admission.admit(held[1])
+        assert admission.spread() == 5
+
+    def test_the_spread_has_a_ceiling(self) -> None:
+        """However many are refused, agents are told to return within a minute."""
+        clock = FakeClock()
+        admission = AgentAdmission(lambda: 0.999, limit=0, clock=clock)
+        request = make_mocked_request("GET", "/v1/agent/assignments")
+        for _ in range(10_000):
+            assert not admission.admit(request)
+        assert admission.spread() == 60
+
+
+class TestNodeMonitorDuringAStorm:
+    async def test_no_node_is_judged_silent_while_agents_are_refused(
+        self, harness: Harness
+    ) -> None:
+        """A node unheard for twice its TTL is not marked down while the coordinator keeps
+        refusing agent requests (it may be one of those refused); a TTL after the last
+        refusal it is."""
+        node_id, _ = await harness.register("quiet")
+        refused = {"at": ZERO_TIME}
+        window = ObservationWindow(harness.clock, timedelta(0), gap_seconds=math.inf)
+        monitor = NodeMonitor(
+            harness.store,
+            harness.clock,
+            harness.driver,
+            window,
+            Heartbeats.fixed(10.0),  # TTL 30 s
+            refused_at=lambda: refused["at"],
+        )
+        for _ in range(6):  # 60 s of refusals, one every 10 s
+            harness.clock.advance(10)
+            refused["at"] = harness.clock.now()
+            assert await monitor.tick() == []
+        harness.clock.advance(29)
+        assert await monitor.tick() == []
+        harness.clock.advance(2)
+        assert await monitor.tick() == [node_id]
 
 
 class TestThroughTheApp:
