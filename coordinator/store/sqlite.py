@@ -13,12 +13,12 @@ import contextlib
 import re
 import sqlite3
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 import aiosqlite
 import structlog
@@ -109,10 +109,8 @@ class SqliteStore:
         self._spec_cache: dict[tuple[str, int], JobSpec] = {}
         self._mirror = Mirror()
         self._after_commit: list[Callable[[], None]] = []
-        self._reports: list[_PendingReport] = []
-        self._report_writer: asyncio.Task[None] | None = None
-        self._registrations: list[_PendingNode] = []
-        self._registration_writer: asyncio.Task[None] | None = None
+        self._reports = _GroupCommit(self._commit_reports)
+        self._registrations = _GroupCommit(self._commit_registrations)
         self._event_listeners: list[Callable[[], None]] = []
         self._events_written = False  # set inside a transaction that inserted events
         self._queued_nodes: Counter[str] = Counter()  # reports queued or being committed
@@ -190,12 +188,8 @@ class SqliteStore:
                 raise
 
     async def close(self) -> None:
-        for writer in (self._report_writer, self._registration_writer):
-            if writer is not None:
-                writer.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await writer
-        self._report_writer = self._registration_writer = None
+        await self._reports.close()
+        await self._registrations.close()
         flusher, self._liveness_flusher = self._liveness_flusher, None
         if flusher is not None:
             flusher.cancel()
@@ -396,32 +390,7 @@ class SqliteStore:
         are committed together, each checked as if alone.
         """
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._registrations.append(_PendingNode(node, join_token, tuple(events), future))
-        if self._registration_writer is None or self._registration_writer.done():
-            self._registration_writer = asyncio.create_task(self._write_registrations())
-        await future
-
-    async def _write_registrations(self) -> None:
-        """Commit the queued registrations, and whatever queued up meanwhile."""
-        while self._registrations:
-            batch, self._registrations = self._registrations, []
-            try:
-                outcomes = await self._commit_registrations(batch)
-            except Exception as exc:
-                outcomes = [exc] * len(batch)
-            except BaseException:
-                for pending in [*batch, *self._registrations]:
-                    if not pending.future.done():
-                        pending.future.set_exception(StoreError("the store was closed"))
-                self._registrations = []
-                raise
-            for pending, outcome in zip(batch, outcomes, strict=True):
-                if pending.future.done():
-                    continue  # the caller went away; the node is stored all the same
-                if outcome is None:
-                    pending.future.set_result(None)
-                else:
-                    pending.future.set_exception(outcome)
+        await self._registrations.submit(_PendingNode(node, join_token, tuple(events), future))
 
     async def _commit_registrations(self, batch: Sequence[_PendingNode]) -> list[Exception | None]:
         outcomes: list[Exception | None] = []
@@ -670,12 +639,9 @@ class SqliteStore:
         pending = _PendingReport(
             node_id, seq, load, resources, executions, now, future, conditions=tuple(conditions)
         )
-        self._reports.append(pending)
         self._queued_nodes[node_id] += 1
-        if self._report_writer is None or self._report_writer.done():
-            self._report_writer = asyncio.create_task(self._write_reports())
         try:
-            return await future
+            return await self._reports.submit(pending)
         finally:
             self._queued_nodes[node_id] -= 1
             if not self._queued_nodes[node_id]:
@@ -750,28 +716,6 @@ class SqliteStore:
         floors = [(n.last_seq, n.id) for n in self._mirror.nodes.values()]
         async with self._tx(f"release the seq reservations of {len(floors)} nodes") as conn:
             await conn.executemany("UPDATE nodes SET seq_reserved = ? WHERE id = ?", floors)
-
-    async def _write_reports(self) -> None:
-        """Commit the queued reports, and whatever queued up meanwhile, until none is left."""
-        while self._reports:
-            batch, self._reports = self._reports, []
-            try:
-                outcomes = await self._commit_reports(batch)
-            except Exception as exc:
-                outcomes = [exc] * len(batch)
-            except BaseException:
-                for pending in [*batch, *self._reports]:
-                    if not pending.future.done():
-                        pending.future.set_exception(StoreError("the store was closed"))
-                self._reports = []
-                raise
-            for pending, outcome in zip(batch, outcomes, strict=True):
-                if pending.future.done():
-                    continue  # the caller went away; the report is stored all the same
-                if isinstance(outcome, Exception):
-                    pending.future.set_exception(outcome)
-                else:
-                    pending.future.set_result(outcome)
 
     async def _commit_reports(
         self, batch: Sequence[_PendingReport]
@@ -1113,6 +1057,66 @@ async def _settle(work: Coroutine[Any, Any, None]) -> bool:
 
 def _assignment(row: aiosqlite.Row) -> AssignmentRecord:
     return AssignmentRecord.model_validate(dict(row))
+
+
+class _Pending(Protocol):
+    @property
+    def future(self) -> asyncio.Future[Any]: ...
+
+
+P = TypeVar("P", bound=_Pending)
+R = TypeVar("R")
+
+
+class _GroupCommit(Generic[P, R]):
+    """Requests that queue up while a transaction commits are committed together, by one
+    task, in one transaction (one fsync); each caller gets its own outcome.
+
+    ``commit`` returns an outcome per request: its result, or the exception for it alone
+    (a failure of the whole transaction fails every request of the batch)."""
+
+    def __init__(self, commit: Callable[[Sequence[P]], Awaitable[list[R | Exception]]]) -> None:
+        self._commit = commit
+        self._queue: list[P] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def submit(self, pending: P) -> R:
+        """Queue ``pending`` (its future is the caller's); return once it is durable."""
+        self._queue.append(pending)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run())
+        result: R = await pending.future
+        return result
+
+    async def close(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _run(self) -> None:
+        """Commit the queue, and whatever queued up meanwhile, until none is left."""
+        while self._queue:
+            batch, self._queue = self._queue, []
+            try:
+                outcomes = await self._commit(batch)
+            except Exception as exc:
+                outcomes = [exc] * len(batch)
+            except BaseException:
+                for pending in [*batch, *self._queue]:
+                    if not pending.future.done():
+                        pending.future.set_exception(StoreError("the store was closed"))
+                self._queue = []
+                raise
+            for pending, outcome in zip(batch, outcomes, strict=True):
+                future = pending.future
+                if future.done():
+                    continue  # the caller went away; the change is stored all the same
+                if isinstance(outcome, Exception):
+                    future.set_exception(outcome)
+                else:
+                    future.set_result(outcome)
 
 
 @dataclass(frozen=True)
