@@ -53,23 +53,39 @@ class Shared:
         self._limit = limit
         self._labels: dict[tuple[tuple[str, str], ...], dict[str, str]] = {}
         self._resources: dict[Resources, Resources] = {}
+        # The ids of the values kept: a record whose parts are already the shared ones (a
+        # heartbeat's copy of its node) is passed through without hashing them again. The
+        # values are held by the caches, so their ids are not reused while listed.
+        self._kept: set[int] = set()
 
     def labels(self, labels: dict[str, str]) -> dict[str, str]:
+        if id(labels) in self._kept:
+            return labels
         key = tuple(labels.items())
         shared = self._labels.get(key)
         if shared is None:
             if len(self._labels) >= self._limit:
-                self._labels.clear()
+                self._forget()
             shared = self._labels[key] = {sys.intern(k): sys.intern(v) for k, v in key}
+            self._kept.add(id(shared))
         return shared
 
     def resources(self, resources: Resources) -> Resources:
+        if id(resources) in self._kept:
+            return resources
         shared = self._resources.get(resources)
         if shared is None:
             if len(self._resources) >= self._limit:
-                self._resources.clear()
+                self._forget()
             shared = self._resources[resources] = resources
+            self._kept.add(id(shared))
         return shared
+
+    def _forget(self) -> None:
+        """Start over (the caches are full): records keep what they share already."""
+        self._labels.clear()
+        self._resources.clear()
+        self._kept.clear()
 
     def node(self, node: NodeRecord) -> NodeRecord:
         """``node`` with its shareable parts replaced by the shared equal ones."""
@@ -86,7 +102,7 @@ class Shared:
             update["load"] = NO_LOAD
         if not node.conditions and node.conditions is not NO_CONDITIONS:
             update["conditions"] = NO_CONDITIONS
-        return node.model_copy(update=update)
+        return node.model_copy(update=update) if update else node
 
 
 class Mirror:
