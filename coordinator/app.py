@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hmac
-import uuid
+import itertools
+import secrets
 from collections.abc import Awaitable, Callable
 
 import structlog
@@ -211,6 +212,22 @@ def _audit_entry(request: web.Request, d: Deps, status: int, request_id: str) ->
     )
 
 
+class RequestIds:
+    """Request ids unique across restarts and coordinators: a random 64-bit prefix drawn at
+    start and a counter (32 hex characters, like the uuid4 they replace, which took 3 % of
+    the event loop of a coordinator under 10,000 agents)."""
+
+    def __init__(self) -> None:
+        self._prefix = secrets.token_hex(8)
+        self._count = itertools.count(1)
+
+    def __call__(self) -> str:
+        return f"{self._prefix}{next(self._count):016x}"
+
+
+next_request_id = RequestIds()
+
+
 @web.middleware
 async def api_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every request in one layer (each layer costs on the agents' hot path): admit it (an
@@ -245,7 +262,7 @@ async def _serve(request: web.Request, handler: Handler, d: Deps) -> web.StreamR
     audit = d.audit
     assert audit is not None
     started = d.clock.monotonic()
-    request_id = uuid.uuid4().hex
+    request_id = next_request_id()
     entry_id: int | None = None
     try:
         await _authenticate(request, d)
