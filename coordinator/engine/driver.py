@@ -256,6 +256,10 @@ class RolloutDriver:
             assignments: Mapping[str, AssignmentRecord] = live.job_assignments(name)
             executions: Mapping[str, ExecutionRecord] = live.job_executions(name)
             changed = live.changes.since(index.cursor) if index.cursor else None
+            if changed is None and index.cursor:
+                # The log no longer reaches back that far, and the index holds the live
+                # views themselves (nothing to compare them with): build it afresh.
+                index.reset()
             index.cursor = live.changes.end
         else:
             nodes = {n.id: n for n in fleet_nodes(await self._store.list_nodes())}

@@ -143,3 +143,30 @@ async def test_indexed_plans_equal_full_plans(
         await harness.driver.step()
     assert compared.total > 50
     assert compared.with_log > compared.total // 2  # the change log, not the fallback
+
+
+async def test_a_change_log_that_no_longer_reaches_back_rebuilds_the_index(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the store's change log has dropped what a job's index has not read yet, the
+    next evaluation plans from scratch, not from an index that missed those changes."""
+    compared = Compared()
+    monkeypatch.setattr(driver_module, "plan_rollout", compared)
+    fleet = Fleet(harness, random.Random(7))  # noqa: S311 - a seeded history, not a secret
+    await fleet.register(6)
+    resp = await harness.put_job(web_spec(canary=1, waves=2))
+    assert resp.status in (200, 201), await resp.text()
+    await harness.driver.step()
+    for node_id in sorted(fleet.tokens):
+        await fleet.report(node_id, "healthy")
+    await harness.driver.step()
+    log = harness.store.live().changes
+    drained = sorted(fleet.tokens)[0]
+    await harness.client.post(
+        f"/v1/nodes/{drained}/drain", json={"enable": True}, headers=harness.admin()
+    )
+    log._base = log.end + 1  # as if the log had been trimmed past this job's cursor
+    await harness.driver.step()
+    assignments = await harness.store.job_assignments("web")
+    assert drained not in assignments  # the drain was seen: its assignment is gone
+    assert compared.total >= 3
