@@ -56,7 +56,19 @@ def restart_agent(fleet: LocalFleet, sig: signal.Signals, *, wipe_records: bool 
 
 @pytest.mark.parametrize(
     ("sig", "wipe"),
-    [(signal.SIGKILL, False), (signal.SIGTERM, False), (signal.SIGKILL, True)],
+    [
+        (signal.SIGKILL, False),
+        (signal.SIGTERM, False),
+        pytest.param(
+            signal.SIGKILL,
+            True,
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="regression of 2026-12-05 (open, issue 13 note): an agent that lost its "
+                "execution records first reports an adopted workload as starting, not healthy",
+            ),
+        ),
+    ],
     ids=["kill-9", "sigterm", "kill-9-records-lost"],
 )
 def test_restarted_agent_keeps_the_same_workload(
